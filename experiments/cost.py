@@ -1,0 +1,48 @@
+r"""Backward-pass cost of a fine-tuning method on a TinyTrain backbone.
+
+  python -m experiments.cost --model=mcunet-5fps --method=fulltrain
+  python -m experiments.cost --model=mbv2-w0.35 --feature_mix \
+      --method=lastlayer --json
+
+Prints a per-layer table (index, name, forward MACs, backward weight- and
+input-gradient MACs per sample, bytes JAX saves for the backward pass) and
+totals from every cost model (tinytrain_jax.cost.methods.method_report).
+"""
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from tinytrain_jax.cost import methods
+
+_MODEL = flags.DEFINE_string(
+    'model', 'mcunet-5fps',
+    'Backbone: mcunet-5fps, mbv2-w0.35 or proxyless-w0.3.')
+_METHOD = flags.DEFINE_enum('method', 'fulltrain', list(methods.METHODS),
+                            'Which parameters are trained.')
+_RESOLUTION = flags.DEFINE_integer('resolution', 128, 'Input size in pixels.',
+                                   lower_bound=32)
+_FEATURE_MIX = flags.DEFINE_bool(
+    'feature_mix', False, "Add TinyTrain's 1x1 mix conv (mbv2, proxyless).")
+_BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size', 1, 'Images per step (bytes scale with it).', lower_bound=1)
+_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    report = methods.method_report(_MODEL.value, _METHOD.value,
+                                   _RESOLUTION.value, _FEATURE_MIX.value,
+                                   _BATCH_SIZE.value)
+  except ValueError as e:  # one line, no traceback, no usage dump
+    print(f'error: --model={_MODEL.value} --resolution={_RESOLUTION.value} '
+          f'--feature_mix={_FEATURE_MIX.value}: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(json.dumps(report) if _JSON.value else methods.format_report(report))
+
+
+if __name__ == '__main__':
+  app.run(main)

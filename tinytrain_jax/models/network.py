@@ -1,0 +1,200 @@
+"""Pure-function inverted-residual CNN: `init` and `apply` over plain pytrees.
+
+Parameters are nested dicts keyed by layer path, kernels in HWIO so the output
+channel is always the last axis:
+
+  params['first_conv'] = {'kernel': f32[3,3,3,16], 'bias': f32[16]}
+  params['blocks_3']['depthwise'] = {'kernel': f32[7,7,1,48], 'bias': f32[48]}
+  params['feature_mix'] = {...}          # when spec.feature_mix
+  params['classifier'] = {'kernel': f32[C,K], 'bias': f32[K]}  # when num_classes
+
+BN variant (spec.batchnorm): each conv has {'kernel', 'scale', 'bias'} and
+`state[path] = {'mean', 'var'}`; otherwise BN is folded into 'bias' and the state
+is an empty dict.
+"""
+from typing import Any, Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinytrain_jax.models import layers
+from tinytrain_jax.models.spec import ConvLayer, ModelSpec
+
+Params = Dict[str, Any]
+
+
+class ModelOutput(NamedTuple):
+  """Result of `apply`.
+
+  features: f32[B, spec.feature_dim], globally average-pooled.
+  logits: f32[B, num_classes] or None without a classifier.
+  state: BN statistics (updated when train=True), {} for folded models.
+  activations: {conv name: {'in': f32[B,H,W,C_in], 'out': f32[B,H',W',C_out]}}
+    when capture=True ('out' is the pre-activation conv output incl. bias/BN),
+    else None.
+  """
+  features: jax.Array
+  logits: Optional[jax.Array]
+  state: Params
+  activations: Optional[Dict[str, Dict[str, jax.Array]]]
+
+
+def get_layer(tree: Params, name: str):
+  """Returns tree[a][b] for name 'a/b'."""
+  for part in name.split('/'):
+    tree = tree[part]
+  return tree
+
+
+def set_layer(tree: Params, name: str, value) -> Params:
+  """Returns a shallow copy of tree with tree[a][b] = value for name 'a/b'."""
+  head, *rest = name.split('/')
+  out = dict(tree)
+  out[head] = set_layer(tree[head], '/'.join(rest), value) if rest else value
+  return out
+
+
+def _he_normal(key, shape, fan_out):
+  return jax.random.normal(key, shape, jnp.float32) * np.sqrt(2.0 / fan_out)
+
+
+def init_conv(key, spec: ModelSpec, conv: ConvLayer):
+  """He-normal (fan-out, as torchvision MobileNetV2) kernel; zero bias."""
+  fan_out = conv.kernel * conv.kernel * conv.c_out // conv.groups
+  p = {'kernel': _he_normal(key, conv.kernel_shape, fan_out),
+       'bias': jnp.zeros((conv.c_out,), jnp.float32)}
+  s = {}
+  if spec.batchnorm:
+    p['scale'] = jnp.ones((conv.c_out,), jnp.float32)
+    s = {'mean': jnp.zeros((conv.c_out,), jnp.float32),
+         'var': jnp.ones((conv.c_out,), jnp.float32)}
+  return p, s
+
+
+def init(spec: ModelSpec, key: jax.Array):
+  """Randomly initialised (params, state) for `spec`.
+
+  Example:
+    params, state = init(model_spec('mcunet-5fps'), jax.random.PRNGKey(0))
+  """
+  params, state = {}, {}
+  keys = jax.random.split(key, len(spec.convs) + 1)
+  for conv, k in zip(spec.convs, keys):
+    p, s = init_conv(k, spec, conv)
+    params = _set_new(params, conv.name, p)
+    if s:
+      state = _set_new(state, conv.name, s)
+  if spec.num_classes:
+    bound = 1.0 / np.sqrt(spec.feature_dim)
+    params['classifier'] = {
+        'kernel': jax.random.uniform(keys[-1], (spec.feature_dim,
+                                                spec.num_classes),
+                                     jnp.float32, -bound, bound),
+        'bias': jnp.zeros((spec.num_classes,), jnp.float32)}
+  return params, state
+
+
+def _set_new(tree, name, value):
+  head, *rest = name.split('/')
+  tree = dict(tree)
+  tree[head] = _set_new(tree.get(head, {}), '/'.join(rest), value) if rest else value
+  return tree
+
+
+def _apply_conv(spec, conv, p, x, *, state, train, impl, delta, in_probe,
+                out_probe):
+  """conv -> (+ channel-sparse delta) -> bias or BN -> (+probe). Pre-activation."""
+  if in_probe is not None:
+    x = x + in_probe
+  y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise, impl)
+  if delta is not None:
+    # Channel-sparse update: only the selected input channels (= channels of a
+    # depthwise conv) are trained, through a small separate kernel, so the
+    # backward only needs x[..., idx] and computes the selected slice of dW.
+    idx, dk = delta['index'], delta['kernel']
+    xs = jnp.take(x, idx, axis=-1)
+    if conv.depthwise:
+      y = y.at[..., idx].add(layers.conv(xs, dk, conv.stride, True, impl))
+    else:
+      y = y + layers.conv(xs, dk, conv.stride, False, impl)
+  new_s = None
+  if spec.batchnorm:
+    s = state[conv.name] if '/' not in conv.name else get_layer(state, conv.name)
+    y, (m, v) = layers.batchnorm(y, p['scale'], p['bias'], s['mean'], s['var'],
+                                 spec.bn_eps, train)
+    new_s = {'mean': m, 'var': v}
+  else:
+    y = y + p['bias']
+  if out_probe is not None:
+    y = y + out_probe
+  return x, y, new_s
+
+
+def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
+          state: Optional[Params] = None, train: bool = False,
+          impl: str = 'fast', deltas: Optional[Dict[str, Any]] = None,
+          in_probes: Optional[Dict[str, jax.Array]] = None,
+          out_probes: Optional[Dict[str, jax.Array]] = None,
+          capture: bool = False) -> ModelOutput:
+  """Forward pass.
+
+  Args:
+    spec: static model description.
+    params: parameter pytree (see module docstring).
+    images: f32[B, R, R, 3] in [-1, 1], R = spec.resolution.
+    state: BN statistics (BN variant only).
+    train: BN uses batch statistics and returns updated running statistics.
+    impl: 'fast' (shifted-slice depthwise, matmul 1x1) or 'lax'; static.
+    deltas: {conv name: {'index': i32[k], 'kernel': f32[kh,kw,k,C_out]
+      (depthwise: f32[kh,kw,1,k])}}: channel-sparse trainable additions to
+      the selected input channels of those convs.
+    in_probes / out_probes: {conv name: zeros shaped like that conv's input /
+      pre-activation output}; added in place, so d loss / d probe is the
+      activation gradient (Fisher potential, one backward pass).
+    capture: also return every conv's input and pre-activation output.
+
+  Returns:
+    ModelOutput(features, logits, state, activations).
+  """
+  if images.ndim != 4 or images.shape[1:] != (spec.resolution,
+                                              spec.resolution, 3):
+    raise ValueError(f'images must be f32[B, {spec.resolution}, '
+                     f'{spec.resolution}, 3] for {spec.name} at resolution '
+                     f'{spec.resolution}, got shape {tuple(images.shape)}')
+  state = state or {}
+  deltas, in_probes, out_probes = deltas or {}, in_probes or {}, out_probes or {}
+  new_state, acts = {}, {} if capture else None
+
+  def run(conv, x):
+    with layers.scope(conv.name):
+      x_in, y, s = _apply_conv(
+          spec, conv, get_layer(params, conv.name), x, state=state,
+          train=train, impl=impl, delta=deltas.get(conv.name),
+          in_probe=in_probes.get(conv.name),
+          out_probe=out_probes.get(conv.name))
+      if s is not None:
+        new_state.update(_set_new(new_state, conv.name, s))
+      if capture:
+        acts[conv.name] = {'in': x_in, 'out': y}
+      return layers.relu6(y) if conv.activation == 'relu6' else y
+
+  by_block = {}
+  for conv in spec.convs:
+    by_block.setdefault(conv.block, []).append(conv)
+  x = run(spec.convs[0], images)
+  for b, blk in enumerate(spec.blocks):
+    shortcut = x
+    for conv in by_block[b]:
+      x = run(conv, x)
+    if blk.residual:
+      x = x + shortcut
+  if spec.feature_mix:
+    x = run(spec.convs[-1], x)
+  features = jnp.mean(x, axis=(1, 2))
+  logits = None
+  if spec.num_classes:
+    with layers.scope('classifier'):
+      cls = params['classifier']
+      logits = features @ cls['kernel'] + cls['bias']
+  return ModelOutput(features, logits, new_state if train else state, acts)
