@@ -6,12 +6,17 @@ from absl.testing import absltest, parameterized
 import numpy as np
 from skimage import data as skdata
 
+import jax
+
 from tinytrain_jax.models import apply, apply_int8, load_arrays, load_pretrained
 from tinytrain_jax.models.imagenet import eval_transform
 
 MODELS = ('mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3')
 CAT = set(range(281, 286))       # tabby, tiger cat, Persian, Siamese, Egyptian
 COFFEE = {967, 968, 504}         # espresso, cup, coffee mug
+
+
+_forward = jax.jit(apply, static_argnums=0)
 
 
 def _have_weights():
@@ -35,7 +40,7 @@ class PretrainedTest(parameterized.TestCase):
   @parameterized.parameters(*MODELS)
   def test_top5_on_real_photos(self, name):
     spec, params = load_pretrained(name, num_classes=1000)
-    logits = np.asarray(apply(spec, params, self.images).logits)
+    logits = np.asarray(_forward(spec, params, self.images).logits)
     top5 = np.argsort(-logits, axis=1)[:, :5]
     self.assertTrue(CAT & set(top5[0]), f'{name} cat top-5 {top5[0]}')
     self.assertIn(int(top5[0, 0]), CAT)
@@ -46,7 +51,7 @@ class PretrainedTest(parameterized.TestCase):
   def test_int8_simulation_matches_float(self, name):
     spec, params = load_pretrained(name, num_classes=1000)
     x = self.images[:1]
-    lf = np.asarray(apply(spec, params, x).logits)[0]
+    lf = np.asarray(_forward(spec, params, x).logits)[0]
     lq = apply_int8(spec, load_arrays(name), x)[0]
     cos = lf @ lq / np.linalg.norm(lf) / np.linalg.norm(lq)
     self.assertGreater(cos, 0.99)
@@ -55,8 +60,8 @@ class PretrainedTest(parameterized.TestCase):
   def test_feature_mix_preserves_pretrained_feature(self):
     spec, params = load_pretrained('mbv2-w0.35', feature_mix=True)
     spec0, params0 = load_pretrained('mbv2-w0.35')
-    f = np.asarray(apply(spec, params, self.images).features)
-    f0 = np.asarray(apply(spec0, params0, self.images).features)
+    f = np.asarray(_forward(spec, params, self.images).features)
+    f0 = np.asarray(_forward(spec0, params0, self.images).features)
     self.assertEqual(f.shape, (2, 448))
     # Pooled relu6(x) - relu6(-x) is not pooled x, but before pooling it is;
     # check on the pre-pool map via the mix layer's linear recoverability.

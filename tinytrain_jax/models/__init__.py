@@ -4,3 +4,4 @@ from tinytrain_jax.models.pretrained import init_feature_mix, load_arrays, load_
 from tinytrain_jax.models.quantized import apply_int8
 from tinytrain_jax.models.registry import BACKBONES, canonical_name, model_spec
 from tinytrain_jax.models.spec import BlockConfig, ConvLayer, ModelSpec
+from tinytrain_jax.models import protonet
