@@ -1,0 +1,182 @@
+"""Fisher potential of every conv from one forward+backward pass.
+
+Reference: /work/shared/reference/criterion.md §1-2. For conv i, sample n,
+channel o and spatial position d, with a the activation and g = dL/da:
+
+  Δ_o = 1/(2N) · Σ_n ( Σ_d a[n, d, o] · g[n, d, o] )²,    P_i = Σ_o Δ_o.
+
+Which tensor (criterion.md §2.1, reconstructed):
+  * `out` (option A): the conv's pre-activation output (incl. folded bias or
+    BN); P_i sums it over the layer's output channels.
+  * `inp` (option B): the conv's input (post-ReLU6 of the layer below, or the
+    block input for pointwise1, the images for the stem), as seen by this conv
+    only (the residual shortcut path is not included). Used to rank the input
+    channels of non-depthwise convs; depthwise convs use `out` (own channels).
+
+Which loss (criterion.md §2.2, reconstructed): the ProtoNet cosine loss on the
+support set itself (prototypes from the support features, logits for the same
+support images, mean over valid rows), BN frozen, no augmentation. The
+prototype couples the samples, so g is the gradient of the *batch* loss.
+
+All g's come from zero "probes" added in place (`network.apply(in_probes=...,
+out_probes=...)`): one `jax.value_and_grad` w.r.t. the probe pytree, no
+per-sample vmap. The step is jitted once per (spec, shapes); spec is static.
+"""
+import functools
+from typing import Any, Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinytrain_jax.models import network
+from tinytrain_jax.models import protonet
+from tinytrain_jax.models.spec import ModelSpec
+
+
+class FisherScores(NamedTuple):
+  """Per-task Fisher potentials (host numpy), keyed by conv name.
+
+  out: {name: f32[C_out]}, Δ_o on the conv's pre-activation output.
+  inp: {name: f32[C_in]}, Δ_c on the conv's input (depthwise: f32[C]).
+  layer: {name: float}, P_i = sum(out[name]).
+  loss: the support-set ProtoNet loss the gradients were taken of.
+  n_support: N, the number of valid support images.
+  """
+  out: Dict[str, np.ndarray]
+  inp: Dict[str, np.ndarray]
+  layer: Dict[str, float]
+  loss: float = float('nan')
+  n_support: int = 0
+
+
+def fisher_per_channel(act: jax.Array, grad: jax.Array,
+                       valid: Optional[jax.Array] = None) -> jax.Array:
+  """Δ per channel from one layer's activation and its loss gradient.
+
+  Args:
+    act: f32[N, H, W, C] activation a.
+    grad: f32[N, H, W, C] gradient g = dL/da (same shape).
+    valid: optional bool[N]; padded rows are dropped (N = valid.sum()).
+
+  Returns:
+    f32[C]: 1/(2N) · Σ_n (Σ_{h,w} a·g)².
+  """
+  s = jnp.sum(act * grad, axis=(1, 2))
+  if valid is None:
+    return 0.5 * jnp.mean(s * s, axis=0)
+  w = valid.astype(s.dtype)
+  return 0.5 * jnp.sum(w[:, None] * s * s, axis=0) / jnp.maximum(
+      jnp.sum(w), 1.0)
+
+
+def support_loss(head, features, labels, valid, way_mask):
+  """ProtoNet cosine loss of the support set on itself (criterion.md §2.2).
+
+  Args:
+    head: {'scale', 'bias'} of `protonet.init_head`.
+    features: f32[S, D]; labels: i32[S]; valid: bool[S]; way_mask: bool[W].
+
+  Returns:
+    f32[] mean cross-entropy over valid rows.
+  """
+  protos = protonet.prototypes(features, labels, valid, way_mask.shape[0])
+  logits = protonet.cosine_logits(head, features, protos, way_mask)
+  return protonet.masked_cross_entropy(logits, labels, valid)
+
+
+def _probes(spec: ModelSpec, batch: int):
+  inp = {c.name: jnp.zeros((batch, c.h_in, c.h_in, c.c_in), jnp.float32)
+         for c in spec.convs}
+  out = {c.name: jnp.zeros((batch, c.h_out, c.h_out, c.c_out), jnp.float32)
+         for c in spec.convs}
+  return inp, out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
+                way_mask, loss_scale):
+  """Jitted forward+backward on the support set; spec must be static.
+
+  Args:
+    spec: static ModelSpec (hashable).
+    params, state: backbone parameters and BN statistics (frozen).
+    head: ProtoNet head {'scale', 'bias'}.
+    images: f32[S, R, R, 3]; labels: i32[S]; valid: bool[S];
+    way_mask: bool[W].
+    loss_scale: f32[] multiplier on the loss (1 normally; tests use it).
+
+  Returns:
+    (loss f32[], {'out': {name: f32[C_out]}, 'inp': {name: f32[C_in]}}).
+  """
+  in_p, out_p = _probes(spec, images.shape[0])
+
+  def loss_fn(probes):
+    o = network.apply(spec, params, images, state=state, train=False,
+                      in_probes=probes[0], out_probes=probes[1], capture=True)
+    loss = loss_scale * support_loss(head, o.features, labels, valid,
+                                     way_mask)
+    return loss, o.activations
+
+  (loss, acts), (g_in, g_out) = jax.value_and_grad(loss_fn, has_aux=True)(
+      (in_p, out_p))
+  scores = {'out': {}, 'inp': {}}
+  for c in spec.convs:
+    scores['out'][c.name] = fisher_per_channel(acts[c.name]['out'],
+                                               g_out[c.name], valid)
+    scores['inp'][c.name] = fisher_per_channel(acts[c.name]['in'],
+                                               g_in[c.name], valid)
+  return loss, scores
+
+
+def compute_fisher(spec: ModelSpec, params, episode, head=None,
+                   state: Optional[Any] = None,
+                   loss_scale: float = 1.0) -> FisherScores:
+  """Fisher potentials of every conv for one task (one jitted pass).
+
+  Args:
+    spec: the backbone (static; the jitted step is cached per spec/shapes).
+    params: its parameters (pre-fine-tuning weights).
+    episode: anything with support_x f32[S, R, R, 3], support_y i32[S],
+      support_mask bool[S] and way_mask bool[W] (a `data.Episode`).
+    head: ProtoNet head; default `protonet.init_head()` (scale 10, bias 0).
+    state: BN statistics for the BN variant (used frozen); None otherwise.
+    loss_scale: multiplies the loss (Δ scales by its square).
+
+  Returns:
+    FisherScores of numpy arrays.
+
+  Raises:
+    ValueError: bad support-set shape, no valid support image, or a
+      non-finite loss / Fisher score.
+
+  Example:
+    fs = compute_fisher(spec, params, make_episode(src, ep_spec, 128))
+    fs.layer['blocks_13/depthwise']  # P_i
+  """
+  x = np.asarray(episode.support_x, np.float32)
+  r = spec.resolution
+  if x.ndim != 4 or x.shape[1:] != (r, r, 3):
+    raise ValueError(f'episode.support_x must be f32[S, {r}, {r}, 3] for '
+                     f'{spec.name} at resolution {r}, got {x.shape}; build '
+                     f'the episode with make_episode(..., resolution={r})')
+  valid = np.asarray(episode.support_mask, bool)
+  if not valid.any():
+    raise ValueError('episode.support_mask has no valid support image; the '
+                     'Fisher pass needs at least one labelled image')
+  head = protonet.init_head() if head is None else head
+  loss, scores = fisher_step(
+      spec, params, state or {}, head, x,
+      np.asarray(episode.support_y, np.int32), valid,
+      np.asarray(episode.way_mask, bool), np.float32(loss_scale))
+  loss, scores = jax.device_get((loss, scores))
+  out = {k: np.asarray(v, np.float32) for k, v in scores['out'].items()}
+  inp = {k: np.asarray(v, np.float32) for k, v in scores['inp'].items()}
+  bad = [k for k, v in {**out, **inp}.items() if not np.all(np.isfinite(v))]
+  if not np.isfinite(loss) or bad:
+    raise ValueError(f'the Fisher pass produced a non-finite support loss '
+                     f'({float(loss)}) or scores (e.g. {bad[:2]}); check the '
+                     'weights and inputs (images in [-1, 1]) and the head')
+  layer = {c.name: float(np.sum(out[c.name], dtype=np.float64))
+           for c in spec.convs}
+  return FisherScores(out, inp, layer, float(loss), int(valid.sum()))
