@@ -1,15 +1,28 @@
 """tinytrain_jax: TinyTrain (Kwon et al., ICML 2024) in JAX.
 
-Public API (shapes and units in each docstring):
-  models: model_spec, init, apply, load_pretrained, ModelSpec, ConvLayer
-  masks:  full_mask, mask_from_layers, layer_updates, to_dense, apply_mask,
-          masked_optimizer, save_mask, load_mask
+Stages (data flows one way): models -> data -> cost -> selection -> train ->
+eval. Subpackages are importable as `tinytrain_jax.models`, `.data`, `.cost`,
+`.selection`, `.train`, `.eval`; the most used names are re-exported here.
+
+  spec, params = load_pretrained('mcunet-5fps')            # ImageNet weights
+  sel = select(spec, params, episode,
+               SelectionConfig(*default_budgets('mcunet-5fps')))
+  sel.mask        # pytree shaped like params: what to fine-tune
+  sel.bwd_bytes, sel.bwd_macs  # its backward memory (bytes) and MACs/sample
 """
+from tinytrain_jax import cost
+from tinytrain_jax import data
+from tinytrain_jax import models
+from tinytrain_jax import selection
+from tinytrain_jax.cost import backward_macs, backward_memory_bytes, sparse_update_memory_kb
+from tinytrain_jax.data import Episode, SamplerConfig, get_source, make_episode, sample_episode
 from tinytrain_jax.masks import (LayerUpdate, apply_mask, check_mask, full_mask,
                                  layer_updates, load_mask, mask_from_layers,
                                  masked_optimizer, save_mask, to_dense,
                                  to_leaf_mask)
 from tinytrain_jax.models import (ConvLayer, ModelOutput, ModelSpec, apply,
                                   init, load_pretrained, model_spec)
+from tinytrain_jax.selection import (Selection, SelectionConfig, compute_fisher,
+                                     default_budgets, select)
 
 __version__ = '0.1.0'

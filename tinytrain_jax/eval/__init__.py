@@ -1,0 +1,2 @@
+"""Evaluation protocol and reports (tables, plots)."""
+from tinytrain_jax.eval.report import markdown_tables, mean_ci95, plot_pareto, plot_sweep, write_report
