@@ -1,0 +1,39 @@
+"""Evaluates methods x backbones x domains on few-shot test tasks.
+
+  python -m experiments.evaluate --config=tinytrain_jax/configs/default.py \
+      --workdir=runs/main [--config.domains=omniglot,dir:/data/signs]
+
+Writes results.json, results.md and pareto.png into --workdir (rerunning
+resumes from workdir/episodes.jsonl).
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tinytrain_jax.eval import protocol
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/main', 'output directory')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'progress bar / log lines')
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  if _CONFIG.value is None:
+    sys.exit('error: --config is required, e.g. '
+             '--config=tinytrain_jax/configs/default.py')
+  try:
+    rows = protocol.run_evaluation(_CONFIG.value, _WORKDIR.value,
+                                   _PROGRESS.value)
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    sys.exit(f'error: {e}')
+  from tinytrain_jax.eval import report  # pylint: disable=g-import-not-at-top
+  print(report.markdown_tables(rows))
+  print(f'wrote {_WORKDIR.value}/results.json, results.md, pareto.png')
+
+
+if __name__ == '__main__':
+  app.run(main)

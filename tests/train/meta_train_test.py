@@ -1,0 +1,157 @@
+"""Meta-training loop: learns, resumes bit for bit, is deterministic, fails
+loudly."""
+import dataclasses
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from tinytrain_jax import checkpoint
+from tinytrain_jax import data
+from tinytrain_jax.train import meta_train as mt
+
+CFG = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=6,
+                         lr=1e-3, warmup_steps=2, checkpoint_every=2,
+                         augment=True, log_every=2)
+
+
+@functools.lru_cache(None)
+def _source():
+  return data.get_source('omniglot', 'train')
+
+
+def _same(a, b):
+  return all(np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+class MetaTrainTest(absltest.TestCase):
+
+  def _tmp(self):
+    d = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+  def test_resume_is_bit_identical_and_deterministic(self):
+    full = mt.meta_train(CFG, self._tmp(),
+                         progress=False, source=_source())
+    again = mt.meta_train(CFG, self._tmp(),
+                          progress=False, source=_source())
+    self.assertTrue(_same(full, again))
+    wd = self._tmp()
+    part = mt.meta_train(CFG, wd, progress=False, stop_at=4, source=_source())
+    self.assertEqual(int(part.step), 4)
+    self.assertEqual(checkpoint.manager(wd).latest_step(), 4)
+    resumed = mt.meta_train(CFG, wd, progress=False, source=_source())
+    self.assertEqual(int(resumed.step), CFG.steps)
+    self.assertTrue(_same(full.params, resumed.params))
+    self.assertTrue(_same(full, resumed))
+    other = mt.meta_train(dataclasses.replace(CFG, seed=1),
+                          self._tmp(), progress=False,
+                          source=_source())
+    self.assertFalse(_same(full.params, other.params))
+    # The run is loadable by path.
+    spec, params, head = mt.load_backbone(wd)
+    self.assertEqual(spec.name, 'mcunet-5fps')
+    self.assertTrue(_same(params, full.params))
+    self.assertTrue(_same(head, full.head))
+
+  def test_meta_training_lowers_query_loss(self):
+    cfg = dataclasses.replace(CFG, steps=30, lr=1e-3, warmup_steps=0,
+                              augment=False, queries=3, checkpoint_every=30)
+    spec = mt.build_spec(cfg)
+    batches = [mt.make_batch(_source(), cfg, i) for i in range(10)]
+
+    def mean_loss(st):
+      return np.mean([float(mt.eval_episode(spec, st.params, st.head, b)[0])
+                      for b in batches])
+    before = mean_loss(mt.init_state(cfg))
+    st = mt.meta_train(cfg, self._tmp(), progress=False,
+                       source=_source())
+    after = mean_loss(st)
+    self.assertLess(after, before - 0.05)
+
+  def test_checkpoint_of_another_model_raises(self):
+    wd = self._tmp()
+    mngr = checkpoint.manager(wd)
+    other = dataclasses.replace(CFG, model='mbv2-w0.35')
+    checkpoint.save(mngr, 1, {'x': np.zeros(3)}, other.to_json(), wait=True)
+    with self.assertRaisesRegex(
+        ValueError, "model='mbv2-w0.35'.*model='mcunet-5fps'"):
+      mt.meta_train(CFG, wd, progress=False, source=_source())
+
+  def test_non_finite_loss_keeps_last_good_checkpoint(self):
+    wd = self._tmp()
+    cfg = dataclasses.replace(CFG, lr=1e12, warmup_steps=4, steps=8,
+                              checkpoint_every=1, augment=False)
+    with self.assertRaisesRegex(
+        RuntimeError, r'loss became non-finite at step (\d+); last good '
+        r'checkpoint at step (\d+) in .*checkpoints') as cm:
+      mt.meta_train(cfg, wd, progress=False, source=_source())
+    bad, good = map(int, __import__('re').search(
+        r'step (\d+);.*step (\d+)', str(cm.exception)).groups())
+    self.assertEqual(good, bad - 1)
+    state, step = checkpoint.restore_or_init(
+        checkpoint.manager(wd), lambda: mt.init_state(cfg), cfg.to_json())
+    self.assertEqual(step, good)
+    self.assertTrue(all(np.isfinite(np.asarray(x)).all()
+                        for x in jax.tree.leaves(state.params)))
+
+  def test_config(self):
+    cd = ml_collections.ConfigDict({'model': 'mcunet', 'steps': 3})
+    self.assertEqual(mt.MetaTrainConfig.from_config(cd).steps, 3)
+    with self.assertRaisesRegex(ValueError, 'unknown MetaTrainConfig'):
+      mt.MetaTrainConfig.from_config({'step': 3})
+    with self.assertRaisesRegex(ValueError, 'ways'):
+      mt.MetaTrainConfig(ways=0)
+    with self.assertRaisesRegex(ValueError, 'unknown model'):
+      mt.MetaTrainConfig(model='resnet')
+    with self.assertRaisesRegex(ValueError, 'neither a meta-train workdir'):
+      mt.load_backbone('/nonexistent/dir')
+
+
+_CHILD = """
+import sys
+from tinytrain_jax.train import meta_train as mt
+from tinytrain_jax import data
+import dataclasses
+cfg = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=40,
+                         lr=1e-3, warmup_steps=2, checkpoint_every=2,
+                         augment=True, log_every=2)
+mt.meta_train(cfg, sys.argv[1], progress=True)
+"""
+
+
+@pytest.mark.slow
+class KillResumeTest(MetaTrainTest.__base__):
+
+  def test_killed_subprocess_resumes_bit_identical(self):
+    wd = tempfile.mkdtemp()
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    p = subprocess.Popen([sys.executable, '-c', _CHILD, wd], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+      if 'step 20/' in line:
+        p.kill()
+        break
+    p.wait()
+    mngr = checkpoint.manager(wd)
+    self.assertLess(mngr.latest_step(), 40)
+    subprocess.run([sys.executable, '-c', _CHILD, wd], env=env, check=True)
+    ref = tempfile.mkdtemp()
+    subprocess.run([sys.executable, '-c', _CHILD, ref], env=env, check=True)
+    a = mt.load_backbone(wd)[1]
+    b = mt.load_backbone(ref)[1]
+    self.assertTrue(_same(a, b))
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,282 @@
+"""Per-task fine-tuning on the support set (protocol.md §5) and evaluation.
+
+  cfg = FinetuneConfig(steps=40, lr=1e-3)
+  res = finetune(spec, params, head, episode, mask, cfg)  # res.accuracy
+
+Loss: ProtoNet cosine loss; prototypes from the *current* backbone on the
+clean support images, logits for the (optionally `augment_jax`-augmented)
+support "pseudo-queries", masked cross-entropy. The final prediction uses
+prototypes of the clean support set under the fine-tuned weights.
+`impl='sparse'` (default) trains through `sparse_step`'s partition + deltas;
+`impl='dense'` is the dense-masked reference.
+"""
+import dataclasses
+from typing import Any, Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinytrain_jax import masks as masks_lib
+from tinytrain_jax.data.preprocess import augment_jax
+from tinytrain_jax.models import network
+from tinytrain_jax.models import protonet
+from tinytrain_jax.train import sparse_step
+
+IMPLS = ('sparse', 'dense')
+_EP_KEYS = ('support_x', 'support_y', 'support_mask', 'query_x', 'query_y',
+            'query_mask', 'way_mask')
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+  """Fine-tuning hyper-parameters (hashable: a jit static argument).
+
+  steps: full-batch SGD steps on the support set (0 = no fine-tuning).
+  lr, momentum, weight_decay: SGD with momentum.
+  augment: augment the support pseudo-queries (P>M>F batch augmentation).
+  impl: 'sparse' (real savings) or 'dense' (masked reference).
+  train_head: also train the cosine head's scale and bias.
+  seed: augmentation key seed (step i uses fold_in(PRNGKey(seed), i)).
+  """
+  steps: int = 40
+  lr: float = 1e-3
+  momentum: float = 0.9
+  weight_decay: float = 0.0
+  augment: bool = False
+  impl: str = 'sparse'
+  train_head: bool = False
+  seed: int = 0
+
+  def __post_init__(self):
+    if not isinstance(self.steps, int) or self.steps < 0:
+      raise ValueError(f'FinetuneConfig.steps must be an int >= 0, got '
+                       f'{self.steps!r}; set --config.finetune.steps')
+    if not self.lr > 0:
+      raise ValueError(f'FinetuneConfig.lr must be > 0, got {self.lr}')
+    if not 0 <= self.momentum < 1:
+      raise ValueError(f'FinetuneConfig.momentum must be in [0, 1), got '
+                       f'{self.momentum}')
+    if self.weight_decay < 0:
+      raise ValueError('FinetuneConfig.weight_decay must be >= 0, got '
+                       f'{self.weight_decay}')
+    if self.impl not in IMPLS:
+      raise ValueError(f'FinetuneConfig.impl must be one of {IMPLS}, got '
+                       f'{self.impl!r}')
+
+  @classmethod
+  def from_config(cls, cfg) -> 'FinetuneConfig':
+    """From a ConfigDict / dict; unknown keys raise ValueError."""
+    d = dict(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(d) - names)
+    if extra:
+      raise ValueError(f'unknown FinetuneConfig fields {extra}; accepted: '
+                       f'{sorted(names)}')
+    return cls(**d)
+
+
+class FinetuneResult(NamedTuple):
+  """accuracy: query top-1 (float); query_loss: float; loss_curve: f32[steps]
+  support loss before each step; params: fine-tuned params (deltas folded);
+  head: the (possibly trained) head; costs: analytic bwd MACs / bytes."""
+  accuracy: float
+  loss_curve: np.ndarray
+  params: Any
+  costs: Dict[str, Any]
+  query_loss: float = float('nan')
+  head: Any = None
+
+
+def episode_arrays(spec, episode) -> Dict[str, jax.Array]:
+  """Checks an Episode (or dict) against `spec` and returns jnp arrays.
+
+  Raises:
+    ValueError: wrong image shape, misaligned labels/masks (before any jit).
+  """
+  get = (episode.get if isinstance(episode, dict)
+         else lambda k: getattr(episode, k, None))
+  out = {}
+  for k in _EP_KEYS:
+    v = get(k)
+    if v is None:
+      raise ValueError(f'episode has no {k!r}; pass a data.Episode')
+    out[k] = np.asarray(v)
+  r = spec.resolution
+  for side in ('support', 'query'):
+    x, y, m = (out[f'{side}_x'], out[f'{side}_y'], out[f'{side}_mask'])
+    if x.ndim != 4 or x.shape[1:] != (r, r, 3):
+      raise ValueError(f'episode {side}_x must be f32[N, {r}, {r}, 3] for '
+                       f'{spec.name} at resolution {r}, got shape '
+                       f'{tuple(x.shape)}; make the episode with '
+                       f'resolution={r}')
+    if y.shape != (x.shape[0],) or m.shape != (x.shape[0],):
+      raise ValueError(f'episode {side}_y / {side}_mask must have shape '
+                       f'({x.shape[0]},), got {y.shape} and {m.shape}')
+  w = out['way_mask']
+  if w.ndim != 1 or not w.any():
+    raise ValueError(f'episode way_mask must be a non-empty bool[W], got '
+                     f'shape {w.shape}')
+  if out['support_y'].max(initial=0) >= w.shape[0]:
+    raise ValueError(f'episode support labels reach {out["support_y"].max()}'
+                     f' but way_mask has {w.shape[0]} slots')
+  if not out['support_mask'].any():
+    raise ValueError('episode has no valid support image')
+  return {k: jnp.asarray(v, jnp.float32 if k.endswith('_x') else None)
+          for k, v in out.items()}
+
+
+def support_loss(features_fn, head, batch, key, augment: bool):
+  """ProtoNet support loss (module docstring). features_fn(images) -> f32[B,D].
+  """
+  sx, sy, sm = batch['support_x'], batch['support_y'], batch['support_mask']
+  clean = features_fn(sx)
+  protos = protonet.prototypes(clean, sy, sm, batch['way_mask'].shape[0])
+  q = features_fn(augment_jax(sx, key)) if augment else clean
+  logits = protonet.cosine_logits(head, q, protos, batch['way_mask'])
+  return protonet.masked_cross_entropy(logits, sy, sm)
+
+
+def _loss(spec, cfg):
+  def loss_fn(params, head, deltas, batch, key):
+    return support_loss(
+        lambda x: network.apply(spec, params, x, deltas=deltas).features,
+        head, batch, key, cfg.augment)
+  return loss_fn
+
+
+def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
+                      indices, batch, step):
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), step)
+  loss, grads = sparse_step.sparse_value_and_grad(
+      _loss(spec, cfg), trainable, params, head, indices, batch, key)
+  grads = sparse_step._weight_decay_grads(  # pylint: disable=protected-access
+      grads, trainable, params, indices, cfg.weight_decay)
+  tx = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum)
+  updates, opt_state = tx.update(grads, opt_state, trainable)
+  return jax.tree.map(jnp.add, trainable, updates), opt_state, loss
+
+
+# One compile per (spec, plan, config); trainable/opt_state are donated.
+sparse_train_step = jax.jit(_sparse_step_impl, static_argnums=(0, 1, 2),
+                            donate_argnums=(3, 4))
+sparse_train_step.__doc__ = (
+    'sparse_train_step(spec, plan, cfg, trainable, opt_state, params, head, '
+    'indices, batch, step) -> (trainable, opt_state, loss); static: spec, '
+    'plan, cfg.')
+
+
+def make_dense_step(spec, cfg, mask, head, donate: bool = True):
+  """Jitted dense-masked reference step (the mask is baked in as constants).
+
+  Returns (step_fn, tx): step_fn(tr, opt_state, batch, step) -> (tr,
+  opt_state, loss) over tr = {'params', 'head'}.
+  """
+  tx = sparse_step.dense_optimizer(cfg.lr, cfg.momentum, cfg.weight_decay,
+                                   mask, cfg.train_head, head)
+  loss_fn = _loss(spec, cfg)
+
+  def step(tr, opt_state, batch, step_i):
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), step_i)
+    loss, grads = sparse_step.dense_value_and_grad(
+        loss_fn, tr['params'], tr['head'], batch, key)
+    updates, opt_state = tx.update(grads, opt_state, tr)
+    return jax.tree.map(jnp.add, tr, updates), opt_state, loss
+  return jax.jit(step, donate_argnums=(0, 1) if donate else ()), tx
+
+
+def _evaluate_impl(spec, params, head, batch):
+  sf = network.apply(spec, params, batch['support_x']).features
+  qf = network.apply(spec, params, batch['query_x']).features
+  return protonet.episode_loss(head, sf, batch['support_y'],
+                               batch['support_mask'], qf, batch['query_y'],
+                               batch['query_mask'], batch['way_mask'])
+
+
+evaluate_step = jax.jit(_evaluate_impl, static_argnums=0)
+
+
+def evaluate(spec, params, head, episode):
+  """(query loss, query accuracy) as floats, ProtoNet on `params`."""
+  loss, acc = evaluate_step(spec, params, head, episode_arrays(spec, episode))
+  return float(loss), float(acc)
+
+
+def mask_costs(spec, mask, batch_size: int) -> Dict[str, Any]:
+  """Analytic per-sample backward MACs and fp32 bytes at `batch_size`."""
+  # pylint: disable=g-import-not-at-top
+  from tinytrain_jax import cost
+  if mask is None:
+    return {'bwd_macs': 0, 'bwd_bytes': 0, 'n_trained': 0, 'layers': {}}
+  macs = cost.backward_macs(spec, mask)
+  mem = cost.backward_memory_bytes(spec, mask, batch_size=batch_size)
+  ups = masks_lib.layer_updates(spec, mask)
+  return {'bwd_macs': int(macs.total_macs), 'bwd_bytes': int(mem.total_bytes),
+          'bwd_saved_activation_bytes': int(mem.saved_activation_bytes),
+          'layers': {n: {'channels': len(u.weight_channels),
+                         'of': u.n_channels, 'bias': u.bias}
+                     for n, u in ups.items()}}
+
+
+def _check_finite(curve, steps):
+  if not np.all(np.isfinite(curve)):
+    bad = int(np.flatnonzero(~np.isfinite(curve))[0])
+    raise RuntimeError(f'fine-tuning loss became non-finite at step {bad} of '
+                       f'{steps}; lower FinetuneConfig.lr')
+
+
+def finetune(spec, params, head, episode, mask,
+             config: FinetuneConfig = FinetuneConfig()) -> FinetuneResult:
+  """Fine-tunes a copy of `params` on the episode's support set.
+
+  Args:
+    spec: the ModelSpec (its resolution must match the episode).
+    params: start weights (never modified; every task starts from them).
+    head: cosine head {'scale', 'bias'}.
+    episode: data.Episode (or dict with its fields).
+    mask: params-shaped mask (`masks`), or None / all-False = no training.
+    config: FinetuneConfig.
+
+  Returns:
+    FinetuneResult. Raises ValueError on a bad episode or mask and
+    RuntimeError when the loss becomes non-finite.
+  """
+  batch = episode_arrays(spec, episode)
+  n_support = int(np.asarray(batch['support_mask']).sum())
+  if mask is not None:
+    masks_lib.check_mask(mask, params)
+  costs = mask_costs(spec, mask, n_support)
+  plan, indices = (sparse_step.make_plan(spec, params, mask) if mask is not None
+                   else (sparse_step.SparsePlan((), ()), {}))
+  trains = config.steps > 0 and (not plan.empty or config.train_head)
+  curve = np.zeros((0,), np.float32)
+  if trains and config.impl == 'sparse':
+    tr = sparse_step.split(params, plan, head if config.train_head else None)
+    opt_state = sparse_step.sparse_optimizer(config.lr,
+                                             config.momentum).init(tr)
+    idx = {k: jnp.asarray(v) for k, v in indices.items()}
+    losses = []
+    for i in range(config.steps):
+      tr, opt_state, loss = sparse_train_step(spec, plan, config, tr, opt_state,
+                                              params, head, idx, batch,
+                                              jnp.int32(i))
+      losses.append(loss)
+    curve = np.asarray(jax.device_get(losses), np.float32)
+    params = sparse_step.fold(params, tr, indices)
+    head = tr.get('head', head)
+  elif trains:
+    m = mask if mask is not None else masks_lib.full_mask(params, False)
+    step_fn, tx = make_dense_step(spec, config, m, head)
+    tr = jax.tree.map(lambda x: jnp.array(x, copy=True),
+                      {'params': params, 'head': head})
+    opt_state = tx.init(tr)
+    losses = []
+    for i in range(config.steps):
+      tr, opt_state, loss = step_fn(tr, opt_state, batch, jnp.int32(i))
+      losses.append(loss)
+    curve = np.asarray(jax.device_get(losses), np.float32)
+    params, head = tr['params'], tr['head']
+  if trains:
+    _check_finite(curve, config.steps)
+  loss, acc = evaluate_step(spec, params, head, batch)
+  return FinetuneResult(float(acc), curve, params, costs, float(loss), head)

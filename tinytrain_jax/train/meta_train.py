@@ -1,0 +1,321 @@
+"""Episodic ProtoNet meta-training of a whole backbone (protocol.md §3).
+
+  cfg = MetaTrainConfig(model='mcunet-5fps', steps=2000)
+  state = meta_train(cfg, '/tmp/run')     # resumes from /tmp/run if present
+  spec, params, head = load_backbone('/tmp/run')
+
+One jit-compiled step per episode (`meta_train_step`): support -> prototypes,
+query cross-entropy under the cosine head (scale and bias trained too), SGD
+with momentum, warm-up + cosine schedule. Episode i is a pure function of
+(seed, i): `sample_episode(src, sampler, seed, i)` and, for augmentation,
+`fold_in(PRNGKey(seed), i)`, so a run resumed from a checkpoint ends with the
+same params, bit for bit, as an uninterrupted run.
+"""
+import dataclasses
+import json
+import sys
+import time
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tinytrain_jax import checkpoint
+from tinytrain_jax import data
+from tinytrain_jax import models
+from tinytrain_jax.data.preprocess import augment_jax
+from tinytrain_jax.models import network
+from tinytrain_jax.models import protonet
+from tinytrain_jax.train import finetune as finetune_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+  """Meta-training settings (hashable; a jit static argument).
+
+  init: 'pretrained' (ImageNet weights) or 'random' (`network.init`).
+  warmup_steps: linear warm-up from 0 to lr, then cosine decay to 0 at steps.
+  checkpoint_every: save every N steps (and at the end); keep: last N kept.
+  """
+  model: str = 'mcunet-5fps'
+  resolution: int = 128
+  feature_mix: bool = False
+  init: str = 'pretrained'
+  source: str = 'omniglot'
+  split: str = 'train'
+  ways: int = 5
+  shots: int = 5
+  queries: int = 15
+  steps: int = 2000
+  lr: float = 3e-3
+  momentum: float = 0.9
+  weight_decay: float = 0.0
+  warmup_steps: int = 100
+  augment: bool = True
+  seed: int = 0
+  checkpoint_every: int = 500
+  keep: int = 3
+  log_every: int = 50
+
+  def __post_init__(self):
+    models.canonical_name(self.model)
+    for f in ('ways', 'shots', 'queries', 'steps', 'checkpoint_every', 'keep',
+              'log_every'):
+      if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+        raise ValueError(f'MetaTrainConfig.{f} must be an int >= 1, got '
+                         f'{getattr(self, f)!r}; set --config.{f}')
+    if not self.lr > 0:
+      raise ValueError(f'MetaTrainConfig.lr must be > 0, got {self.lr}')
+    if self.warmup_steps < 0:
+      raise ValueError('MetaTrainConfig.warmup_steps must be >= 0, got '
+                       f'{self.warmup_steps}')
+    if self.init not in ('pretrained', 'random'):
+      raise ValueError("MetaTrainConfig.init must be 'pretrained' or "
+                       f"'random', got {self.init!r}")
+
+  @classmethod
+  def from_config(cls, cfg) -> 'MetaTrainConfig':
+    """From an ml_collections ConfigDict (or dict); unknown keys raise."""
+    d = dict(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(d) - names)
+    if extra:
+      raise ValueError(f'unknown MetaTrainConfig fields {extra}; accepted: '
+                       f'{sorted(names)}')
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+  @property
+  def sampler(self) -> data.SamplerConfig:
+    return data.SamplerConfig(mode='fixed', ways=self.ways, shots=self.shots,
+                              queries=self.queries)
+
+
+class TrainState(NamedTuple):
+  """params: backbone pytree; head: {'scale', 'bias'}; opt_state: optax state
+  over {'params', 'head'}; step: i32[] steps done; key: u32[2] base key data.
+  """
+  params: Any
+  head: Any
+  opt_state: Any
+  step: jax.Array
+  key: jax.Array
+
+
+class StepHParams(NamedTuple):
+  """What the compiled step depends on (static); lr is a dynamic argument so
+  runs that differ only in lr / schedule / seed share one compile."""
+  augment: bool
+  momentum: float
+  weight_decay: float
+
+
+def step_hparams(config: MetaTrainConfig) -> StepHParams:
+  return StepHParams(bool(config.augment), float(config.momentum),
+                     float(config.weight_decay))
+
+
+def schedule(config: MetaTrainConfig) -> optax.Schedule:
+  """Linear warm-up to lr over warmup_steps, then cosine decay to 0."""
+  warm = min(config.warmup_steps, config.steps - 1)
+  if warm > 0:
+    return optax.warmup_cosine_decay_schedule(0.0, config.lr, warm,
+                                              config.steps, 0.0)
+  return optax.cosine_decay_schedule(config.lr, config.steps)
+
+
+def optimizer(hp: StepHParams) -> optax.GradientTransformation:
+  """SGD-momentum direction (lr applied in the step): (+wd) -> trace."""
+  tx = optax.trace(decay=hp.momentum) if hp.momentum else optax.identity()
+  if hp.weight_decay:
+    tx = optax.chain(optax.add_decayed_weights(hp.weight_decay), tx)
+  return tx
+
+
+def build_spec(config: MetaTrainConfig):
+  return models.model_spec(config.model, config.resolution, config.feature_mix)
+
+
+def init_state(config: MetaTrainConfig, init_params=None) -> TrainState:
+  """Step-0 state: pretrained (or given / random) params, fresh head."""
+  spec = build_spec(config)
+  if init_params is not None:
+    params = init_params
+  elif config.init == 'pretrained':
+    params = models.load_pretrained(config.model, config.resolution,
+                                    config.feature_mix)[1]
+  else:
+    params = network.init(spec, jax.random.PRNGKey(config.seed))[0]
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  head = protonet.init_head()
+  opt_state = optimizer(step_hparams(config)).init(
+      {'params': params, 'head': head})
+  return TrainState(params, head, opt_state, jnp.zeros((), jnp.int32),
+                    jax.random.PRNGKey(config.seed))
+
+
+def _episode_loss(spec, params, head, batch):
+  sf = network.apply(spec, params, batch['support_x']).features
+  qf = network.apply(spec, params, batch['query_x']).features
+  return protonet.episode_loss(head, sf, batch['support_y'],
+                               batch['support_mask'], qf, batch['query_y'],
+                               batch['query_mask'], batch['way_mask'])
+
+
+def _meta_train_step(spec, hp, state: TrainState, batch, lr):
+  if hp.augment:
+    k = jax.random.fold_in(state.key, state.step)
+    ks, kq = jax.random.split(k)
+    batch = dict(batch, support_x=augment_jax(batch['support_x'], ks),
+                 query_x=augment_jax(batch['query_x'], kq))
+
+  def f(tr):
+    return _episode_loss(spec, tr['params'], tr['head'], batch)
+  tr = {'params': state.params, 'head': state.head}
+  (loss, acc), grads = jax.value_and_grad(f, has_aux=True)(tr)
+  updates, opt_state = optimizer(hp).update(grads, state.opt_state, tr)
+  tr = jax.tree.map(lambda p, u: p - lr * u, tr, updates)
+  new = TrainState(tr['params'], tr['head'], opt_state, state.step + 1,
+                   state.key)
+  return new, {'loss': loss, 'accuracy': acc}
+
+
+meta_train_step = jax.jit(_meta_train_step, static_argnums=(0, 1),
+                          donate_argnums=(2,))
+meta_train_step.__doc__ = (
+    'meta_train_step(spec, hp, state, batch, lr) -> (state, metrics); one '
+    'episode; static: spec, hp (StepHParams); lr: f32[]; the state is '
+    'donated.')
+
+eval_episode = jax.jit(_episode_loss, static_argnums=0)
+
+
+def make_batch(source, config: MetaTrainConfig, index: int):
+  """Episode `index` of the run as a dict of arrays (pure in seed, index)."""
+  es = data.sample_episode(source, config.sampler, config.seed, index)
+  ep = data.make_episode(source, es, config.resolution, buckets=None,
+                         way_buckets=None)
+  return finetune_lib.episode_arrays(build_spec(config), ep)
+
+
+class _Progress:
+  """tqdm bar on a TTY; periodic log lines otherwise."""
+
+  def __init__(self, config, start, enabled):
+    self.config, self.t0, self.start = config, time.time(), start
+    self.bar, self.enabled = None, enabled
+    self.loss = self.acc = None
+    if enabled and sys.stderr.isatty():
+      import tqdm  # pylint: disable=g-import-not-at-top
+      self.bar = tqdm.tqdm(total=config.steps, initial=start, unit='ep',
+                           dynamic_ncols=True)
+
+  def update(self, step, loss, acc):
+    a = 0.05 if self.loss is not None else 1.0
+    self.loss = (1 - a) * (self.loss or 0.0) + a * loss
+    self.acc = (1 - a) * (self.acc or 0.0) + a * acc
+    if self.bar is not None:
+      self.bar.update(1)
+      self.bar.set_postfix(loss=f'{self.loss:.3f}', acc=f'{self.acc:.3f}')
+    elif self.enabled and (step % self.config.log_every == 0 or
+                           step == self.config.steps):
+      rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
+      eta = (self.config.steps - step) / max(rate, 1e-9)
+      print(f'meta_train step {step}/{self.config.steps} loss {self.loss:.4f}'
+            f' acc {self.acc:.3f} {rate:.2f} ep/s eta {eta:.0f}s',
+            file=sys.stderr, flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
+def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
+               progress: bool = True, stop_at: Optional[int] = None,
+               source=None) -> TrainState:
+  """Meta-trains (or resumes) in `workdir`; returns the final state.
+
+  Args:
+    config: MetaTrainConfig.
+    workdir: checkpoints go to workdir/checkpoints; an existing one resumes.
+    init_params: start params instead of config.init's.
+    progress: tqdm bar (TTY) or log lines every config.log_every steps.
+    stop_at: end the loop after this many steps (after checkpointing), as a
+      killed run would; the schedule still spans config.steps.
+    source: episode source (default `data.get_source(config.source, split)`).
+
+  Raises:
+    ValueError: a checkpoint in workdir is for another model.
+    RuntimeError: the loss became non-finite (the last good checkpoint stays).
+  """
+  spec = build_spec(config)
+  source = source or data.get_source(config.source, config.split)
+  mngr = checkpoint.manager(workdir, config.keep)
+  state, _ = checkpoint.restore_or_init(
+      mngr, lambda: init_state(config, init_params), config.to_json())
+  state = jax.tree.map(jnp.asarray, state)
+  start, end = int(state.step), config.steps
+  if stop_at is not None:
+    end = min(end, stop_at)
+  bar = _Progress(config, start, progress)
+  hp, sched = step_hparams(config), schedule(config)
+  try:
+    for i in range(start, end):
+      batch = make_batch(source, config, i)
+      lr = jnp.asarray(sched(i), jnp.float32)
+      state, metrics = meta_train_step(spec, hp, state, batch, lr)
+      loss, acc = (float(metrics['loss']), float(metrics['accuracy']))
+      if not np.isfinite(loss):
+        mngr.wait_until_finished()
+        raise RuntimeError(
+            f'loss became non-finite at step {i + 1}; last good checkpoint at '
+            f'step {mngr.latest_step()} in {mngr.directory}')
+      bar.update(i + 1, loss, acc)
+      if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps:
+        checkpoint.save(mngr, i + 1, state, config.to_json())
+  finally:
+    bar.close()
+    mngr.wait_until_finished()
+  return state
+
+
+def load_backbone(path_or_name: str, resolution: Optional[int] = None,
+                  feature_mix: Optional[bool] = None, step: Optional[int] = None):
+  """(spec, params, head) from a meta-train workdir or a pretrained name.
+
+  Args:
+    path_or_name: a workdir written by `meta_train`, or 'mcunet-5fps' etc.
+    resolution: spec resolution (default: the run's, or 128).
+    feature_mix: for names only (default False); a workdir uses its own.
+    step: checkpoint step (default: latest).
+  """
+  import pathlib  # pylint: disable=g-import-not-at-top
+  if not (pathlib.Path(path_or_name) / 'checkpoints').is_dir():
+    try:
+      models.canonical_name(path_or_name)
+    except ValueError:
+      raise ValueError(f'{path_or_name!r} is neither a meta-train workdir '
+                       '(no checkpoints/ inside) nor a known model name') from None
+    spec, params = models.load_pretrained(path_or_name, resolution or 128,
+                                          bool(feature_mix))
+    return spec, params, protonet.init_head()
+  mngr = checkpoint.manager(path_or_name)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise ValueError(f'no checkpoint in {path_or_name}/checkpoints')
+  stored = checkpoint.read_config(mngr, step)
+  cfg = MetaTrainConfig(**stored)
+  if resolution is not None:
+    cfg = dataclasses.replace(cfg, resolution=resolution)
+  shapes = jax.eval_shape(lambda: network.init(build_spec(cfg),
+                                              jax.random.PRNGKey(0))[0])
+  abstract = jax.eval_shape(lambda p: init_state(cfg, p), shapes)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  out = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))
+  st = out['state']
+  return build_spec(cfg), st.params, st.head
