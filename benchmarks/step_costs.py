@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax import data
+from tinytrain_jax import masks as masks_lib
 from tinytrain_jax import models
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
@@ -71,9 +72,10 @@ def _time(fn, args):
 def measure(spec, params, head, batch, mask, dense: bool):
   cfg = ft.FinetuneConfig(steps=1, impl='dense' if dense else 'sparse')
   if dense:
-    step, tx = ft.make_dense_step(spec, cfg, mask, head, donate=False)
+    step, tx, full = ft.make_dense_step(spec, cfg, mask, head, donate=False)
     tr = {'params': params, 'head': head}
-    args = (tr, tx.init(tr), batch, jnp.int32(0))
+    args = (tr, tx.init(tr), batch, jnp.int32(0),
+            masks_lib.to_dense(full, tr))
     fn = step
   else:
     plan, idx = sparse_step.make_plan(spec, params, mask)

@@ -6,3 +6,15 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 _SHARED = pathlib.Path(__file__).resolve().parents[1].parent / 'shared'
 if not os.environ.get('TINYTRAIN_ASSETS') and (_SHARED / 'weights').is_dir():
   os.environ['TINYTRAIN_ASSETS'] = str(_SHARED)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Skips @pytest.mark.slow tests unless TINYTRAIN_SLOW=1."""
+  del config
+  if os.environ.get('TINYTRAIN_SLOW') == '1':
+    return
+  import pytest  # pylint: disable=g-import-not-at-top
+  skip = pytest.mark.skip(reason='slow; run with TINYTRAIN_SLOW=1')
+  for item in items:
+    if 'slow' in item.keywords:
+      item.add_marker(skip)

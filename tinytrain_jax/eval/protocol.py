@@ -44,6 +44,23 @@ def split_list(value, flag: str, accepted=None) -> List[str]:
   return items
 
 
+def parse_lr_overrides(text: str) -> Dict[str, float]:
+  """'lastlayer=1e-2,tinytrain=3e-3' -> {method: lr}; names are checked."""
+  out = {}
+  for item in filter(None, (t.strip() for t in str(text or '').split(','))):
+    name, _, value = item.partition('=')
+    try:
+      out[name.strip()] = float(value)
+    except ValueError:
+      raise ValueError(f'--config.finetune.lr_per_method: bad item {item!r}; '
+                       'use method=lr,method=lr') from None
+  unknown = sorted(set(out) - set(methods_lib.METHODS))
+  if unknown:
+    raise ValueError(f'--config.finetune.lr_per_method: unknown methods '
+                     f'{unknown}; accepted: {", ".join(methods_lib.METHODS)}')
+  return out
+
+
 class _Progress:
   """tqdm bar with ETA and running accuracy on a TTY; log lines otherwise."""
 
@@ -125,12 +142,16 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
       steps=cfg.finetune.steps, lr=cfg.finetune.lr,
       momentum=cfg.finetune.momentum, augment=cfg.finetune.augment,
       seed=cfg.seed)
+  lr_for = parse_lr_overrides(cfg.finetune.lr_per_method)
   log_path = workdir / 'episodes.jsonl'
   done = _done_keys(log_path)
   rows = []
   with log_path.open('a') as log:
     for bb in backbones:
       spec, pre = load_pretrained(bb, cfg.resolution, bb in MIX_BACKBONES)
+      budgets = methods_lib.tinytrain_budgets(
+          spec, cfg.selection.budget_scale, cfg.selection.budget_bytes,
+          cfg.selection.budget_macs)
       starts = {'pretrained': (pre, protonet.init_head())}
 
       def start_for(method):
@@ -159,7 +180,10 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
                 ep = data.make_episode(sources[d], es, cfg.resolution,
                                        buckets=None, way_buckets=None)
               (params, head), meta = start_for(m)
-              r = methods_lib.run_method(m, spec, params, head, ep, ft_cfg)
+              r = methods_lib.run_method(
+                  m, spec, params, head, ep,
+                  dataclasses.replace(ft_cfg, lr=lr_for.get(m, ft_cfg.lr)),
+                  budgets)
               done[key] = dict(backbone=bb, domain=d, method=m, episode=i,
                                accuracy=100.0 * float(r['accuracy']),
                                bwd_bytes=int(r['bwd_bytes']),

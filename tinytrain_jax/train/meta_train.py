@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
 from tinytrain_jax import models
@@ -78,13 +79,7 @@ class MetaTrainConfig:
   @classmethod
   def from_config(cls, cfg) -> 'MetaTrainConfig':
     """From an ml_collections ConfigDict (or dict); unknown keys raise."""
-    d = dict(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
-    names = {f.name for f in dataclasses.fields(cls)}
-    extra = sorted(set(d) - names)
-    if extra:
-      raise ValueError(f'unknown MetaTrainConfig fields {extra}; accepted: '
-                       f'{sorted(names)}')
-    return cls(**d)
+    return dataclass_config.dataclass_from_config(cls, cfg)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), sort_keys=True)

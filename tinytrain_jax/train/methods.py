@@ -99,10 +99,27 @@ def _sparseupdate(spec, params, episode, head=None):
   return masks_lib.mask_from_layers(spec, params, layers)
 
 
+def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
+                      budget_macs: int = 0):
+  """(bytes, MACs) budgets of TinyTrain's selection for `spec`.
+
+  Defaults are `selection.default_budgets` (published TinyTrain costs at
+  128 px), scaled by (resolution / 128)^2 because every activation and MAC
+  count scales with the pixel count (at 64 px the unscaled 6.51M MACs would
+  cover half a full backward and push the selection to the stem), then by
+  `scale` (budget sweeps). Positive `budget_bytes` / `budget_macs` override.
+  """
+  from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
+  b, m = selection.default_budgets(spec.name)
+  px = (spec.resolution / 128.0) ** 2
+  return (int(budget_bytes) or int(b * px * scale),
+          int(budget_macs) or int(m * px * scale))
+
+
 def _tinytrain(channel_rank=None):
-  def fn(spec, params, episode, head=None):
+  def fn(spec, params, episode, head=None, budgets=None):
     from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
-    budget_bytes, budget_macs = selection.default_budgets(spec.name)
+    budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
     kw = {} if channel_rank is None else {'channel_rank': channel_rank}
     cfg = selection.SelectionConfig(budget_bytes=budget_bytes,
                                     budget_macs=budget_macs, **kw)
@@ -140,13 +157,15 @@ def get_method(name: str) -> Method:
   return METHODS[name]
 
 
-def method_mask(name: str, spec, params, episode, head=None):
+def method_mask(name: str, spec, params, episode, head=None, budgets=None):
   """The mask `name` trains for this task (None = nothing); `head` is used by
-  TinyTrain's Fisher pass."""
+  TinyTrain's Fisher pass, `budgets` = (bytes, MACs) by its selection."""
   m = get_method(name)
   if m.mask_fn is None:
     raise ValueError(f'method {name!r} trains extra modules, not a mask of '
                      'the params; use run_method')
+  if budgets is not None and name.startswith('tinytrain'):
+    return m.mask_fn(spec, params, episode, head=head, budgets=budgets)
   return m.mask_fn(spec, params, episode, head=head)
 
 
@@ -167,9 +186,10 @@ def _shapes(spec):
 
 
 def run_method(method: str, spec, params, head, episode,
-               config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig()
-               ) -> Dict[str, Any]:
-  """Runs one method on one task.
+               config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
+               budgets=None) -> Dict[str, Any]:
+  """Runs one method on one task (`budgets`: TinyTrain's (bytes, MACs);
+  default `tinytrain_budgets(spec)`).
 
   Returns:
     dict(method, accuracy, query_loss, bwd_macs (per sample), bwd_bytes (fp32
@@ -183,7 +203,7 @@ def run_method(method: str, spec, params, head, episode,
     costs, summary = res.costs, {'n_trained': res.costs.get('n_trained', 0),
                                  'layers': 'all biases + lite residual'}
   else:
-    mask = method_mask(method, spec, params, episode, head)
+    mask = method_mask(method, spec, params, episode, head, budgets)
     steps = config.steps if mask is not None else 0
     res = finetune_lib.finetune(spec, params, head, episode, mask,
                                 dataclasses.replace(config, steps=steps))
