@@ -119,8 +119,16 @@ class FinetuneTest(absltest.TestCase):
       costs[name] = xla_check.xla_costs(
           fn, tr, opt, params, head,
           {k: jnp.asarray(v) for k, v in idx.items()}, batch, jnp.int32(0))
+    # The dense-masked reference (mask as runtime data) really runs the full
+    # backward: it cannot be cheaper than the sparse step of the same mask.
+    step, tx, full = ft.make_dense_step(spec, cfg, _mask(spec, params), head,
+                                        donate=False)
+    tr = {'params': params, 'head': head}
+    costs['dense'] = xla_check.xla_costs(step, tr, tx.init(tr), batch,
+                                         jnp.int32(0), masks.to_dense(full, tr))
     self.assertLess(costs['sparse']['flops'], costs['full']['flops'])
     self.assertLess(costs['sparse']['temp_bytes'], costs['full']['temp_bytes'])
+    self.assertGreater(costs['dense']['flops'], 2 * costs['sparse']['flops'])
 
   def test_wrong_episode_shape_raises_before_jit(self):
     spec, params = _model()

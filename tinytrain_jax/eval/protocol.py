@@ -166,6 +166,8 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
           return starts['metatrained'], True
         return starts['pretrained'], False
 
+      for m in methods:  # meta-train up front, so progress ETAs are honest
+        start_for(m)
       for d in domains:
         specs = data.sample_episodes(sources[d], sampler_cfg, cfg.seed,
                                      cfg.episodes)
