@@ -81,6 +81,7 @@ def markdown_tables(rows: List[Dict]) -> str:
 def plot_pareto(rows: List[Dict], path) -> None:
   """Accuracy (avg over domains) vs backward memory and vs MACs, per method."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   _check(rows)
@@ -106,6 +107,7 @@ def plot_pareto(rows: List[Dict], path) -> None:
                                'backward MACs per sample')):
       ax = axes[i, j]
       ax.set_xscale('log')
+      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
       ax.set_xlabel(label)
       ax.set_ylabel('accuracy (%)')
       ax.set_title(f'{bb}')
@@ -119,6 +121,7 @@ def plot_pareto(rows: List[Dict], path) -> None:
 def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
   """Budget sweep curves: accuracy vs a budget, one line per variant."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -129,6 +132,7 @@ def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
                 yerr=[p['accuracy_ci95'] for p in ps], marker='o', capsize=3,
                 label=v)
   ax.set_xscale('log')
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel(x_key)
   ax.set_ylabel('accuracy (%)')
   ax.grid(alpha=0.3)
