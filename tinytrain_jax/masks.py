@@ -17,7 +17,6 @@ import pathlib
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -70,13 +69,17 @@ def to_leaf_mask(mask: Mask) -> Mask:
 
 
 def to_dense(mask: Mask, params) -> Mask:
-  """Full-shape 0/1 arrays in the params' dtypes (jaxpruner style)."""
+  """Full-shape 0/1 numpy arrays in the params' dtypes (jaxpruner style).
+
+  Only the params' shapes and dtypes are read, so this also works on traced
+  or abstract params; the result is host data (a constant under jit).
+  """
   def dense(m, p):
     if _is_vector(m):
       shape = [1] * p.ndim
       shape[channel_axis(p.shape)] = m.shape[0]
-      return jnp.broadcast_to(jnp.asarray(m.reshape(shape), p.dtype), p.shape)
-    return jnp.full(p.shape, bool(m), p.dtype)
+      return np.broadcast_to(m.reshape(shape).astype(p.dtype), p.shape)
+    return np.full(p.shape, bool(m), p.dtype)
   return jax.tree.map(dense, mask, params)
 
 

@@ -1,8 +1,9 @@
 """Sparse fine-tune steps: real savings (partition + deltas) and the dense reference.
 
 Three levels of masks (STYLE.md §4):
-  * `impl='dense'`: grads of *all* params, multiplied by `masks.to_dense`, then
-    `masks.masked_optimizer`. Correct, saves nothing; the reference.
+  * `impl='dense'` (`finetune.make_dense_step`): grads of *all* params times
+    the 0/1 mask passed in as data (so XLA cannot prune it), then SGD, then
+    the mask again. Correct, saves nothing; the reference.
   * leaf level: fully trained leaves form a small `trainable` pytree that is
     the only thing differentiated; every other param enters through
     `stop_gradient`, so XLA drops the backward below the lowest trained layer.
@@ -179,14 +180,3 @@ def dense_value_and_grad(loss_fn, params, head, *args):
   def f(tr):
     return loss_fn(tr['params'], tr['head'], None, *args)
   return jax.value_and_grad(f)({'params': params, 'head': head})
-
-
-def dense_optimizer(lr, momentum, weight_decay, mask, train_head: bool,
-                    head) -> optax.GradientTransformation:
-  """masked_optimizer over {'params': params, 'head': head}."""
-  tx = optax.sgd(lr, momentum=momentum or None)
-  if weight_decay:
-    tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
-  full = {'params': mask,
-          'head': jax.tree.map(lambda _: bool(train_head), head)}
-  return masks_lib.masked_optimizer(tx, full)

@@ -1,0 +1,92 @@
+"""Mask pytrees: golden dense masks, optimizer wrapping, save/load, errors."""
+import functools
+import os
+import tempfile
+
+from absl.testing import absltest
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tinytrain_jax import masks
+from tinytrain_jax.models import init, model_spec
+
+
+@functools.lru_cache(None)
+def _model():
+  spec = model_spec('mcunet-5fps', resolution=32)
+  return spec, jax.jit(init, static_argnums=0)(spec, jax.random.PRNGKey(0))[0]
+
+
+class MasksTest(absltest.TestCase):
+
+  def test_golden_dense_mask_input_channels_and_depthwise(self):
+    spec, params = _model()
+    m = masks.mask_from_layers(spec, params, {39: [1, 3], 40: [0, 2],
+                                              41: 'bias'})
+    self.assertEqual(jax.tree.structure(m), jax.tree.structure(params))
+    d = masks.to_dense(m, params)
+    pw1 = np.asarray(d['blocks_13']['pointwise1']['kernel'])  # [1,1,96,576]
+    self.assertEqual(pw1[0, 0, :, 0].nonzero()[0].tolist(), [1, 3])
+    self.assertTrue(np.all(pw1[0, 0, 1, :] == 1))
+    dw = np.asarray(d['blocks_13']['depthwise']['kernel'])    # [3,3,1,576]
+    self.assertEqual(dw[0, 0, 0, :].nonzero()[0].tolist(), [0, 2])
+    self.assertEqual(float(d['blocks_13']['pointwise2']['kernel'].sum()), 0)
+    self.assertTrue(np.all(np.asarray(d['blocks_13']['pointwise2']['bias'])))
+    self.assertEqual(masks.count_trained(m, params),
+                     2 * 576 + 576 + 2 * 9 + 576 + 160)
+    ups = masks.layer_updates(spec, m)
+    self.assertEqual(ups['blocks_13/depthwise'],
+                     masks.LayerUpdate((0, 2), 576, True))
+    self.assertFalse(ups['blocks_13/pointwise2'].trains_weight)
+
+  def test_masked_optimizer_keeps_frozen_and_their_momentum_zero(self):
+    spec, params = _model()
+    m = masks.mask_from_layers(spec, params, {40: [0, 2], 41: 'full'})
+    tx = masks.masked_optimizer(optax.chain(optax.add_decayed_weights(0.1),
+                                            optax.sgd(0.1, momentum=0.9)), m)
+    state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    p = params
+
+    @jax.jit
+    def step(p, state):
+      upd, state = tx.update(grads, state, p)
+      return optax.apply_updates(p, upd), state
+    for _ in range(2):
+      p, state = step(p, state)
+    dense = masks.to_dense(m, params)
+    for new, old, d in zip(jax.tree.leaves(p), jax.tree.leaves(params),
+                           jax.tree.leaves(dense)):
+      frozen = np.asarray(d) == 0
+      np.testing.assert_array_equal(np.asarray(new)[frozen],
+                                    np.asarray(old)[frozen])
+      if (~frozen).any():
+        self.assertTrue(np.all(np.asarray(new)[~frozen] !=
+                               np.asarray(old)[~frozen]))
+
+  def test_save_load_round_trip_and_errors(self):
+    spec, params = _model()
+    m = masks.mask_from_layers(spec, params, {5: [0, 7], 41: 'full'})
+    with tempfile.TemporaryDirectory() as d:
+      path = os.path.join(d, 'mask.json')
+      masks.save_mask(path, m, {'model': spec.name})
+      back = masks.load_mask(path, params)
+      jax.tree.map(np.testing.assert_array_equal, back, m)
+      other = jax.eval_shape(lambda: init(model_spec(
+          'mbv2-w0.35', resolution=32), jax.random.PRNGKey(0))[0])
+      with self.assertRaisesRegex(ValueError, 'does not match the params'):
+        masks.load_mask(path, other)
+    with self.assertRaisesRegex(ValueError, 'structure does not match'):
+      masks.check_mask({'a': True}, params)
+    bad = masks.full_mask(params)
+    bad['first_conv']['kernel'] = np.ones((5,), bool)
+    with self.assertRaisesRegex(ValueError, '5 channel flags'):
+      masks.check_mask(bad, params)
+    with self.assertRaisesRegex(ValueError, 'out of range'):
+      masks.mask_from_layers(spec, params, {0: [3]})
+
+
+if __name__ == '__main__':
+  absltest.main()
