@@ -193,7 +193,8 @@ def make_dense_step(spec, cfg, mask, head, donate: bool = True):
   return jax.jit(step, donate_argnums=(0, 1) if donate else ()), tx, full
 
 
-def _evaluate_impl(spec, params, head, batch):
+def episode_loss(spec, params, head, batch):
+  """ProtoNet (loss, accuracy) of a padded episode batch (`episode_arrays`)."""
   sf = network.apply(spec, params, batch['support_x']).features
   qf = network.apply(spec, params, batch['query_x']).features
   return protonet.episode_loss(head, sf, batch['support_y'],
@@ -201,7 +202,7 @@ def _evaluate_impl(spec, params, head, batch):
                                batch['query_mask'], batch['way_mask'])
 
 
-evaluate_step = jax.jit(_evaluate_impl, static_argnums=0)
+evaluate_step = jax.jit(episode_loss, static_argnums=0)
 
 
 def evaluate(spec, params, head, episode):

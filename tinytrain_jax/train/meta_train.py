@@ -153,14 +153,6 @@ def init_state(config: MetaTrainConfig, init_params=None) -> TrainState:
                     jax.random.PRNGKey(config.seed))
 
 
-def _episode_loss(spec, params, head, batch):
-  sf = network.apply(spec, params, batch['support_x']).features
-  qf = network.apply(spec, params, batch['query_x']).features
-  return protonet.episode_loss(head, sf, batch['support_y'],
-                               batch['support_mask'], qf, batch['query_y'],
-                               batch['query_mask'], batch['way_mask'])
-
-
 def _meta_train_step(spec, hp, state: TrainState, batch, lr):
   if hp.augment:
     k = jax.random.fold_in(state.key, state.step)
@@ -169,7 +161,7 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
                  query_x=augment_jax(batch['query_x'], kq))
 
   def f(tr):
-    return _episode_loss(spec, tr['params'], tr['head'], batch)
+    return finetune_lib.episode_loss(spec, tr['params'], tr['head'], batch)
   tr = {'params': state.params, 'head': state.head}
   (loss, acc), grads = jax.value_and_grad(f, has_aux=True)(tr)
   updates, opt_state = optimizer(hp).update(grads, state.opt_state, tr)
@@ -186,7 +178,7 @@ meta_train_step.__doc__ = (
     'episode; static: spec, hp (StepHParams); lr: f32[]; the state is '
     'donated.')
 
-eval_episode = jax.jit(_episode_loss, static_argnums=0)
+eval_episode = jax.jit(finetune_lib.episode_loss, static_argnums=0)
 
 
 def make_batch(source, config: MetaTrainConfig, index: int):
