@@ -6,6 +6,12 @@ project. They live under one root directory:
   $TINYTRAIN_ASSETS            (default: ~/.cache/tinytrain_jax)
     weights/<model>.npz|.json  ImageNet-pretrained backbones (see models/pretrained.py)
     data/<dataset>.npz|.json   embedded datasets (see data/embedded.py)
+    data/mini-imagenet/        mini-ImageNet JPEGs + split CSVs (data/minimagenet.py)
+
+Derived files (decoded datasets, meta-trained backbones) go to a separate,
+writable cache, because the asset folder may be read-only:
+
+  $TINYTRAIN_CACHE             (default: ~/.cache/tinytrain_jax/derived)
 
 The README commands and `.ci/run` point TINYTRAIN_ASSETS at the repository's sibling
 `../shared` folder when it exists, which has exactly this layout.
@@ -15,11 +21,19 @@ import pathlib
 
 ENV_VAR = 'TINYTRAIN_ASSETS'
 DEFAULT_ROOT = pathlib.Path('~/.cache/tinytrain_jax')
+CACHE_ENV_VAR = 'TINYTRAIN_CACHE'
+DEFAULT_CACHE = pathlib.Path('~/.cache/tinytrain_jax/derived')
 
 
 def assets_root() -> pathlib.Path:
   """Returns the asset cache root ($TINYTRAIN_ASSETS or ~/.cache/tinytrain_jax)."""
   return pathlib.Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT).expanduser()
+
+
+def derived_cache_dir() -> pathlib.Path:
+  """Writable cache of derived files ($TINYTRAIN_CACHE or the default)."""
+  return pathlib.Path(os.environ.get(CACHE_ENV_VAR) or
+                      DEFAULT_CACHE).expanduser()
 
 
 def asset_path(kind: str, filename: str) -> pathlib.Path:

@@ -130,10 +130,23 @@ class FolderTest(absltest.TestCase):
     ep = episodes.make_episode(src, spec, resolution=16)
     self.assertEqual(ep.ways, spec.ways)
 
-  def test_train_split_and_bad_paths(self):
-    with self.assertRaisesRegex(ValueError, r"all classes in the test split.*"
-                                r'--split=test'):
-      sources.get_source(f'dir:{self.root}', 'train')
+  def test_flat_folder_serves_every_split(self):
+    for split in sources.SPLITS:
+      src = sources.get_source(f'dir:{self.root}', split, image_size=16)
+      self.assertEqual(src.classes, [f'cls{i}' for i in range(6)])
+      self.assertEqual(src.split, split)
+
+  def test_split_folders(self):
+    root = make_tempdir(self)
+    write_folder(root / 'train', {'a': 3, 'b': 3})
+    write_folder(root / 'test', {'c': 3})
+    self.assertEqual(sources.get_source(f'dir:{root}', 'train').classes,
+                     ['a', 'b'])
+    self.assertEqual(sources.get_source(f'dir:{root}', 'test').classes, ['c'])
+    with self.assertRaisesRegex(ValueError, r'per-split folders but no .*valid'):
+      sources.get_source(f'dir:{root}', 'valid')
+
+  def test_bad_paths(self):
     with self.assertRaisesRegex(ValueError, 'is not a directory'):
       sources.get_source(f'dir:{self.root}/missing', 'test')
 
@@ -150,7 +163,8 @@ class RegistryTest(parameterized.TestCase):
   @parameterized.parameters('imagenet', 'tfds:', 'dir:', 'Omniglot')
   def test_unknown_source_lists_names(self, name):
     with self.assertRaisesRegex(ValueError, r"unknown source.*omniglot, "
-                                r'cifar10_subset, tfds:<name>, dir:<path>'):
+                                r'cifar10_subset, mini-imagenet, .*'
+                                r'tfds:<name>, dir:<path>'):
       sources.get_source(name, 'test')
 
   def test_unknown_split(self):

@@ -1,11 +1,16 @@
 """A folder of images as a few-shot source: `root/<class>/*.jpg|png`.
 
 Name: 'dir:<path>' (see sources.get_source). Every sub-folder with at least
-one image is a class (class names = folder names, sorted). All classes are
-in the 'test' split: a folder is data for evaluation (bring your own task);
-'train' and 'valid' raise. Images are decoded lazily with PIL, converted to
-RGB and resized (bilinear) to `image_size` x `image_size` on read, so
-`images()` always returns uint8[n, image_size, image_size, 3].
+one image is a class (class names = folder names, sorted). Splits:
+  * `root/train/`, `root/valid/` and `root/test/` (any of them) present: each
+    split reads its own folder, `root/<split>/<class>/*.jpg` (a split whose
+    folder is missing raises, naming it);
+  * otherwise every class of `root` serves whichever split is asked for, so
+    one folder can feed meta-training, dev episodes and evaluation. Say so
+    when you report results: such runs share classes across splits.
+Images are decoded lazily with PIL, converted to RGB and resized (bilinear)
+to `image_size` x `image_size` on read, so `images()` always returns
+uint8[n, image_size, image_size, 3].
 """
 import pathlib
 from typing import Sequence
@@ -51,9 +56,12 @@ class FolderSource:
     if not path.is_dir():
       raise ValueError(f'source {self.name!r}: {path} is not a directory; '
                        'pass --source=dir:PATH with PATH/<class>/*.jpg|png')
-    if split != 'test':
-      raise ValueError(f'source {self.name!r} puts all classes in the test '
-                       f'split, got split {split!r}; pass --split=test')
+    if any((path / s).is_dir() for s in sources.SPLITS):
+      path = path / split
+      if not path.is_dir():
+        raise ValueError(f'source {self.name!r} has per-split folders but no '
+                         f'{path}; add it or remove the split folders')
+    self.split_root = path
     self._files = []
     self.classes = []
     for sub in sorted(p for p in path.iterdir() if p.is_dir()):

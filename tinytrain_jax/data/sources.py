@@ -11,10 +11,14 @@ Accepted names (`get_source`):
   omniglot            real Omniglot from the asset cache (data/embedded.py);
                       falls back to TFDS 'omniglot' when the cache is empty.
   cifar10_subset      10 CIFAR-10 classes x 600, 32 px (smoke tests).
+  mini-imagenet       mini-ImageNet (Ravi & Larochelle split: train 64 /
+                      valid 16 / test 20 classes) from the asset cache;
+  mini-imagenet:PATH  the same from a user's copy (data/minimagenet.py).
   tfds:<name>         a TFDS catalog dataset with Meta-Dataset's class splits
                       (data/tfds_sources.py), e.g. tfds:dtd.
   dir:<path>          a folder of images root/<class>/*.jpg|png
-                      (data/folder.py); all classes are in 'test'.
+                      (data/folder.py): all classes serve every split, or
+                      root/{train,valid,test}/<class>/ give one per split.
 """
 import dataclasses
 from typing import Protocol, Sequence, runtime_checkable
@@ -22,7 +26,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 SPLITS = ('train', 'valid', 'test')
-SOURCE_NAMES = ('omniglot', 'cifar10_subset', 'tfds:<name>', 'dir:<path>')
+SOURCE_NAMES = ('omniglot', 'cifar10_subset', 'mini-imagenet',
+                'mini-imagenet:<path>', 'tfds:<name>', 'dir:<path>')
 
 
 @runtime_checkable
@@ -102,7 +107,7 @@ def get_source(name: str, split: str = 'test', **kwargs) -> Source:
     src = get_source('dir:/data/my_images', 'test')
 
   Args:
-    name: 'omniglot', 'cifar10_subset', 'tfds:<name>' or 'dir:<path>'.
+    name: one of SOURCE_NAMES (see the module docstring).
     split: 'train', 'valid' or 'test'.
     **kwargs: passed to the source constructor (e.g. `image_size` for tfds:
       and dir: sources, `data_dir` for tfds:).
@@ -114,6 +119,7 @@ def get_source(name: str, split: str = 'test', **kwargs) -> Source:
   # pylint: disable=g-import-not-at-top
   from tinytrain_jax.data import embedded
   from tinytrain_jax.data import folder
+  from tinytrain_jax.data import minimagenet
   from tinytrain_jax.data import tfds_sources
   # pylint: enable=g-import-not-at-top
   check_split(name, split)
@@ -121,6 +127,10 @@ def get_source(name: str, split: str = 'test', **kwargs) -> Source:
     return embedded.omniglot_source(split, **kwargs)
   if name == 'cifar10_subset':
     return embedded.cifar10_subset_source(split, **kwargs)
+  if name == minimagenet.NAME:
+    return minimagenet.minimagenet_source(split, **kwargs)
+  if name.startswith(minimagenet.NAME + ':') and len(name) > 14:
+    return minimagenet.minimagenet_source(split, path=name[14:], **kwargs)
   if name.startswith('tfds:') and len(name) > 5:
     return tfds_sources.TfdsSource(name[5:], split, **kwargs)
   if name.startswith('dir:') and len(name) > 4:
