@@ -14,6 +14,7 @@ import sys
 from absl import app
 from absl import flags
 
+from tinytrain_jax.configs import cli
 from tinytrain_jax.cost import methods
 
 _MODEL = flags.DEFINE_string(
@@ -34,6 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   try:
+    cli.check_resolution(_RESOLUTION.value)
     report = methods.method_report(_MODEL.value, _METHOD.value,
                                    _RESOLUTION.value, _FEATURE_MIX.value,
                                    _BATCH_SIZE.value)
@@ -45,4 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

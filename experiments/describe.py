@@ -4,10 +4,9 @@
   python -m experiments.describe --model=mbv2-w0.35 --feature_mix --json
 """
 import json
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from tinytrain_jax.configs import cli
 from tinytrain_jax.models import model_spec
 from tinytrain_jax.models.describe import describe, format_table
 
@@ -22,12 +21,13 @@ _JSON = flags.DEFINE_bool('json', False, 'print one JSON object instead')
 def main(argv):
   del argv
   try:
+    cli.check_resolution(_RES.value)
     spec = model_spec(_MODEL.value, _RES.value, _MIX.value, _CLASSES.value)
   except ValueError as e:
-    sys.exit(f'error: {e}')
+    cli.error_exit(str(e))
   desc = describe(spec)
   print(json.dumps(desc) if _JSON.value else format_table(desc))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

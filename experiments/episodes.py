@@ -8,9 +8,9 @@ r"""Samples few-shot episodes from a source and prints their statistics.
 """
 import sys
 
-from absl import app
 from absl import flags
 
+from tinytrain_jax.configs import cli
 from tinytrain_jax.data import sampler
 from tinytrain_jax.data import sources
 from tinytrain_jax.data import summary
@@ -20,9 +20,11 @@ _SOURCE = flags.DEFINE_string(
     'omniglot | cifar10_subset | tfds:<name> | dir:<path>')
 _SPLIT = flags.DEFINE_enum('split', 'test', list(sources.SPLITS),
                            'Class split.')
-_NUM_EPISODES = flags.DEFINE_integer('num_episodes', 10, 'Episodes to draw.')
+_NUM_EPISODES = flags.DEFINE_integer('num_episodes', 10, 'Episodes to draw.',
+                                      lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Episode stream seed.')
-_START = flags.DEFINE_integer('start', 0, 'Index of the first episode.')
+_START = flags.DEFINE_integer('start', 0, 'Index of the first episode.',
+                               lower_bound=0)
 _MODE = flags.DEFINE_enum('mode', 'variable', list(sampler.MODES),
                           'variable (Meta-Dataset) or fixed N-way K-shot.')
 _WAYS = flags.DEFINE_integer('ways', None, 'Fixed ways (fixed default 5).')
@@ -52,8 +54,8 @@ def main(argv):
       print(f'contact sheet of episode {_START.value} saved to '
             f'{_CONTACT_SHEET.value}', file=sys.stderr)
   except ValueError as e:
-    sys.exit(f'error: {e}')
+    cli.error_exit(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

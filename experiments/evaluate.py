@@ -6,11 +6,10 @@
 Writes results.json, results.md and pareto.png into --workdir (rerunning
 resumes from workdir/episodes.jsonl).
 """
-import sys
-
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from tinytrain_jax.configs import cli
 from tinytrain_jax.eval import protocol
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
@@ -23,17 +22,17 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CONFIG.value is None:
-    sys.exit('error: --config is required, e.g. '
-             '--config=tinytrain_jax/configs/default.py')
+    cli.error_exit('--config is required, e.g. '
+                   '--config=tinytrain_jax/configs/default.py', 2)
   try:
     rows = protocol.run_evaluation(_CONFIG.value, _WORKDIR.value,
                                    _PROGRESS.value)
   except (ValueError, FileNotFoundError, RuntimeError) as e:
-    sys.exit(f'error: {e}')
+    cli.error_exit(str(e))
   from tinytrain_jax.eval import report  # pylint: disable=g-import-not-at-top
   print(report.markdown_tables(rows))
   print(f'wrote {_WORKDIR.value}/results.json, results.md, pareto.png')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

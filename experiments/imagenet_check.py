@@ -5,12 +5,11 @@
 Prints top-5 ImageNet class indices per image and model (float, and with
 --int8 the integer simulation of tiny-training's int8 model too).
 """
-import sys
-
-from absl import app, flags
+from absl import flags
 import jax
 import numpy as np
 
+from tinytrain_jax.configs import cli
 from tinytrain_jax.models import apply, apply_int8, load_arrays, load_pretrained
 from tinytrain_jax.models.imagenet import eval_transform
 
@@ -30,7 +29,7 @@ def main(argv):
     try:
       spec, params = load_pretrained(name, num_classes=1000)
     except (ValueError, OSError) as e:
-      sys.exit(f'error: {e}')
+      cli.error_exit(str(e))
     logits = np.asarray(jax.jit(apply, static_argnums=0)(spec, params, x).logits)
     q = apply_int8(spec, load_arrays(name), x) if _INT8.value else None
     for i, label in enumerate(_IMAGES):
@@ -41,4 +40,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -5,11 +5,10 @@
 Rerunning with the same workdir resumes from the last checkpoint; the result
 is loadable by path: `train.meta_train.load_backbone('runs/meta')`.
 """
-import sys
-
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from tinytrain_jax.configs import cli
 from tinytrain_jax.train import meta_train as meta_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
@@ -21,16 +20,16 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CONFIG.value is None:
-    sys.exit('error: --config is required, e.g. '
-             '--config=tinytrain_jax/configs/meta_train.py')
+    cli.error_exit('--config is required, e.g. '
+                   '--config=tinytrain_jax/configs/meta_train.py', 2)
   try:
     cfg = meta_lib.MetaTrainConfig.from_config(_CONFIG.value)
     state = meta_lib.meta_train(cfg, _WORKDIR.value)
   except (ValueError, RuntimeError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
+    cli.error_exit(str(e))
   print(f'meta-trained {cfg.model} for {int(state.step)} steps; checkpoints '
         f'in {_WORKDIR.value}/checkpoints')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -17,6 +17,7 @@ from absl import flags
 
 from tinytrain_jax import masks
 from tinytrain_jax import selection
+from tinytrain_jax.configs import cli
 
 _MODEL = flags.DEFINE_string(
     'model', 'mcunet-5fps', 'Backbone: mcunet-5fps, mbv2-w0.35 or '
@@ -52,6 +53,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   kb, mmacs = _BUDGET_KB.value, _BUDGET_MMACS.value
   try:
+    cli.check_resolution(_RESOLUTION.value)
     if (kb is not None and kb < 0) or (mmacs is not None and mmacs < 0):
       raise ValueError(f'--budget_kb={kb} and --budget_mmacs={mmacs} must '
                        'be >= 0 (or omitted for the defaults)')
@@ -78,4 +80,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, prefix=lambda: f'--model={_MODEL.value} '
+                                  f'--source={_SOURCE.value}')

@@ -8,11 +8,10 @@ results exist are skipped. Writes workdir/sweep.json and sweep.png.
 import importlib.util
 import json
 import pathlib
-import sys
-
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from tinytrain_jax.configs import cli
 from tinytrain_jax.configs import sweep_helpers
 from tinytrain_jax.eval import protocol, report
 
@@ -34,8 +33,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   if _CONFIG.value is None:
-    sys.exit('error: --config is required, e.g. '
-             '--config=tinytrain_jax/configs/sweep.py')
+    cli.error_exit('--config is required, e.g. '
+                   '--config=tinytrain_jax/configs/sweep.py', 2)
   root = pathlib.Path(_WORKDIR.value)
   points = []
   try:
@@ -51,7 +50,7 @@ def main(argv):
                            budget_scale=cfg.selection.budget_scale,
                            point=sweep_helpers.point_name(point)))
   except (ValueError, FileNotFoundError, RuntimeError) as e:
-    sys.exit(f'error: {e}')
+    cli.error_exit(str(e))
   (root / 'sweep.json').write_text(json.dumps(points, indent=1))
   report.plot_sweep(points, root / 'sweep.png', x_key='bwd_bytes')
   for p in points:
@@ -62,4 +61,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

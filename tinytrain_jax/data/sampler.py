@@ -211,6 +211,17 @@ def sample_episode(source, config: SamplerConfig, seed: int,
 
 def sample_episodes(source, config: SamplerConfig, seed: int,
                     n: int, start: int = 0) -> list[EpisodeSpec]:
-  """Episodes start..start+n-1 of the stream `seed` (see sample_episode)."""
+  """Episodes start..start+n-1 of the stream `seed` (see sample_episode).
+
+  Raises:
+    ValueError: n < 1 or start < 0 (names the value and the accepted range).
+  """
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f'sample_episodes: n (the number of episodes) must be an '
+                     f'integer >= 1, got {n!r}')
+  if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or (
+      start < 0):
+    raise ValueError(f'sample_episodes: start (the first episode index) must '
+                     f'be an integer >= 0, got {start!r}')
   return [sample_episode(source, config, seed, i)
           for i in range(start, start + n)]
