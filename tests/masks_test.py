@@ -1,5 +1,6 @@
 """Mask pytrees: golden dense masks, optimizer wrapping, save/load, errors."""
 import functools
+import json
 import os
 import tempfile
 
@@ -86,6 +87,42 @@ class MasksTest(absltest.TestCase):
       masks.check_mask(bad, params)
     with self.assertRaisesRegex(ValueError, 'out of range'):
       masks.mask_from_layers(spec, params, {0: [3]})
+
+  def test_load_is_strict_about_types_and_ranges(self):
+    spec, params = _model()
+    m = masks.mask_from_layers(spec, params, {5: [0, 7], 41: 'full'})
+    good = {'mask': masks.mask_to_json(m)}
+    key = next(k for k, v in good['mask'].items() if isinstance(v, dict))
+    n = good['mask'][key]['of']
+    cases = {
+        'negative': ({'channels': [-1], 'of': n}, r'channel -1 .*0\.\.'),
+        'too_large': ({'channels': [n], 'of': n}, f'channel {n} .*0\\.\\.'
+                      f'{n - 1}'),
+        'null': ({'channels': [None], 'of': n}, 'channel null'),
+        'string': ({'channels': ['yes'], 'of': n}, 'channel "yes"'),
+        'bool_channel': ({'channels': [True], 'of': n}, 'channel true'),
+        'float': ({'channels': [1.0], 'of': n}, 'channel 1.0'),
+        'repeated': ({'channels': [1, 1], 'of': n}, 'repeated channel'),
+        'wrong_of': ({'channels': [1], 'of': n + 1}, f'"of": {n + 1}; '
+                     f'accepted: {n}'),
+        'leaf_null': (None, 'is null; accepted: true, false'),
+        'leaf_string': ('yes', 'is "yes"; accepted: true, false'),
+        'leaf_int': (1, 'is 1; accepted: true, false'),
+    }
+    with tempfile.TemporaryDirectory() as d:
+      path = os.path.join(d, 'mask.json')
+      for name, (value, regex) in cases.items():
+        with self.subTest(name):
+          blob = {'mask': dict(good['mask'], **{key: value})}
+          with open(path, 'w') as f:
+            f.write(json.dumps(blob))
+          with self.assertRaisesRegex(
+              ValueError, f'mask file {path}: key {key!r} .*{regex}'):
+            masks.load_mask(path, params)
+      with open(path, 'w') as f:
+        f.write('[1, 2]')
+      with self.assertRaisesRegex(ValueError, 'no "mask" object'):
+        masks.load_mask(path, params)
 
 
 if __name__ == '__main__':

@@ -141,13 +141,59 @@ def save_mask(path: str, mask: Mask, metadata: Optional[dict] = None) -> None:
   tmp.replace(path)
 
 
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _leaf_from_json(path, key: str, v, shape):
+  """One mask leaf from its JSON value, strictly typed and range-checked."""
+  if isinstance(v, bool):
+    return v
+  ax = channel_axis(shape)
+  if not isinstance(v, dict):
+    raise ValueError(f'mask file {path}: key {key!r} is {json.dumps(v)}; '
+                     'accepted: true, false or {"channels": [...], "of": N}')
+  n = None if ax is None else int(shape[ax])
+  of, channels = v.get('of'), v.get('channels')
+  if n is None or not _is_int(of) or of != n:
+    raise ValueError(f'mask file {path}: key {key!r} has "of": '
+                     f'{json.dumps(of)}; accepted: {n} (the channels of a '
+                     f'param of shape {tuple(shape)})' if n is not None else
+                     f'mask file {path}: key {key!r} is a scalar param; '
+                     'accepted: true or false')
+  if not isinstance(channels, list):
+    raise ValueError(f'mask file {path}: key {key!r} has "channels": '
+                     f'{json.dumps(channels)}; accepted: a list of integers '
+                     f'0..{n - 1}')
+  bad = [c for c in channels if not _is_int(c) or not 0 <= c < n]
+  if bad or len(set(channels)) != len(channels):
+    what = (f'channel {json.dumps(bad[0])}' if bad else
+            'a repeated channel')
+    raise ValueError(f'mask file {path}: key {key!r} has {what} in '
+                     f'"channels"; accepted: distinct integers 0..{n - 1}')
+  m = np.zeros((n,), bool)
+  m[channels] = True
+  return m
+
+
 def load_mask(path: str, params) -> Mask:
-  """Reads a mask written by `save_mask` and checks it against `params`."""
+  """Reads a mask written by `save_mask` and checks it against `params`.
+
+  Strict: a leaf is `true`, `false` or {"channels": [distinct ints in
+  0..of-1], "of": the param's channel count}; anything else (a negative or
+  too-large channel, null, a string, a float) is refused.
+
+  Raises:
+    ValueError: one line naming the file, the key and the accepted values.
+  """
   try:
     blob = json.loads(pathlib.Path(path).read_text())
-    flat = blob['mask']
-  except (OSError, ValueError, KeyError) as e:
+  except (OSError, ValueError) as e:
     raise ValueError(f'cannot read mask file {path}: {e}') from None
+  flat = blob.get('mask') if isinstance(blob, dict) else None
+  if not isinstance(flat, dict):
+    raise ValueError(f'mask file {path} has no "mask" object; write it with '
+                     'masks.save_mask or experiments.select --save')
   paths, leaves = _paths(params), jax.tree.leaves(params)
   if set(flat) != set(paths):
     missing = sorted(set(paths) - set(flat))[:3]
@@ -155,15 +201,8 @@ def load_mask(path: str, params) -> Mask:
     raise ValueError(f'mask file {path} does not match the params (missing '
                      f'{missing}, unexpected {extra}); was it saved for another '
                      'model or feature_mix setting?')
-  out = []
-  for pth in paths:
-    v = flat[pth]
-    if isinstance(v, dict):
-      m = np.zeros((v['of'],), bool)
-      m[v['channels']] = True
-      out.append(m)
-    else:
-      out.append(bool(v))
+  out = [_leaf_from_json(path, pth, flat[pth], tuple(leaf.shape))
+         for pth, leaf in zip(paths, leaves)]
   mask = jax.tree.unflatten(jax.tree.structure(params), out)
   check_mask(mask, params)
   return mask

@@ -9,6 +9,7 @@ from skimage import data as skdata
 import jax
 
 from tinytrain_jax.models import apply, apply_int8, load_arrays, load_pretrained
+from tinytrain_jax.models import pretrained
 from tinytrain_jax.models.imagenet import eval_transform
 
 MODELS = ('mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3')
@@ -92,6 +93,49 @@ class PretrainedTest(parameterized.TestCase):
           load_arrays('mcunet-5fps', download=False)
       finally:
         os.environ['TINYTRAIN_ASSETS'] = old
+
+
+class IntegrityTest(absltest.TestCase):
+  """Cached weights are checked against weights_manifest.json at load."""
+
+  def _cache_with(self, write):
+    d = tempfile.mkdtemp()
+    self.addCleanup(__import__('shutil').rmtree, d, ignore_errors=True)
+    os.makedirs(os.path.join(d, 'weights'))
+    write(os.path.join(d, 'weights', 'mcunet-5fps.npz'))
+    old = os.environ.get('TINYTRAIN_ASSETS')
+    os.environ['TINYTRAIN_ASSETS'] = d
+    self.addCleanup(os.environ.__setitem__, 'TINYTRAIN_ASSETS', old or '')
+
+  @absltest.skipUnless(_have_weights(), 'weights not in the asset cache')
+  def test_damaged_and_modified_files_are_refused_in_one_line(self):
+    good = pretrained.weights_path('mcunet-5fps').read_bytes()
+    arrays = load_arrays('mcunet-5fps')
+    tampered = dict(arrays)
+    key = 'blocks/3/pointwise1/w_scales'
+    tampered[key] = arrays[key].copy()
+    tampered[key][0] *= 10
+    flipped = bytearray(good)
+    flipped[5000:5100] = bytes(100)
+    cases = {
+        'truncated': (lambda f: open(f, 'wb').write(good[:len(good) // 2]),
+                      r'cannot read weights file .*mcunet-5fps.npz .*damaged'),
+        'bad_crc': (lambda f: open(f, 'wb').write(bytes(flipped)),
+                    r'cannot read weights file .*(CRC|Error).*damaged'),
+        'tampered': (lambda f: np.savez(f, **tampered),
+                     r'mcunet-5fps.npz fails its integrity check .*'
+                     r'weights_manifest.json.*delete .* copy a good'),
+    }
+    for name, (write, regex) in cases.items():
+      with self.subTest(name):
+        self._cache_with(write)
+        with self.assertRaisesRegex(ValueError, regex) as cm:
+          load_arrays('mcunet-5fps', download=False)
+        self.assertNotIn('\n', str(cm.exception))
+    # Re-zipped but identical arrays (e.g. a fresh download) still verify.
+    self._cache_with(lambda f: np.savez(f, **arrays))
+    self.assertEqual(pretrained.arrays_sha256(load_arrays('mcunet-5fps')),
+                     pretrained.manifest()['mcunet-5fps']['arrays_sha256'])
 
 
 if __name__ == '__main__':

@@ -12,7 +12,11 @@ Dequantisation (float32 at load time):
 ImageNet top-1 of the shipped int8 models at 128 px (tiny-training's README):
 mcunet-5fps 54.1 %, mbv2-w0.35 45.7 %, proxyless-w0.3 48.3 %.
 """
+import hashlib
+import json
 import pathlib
+import zipfile
+import zlib
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -38,13 +42,79 @@ def weights_path(name: str) -> pathlib.Path:
   return assets.asset_path('weights', canonical_name(name) + '.npz')
 
 
+# sha256 of each cached weights file and of its arrays (`arrays_sha256`),
+# owned by the project: hashes only, never the files.
+MANIFEST_PATH = pathlib.Path(__file__).with_name('weights_manifest.json')
+# Errors np.load raises on a damaged npz (zip, CRC, truncation, pickle).
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+                zlib.error)
+
+
+def manifest() -> Dict[str, Dict[str, str]]:
+  """{model: {'file_sha256', 'arrays_sha256'}} from weights_manifest.json."""
+  return json.loads(MANIFEST_PATH.read_text())['weights']
+
+
+def file_sha256(path) -> str:
+  """Hex sha256 of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def arrays_sha256(arrays: Dict[str, np.ndarray]) -> str:
+  """Hex sha256 of the arrays (sorted keys, dtype, shape, bytes).
+
+  Independent of how the npz was zipped, so a file re-converted by
+  `models.download` (other zip timestamps) still verifies.
+  """
+  digest = hashlib.sha256()
+  for k in sorted(arrays):
+    a = np.ascontiguousarray(arrays[k])
+    digest.update(f'{k}|{a.dtype.str}|{a.shape}|'.encode())
+    digest.update(a.tobytes())
+  return digest.hexdigest()
+
+
+def _restore_hint(name: str, file) -> str:
+  return (f'delete {file} and rerun with internet access to fetch it again, '
+          f'or copy a good weights/{name}.npz into ${assets.ENV_VAR}')
+
+
+def verify_weights(name: str, file, arrays: Dict[str, np.ndarray]) -> None:
+  """Checks a cached weights file against the project's manifest.
+
+  The file's sha256 is compared first; when only the zip packaging differs
+  the arrays' digest must match instead.
+
+  Raises:
+    ValueError: one line naming the file, both hashes and how to restore it.
+  """
+  want = manifest().get(name)
+  if want is None or file_sha256(file) == want['file_sha256']:
+    return
+  got = arrays_sha256(arrays)
+  if got != want['arrays_sha256']:
+    raise ValueError(
+        f'weights file {file} fails its integrity check (arrays sha256 '
+        f'{got[:16]}..., expected {want["arrays_sha256"][:16]}... from '
+        f'{MANIFEST_PATH.name}): it is damaged or modified; '
+        + _restore_hint(name, file))
+
+
 def load_arrays(name: str, path: Optional[str] = None,
                 download: bool = True) -> Dict[str, np.ndarray]:
   """Raw npz arrays of a pretrained backbone, from the cache or downloaded.
 
+  A file from the asset cache is checked against `weights_manifest.json`
+  (`verify_weights`); an explicit `path` is taken as given.
+
   Raises:
     FileNotFoundError / OSError: no cached file and the download is impossible.
-    ValueError: unknown model name.
+    ValueError: unknown model name, or an unreadable, truncated or modified
+      weights file (one line naming it and how to restore it).
   """
   name = canonical_name(name)
   file = pathlib.Path(path) if path else weights_path(name)
@@ -55,12 +125,16 @@ def load_arrays(name: str, path: Optional[str] = None,
     from tinytrain_jax.models import download as dl  # pylint: disable=g-import-not-at-top
     dl.fetch_pretrained_npz(name, file.parent)
   try:
-    with np.load(file) as z:
-      return {k: z[k] for k in z.files}
-  except (OSError, ValueError) as e:
-    raise ValueError(f'cannot read weights file {file} ({e}); delete it so '
-                     'it is fetched again, or point $TINYTRAIN_ASSETS at a '
-                     'folder with a valid weights/ copy') from None
+    with np.load(file, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+  except _READ_ERRORS as e:
+    msg = ' '.join(str(e).split()) or 'truncated'
+    raise ValueError(f'cannot read weights file {file} ({type(e).__name__}: '
+                     f'{msg}); it is damaged: '
+                     + _restore_hint(name, file)) from None
+  if not path:
+    verify_weights(name, file, arrays)
+  return arrays
 
 
 def _dequantize(arrays, prefix):
