@@ -1,5 +1,6 @@
 """The whole pipeline at tiny scale: meta-train, methods, table, JSON, plot."""
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -15,15 +16,20 @@ from tinytrain_jax.eval import protocol, report
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def tiny_config(methods='none,lastlayer,tinytrain'):
+def tiny_config(methods='none,lastlayer,tinytrain', domains='omniglot',
+                ablation=False):
   cfg = default.get_config('quick')
   cfg.resolution = 32
   cfg.episodes = 2
   cfg.methods = methods
+  cfg.domains = domains
+  cfg.ablation = ablation
   cfg.sampler.ways, cfg.sampler.shots, cfg.sampler.queries = 3, 1, 2
   cfg.meta_train.steps = 2
   cfg.meta_train.ways, cfg.meta_train.shots, cfg.meta_train.queries = 3, 1, 2
+  cfg.meta_train.val_every = 0
   cfg.finetune.steps = 2
+  cfg.finetune.lr_grid = ''
   return cfg
 
 
@@ -69,6 +75,49 @@ class PipelineTest(absltest.TestCase):
       again = protocol.run_evaluation(tiny_config(), wd, progress=False)
       self.assertEqual(again, rows)
       self.assertLen((wd / 'episodes.jsonl').read_text().splitlines(), 6)
+      # A config that would change stored numbers is refused, not mixed in.
+      other = tiny_config()
+      other.finetune.steps = 3
+      with self.assertRaisesRegex(ValueError, r'holds results of another '
+                                  r'config \(finetune: .*use another '
+                                  r'--workdir'):
+        protocol.run_evaluation(other, wd, progress=False)
+      # A cut last line (kill -9 mid-write) is repaired, and redone once.
+      log = wd / 'episodes.jsonl'
+      lines = log.read_text().splitlines(keepends=True)
+      log.write_text(''.join(lines[:-1]) + lines[-1][:25])
+      again = protocol.run_evaluation(tiny_config(), wd, progress=False)
+      self.assertEqual(again, rows)
+      self.assertEqual(log.read_text(), ''.join(lines))
+      # The meta-trained backbone was cached once and reused by the reruns.
+      cached = list((pathlib.Path(os.environ['TINYTRAIN_CACHE']) /
+                     'meta_train').glob('mcunet-5fps-*'))
+      self.assertLen(cached, 1)
+      info = json.loads((wd / 'results.json').read_text())['config']
+      self.assertEqual(info['meta_trained']['mcunet-5fps']['cache'],
+                       cached[0].name)
+
+  def test_ablation_rows_and_checkpoint_per_backbone(self):
+    with tempfile.TemporaryDirectory() as wd:
+      cfg = tiny_config(methods='none,tinytrain', ablation=True)
+      rows = protocol.run_evaluation(cfg, wd, progress=False)
+      self.assertEqual([(r['method'], r['start']) for r in rows], [
+          ('none', 'pretrained'), ('tinytrain', 'metatrained'),
+          ('none@metatrained', 'metatrained'),
+          ('tinytrain@pretrained', 'pretrained')])
+      by = {r['method']: r for r in rows}
+      # The same weights give the same None accuracy, whatever the label.
+      self.assertNotEqual(by['none']['start'], by['none@metatrained']['start'])
+      # An existing workdir for another backbone is refused before any work.
+      cached = next((pathlib.Path(os.environ['TINYTRAIN_CACHE']) /
+                     'meta_train').glob('mcunet-5fps-*'))
+      cfg2 = tiny_config(methods='tinytrain')
+      cfg2.backbones = 'mcunet-5fps,mbv2-w0.35'
+      cfg2.meta_train.checkpoint = str(cached)
+      with self.assertRaisesRegex(ValueError, r"has no workdir for "
+                                  r"\['mbv2-w0.35'\]"):
+        protocol.run_evaluation(cfg2, pathlib.Path(wd) / 'b', progress=False)
+      self.assertFalse((pathlib.Path(wd) / 'b' / 'episodes.jsonl').exists())
 
   def test_bad_method_is_one_line_error(self):
     with tempfile.TemporaryDirectory() as wd:

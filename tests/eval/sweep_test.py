@@ -17,8 +17,9 @@ _CONFIG = textwrap.dedent('''
       c = default.get_config('quick')
       c.resolution, c.episodes, c.methods = 32, 1, 'tinytrain'
       c.sampler.ways, c.sampler.shots, c.sampler.queries = 3, 1, 1
+      c.domains, c.ablation = 'omniglot', False
       c.meta_train.steps = 0
-      c.finetune.steps = 1
+      c.finetune.steps, c.finetune.lr_grid = 1, ''
       return c
 
     def get_sweep(h):

@@ -2,7 +2,9 @@
 loudly."""
 import dataclasses
 import functools
+import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -93,17 +95,49 @@ class MetaTrainTest(absltest.TestCase):
     cfg = dataclasses.replace(CFG, lr=1e12, warmup_steps=4, steps=8,
                               checkpoint_every=1, augment=False)
     with self.assertRaisesRegex(
-        RuntimeError, r'loss became non-finite at step (\d+); last good '
-        r'checkpoint at step (\d+) in .*checkpoints') as cm:
+        RuntimeError, r'loss became non-finite at step (\d+) \(lr .*\); '
+        r'last good checkpoint at step (\d+) in .*checkpoints') as cm:
       mt.meta_train(cfg, wd, progress=False, source=_source())
     bad, good = map(int, __import__('re').search(
-        r'step (\d+);.*step (\d+)', str(cm.exception)).groups())
+        r'step (\d+) .*step (\d+)', str(cm.exception)).groups())
     self.assertEqual(good, bad - 1)
     state, step = checkpoint.restore_or_init(
         checkpoint.manager(wd), lambda: mt.init_state(cfg), cfg.to_json())
     self.assertEqual(step, good)
     self.assertTrue(all(np.isfinite(np.asarray(x)).all()
                         for x in jax.tree.leaves(state.params)))
+
+  def test_resume_under_another_config_is_refused(self):
+    wd = self._tmp()
+    mt.meta_train(CFG, wd, progress=False, stop_at=2, source=_source())
+    with self.assertRaisesRegex(ValueError, r'written with lr=0\.001, this run '
+                                r'has lr=0\.01; use another workdir'):
+      mt.meta_train(dataclasses.replace(CFG, lr=1e-2), wd, progress=False,
+                    source=_source())
+    # Bookkeeping fields may change on resume.
+    mt.meta_train(dataclasses.replace(CFG, log_every=3), wd, progress=False,
+                  stop_at=3, source=_source())
+
+  def test_validation_keeps_the_best_step(self):
+    wd = self._tmp()
+    cfg = dataclasses.replace(CFG, steps=4, val_every=2, val_episodes=2,
+                              val_sources=('omniglot',), checkpoint_every=2)
+    mt.meta_train(cfg, wd, progress=False, source=_source())
+    rows = [json.loads(l) for l in (pathlib.Path(wd) / 'val.jsonl')
+            .read_text().splitlines()]
+    self.assertEqual([r['step'] for r in rows], [0, 2, 4])
+    for r in rows:
+      self.assertBetween(r['none_accuracy']['omniglot'], 0.0, 100.0)
+    best = mt.best_step(wd)
+    self.assertEqual(best, max(rows, key=lambda r: (r['mean'],
+                                                    -r['step']))['step'])
+    spec, params, _ = mt.load_backbone(wd)
+    if best == 0:  # the pretrained start was best: load_backbone returns it
+      want = mt.init_state(cfg).params
+    else:  # the same step from the regular checkpoints
+      want = mt.load_backbone(wd, step=best)[1]
+    self.assertTrue(_same(params, want))
+    self.assertEqual(spec.resolution, 32)
 
   def test_config(self):
     cd = ml_collections.ConfigDict({'model': 'mcunet', 'steps': 3})

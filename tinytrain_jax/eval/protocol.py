@@ -1,15 +1,20 @@
-"""Evaluation protocol: backbones x domains x methods over the same test tasks.
+"""Evaluation protocol: studies of (backbone, domain) over the same test tasks.
 
-For every (backbone, domain) one fixed list of episodes is drawn from the seed
-(episode i = f(seed, i)) and every method sees exactly those tasks. Per task a
-method resets to its start weights (pretrained for the paper's Table-1
-baselines, meta-trained for TinyTrain), fine-tunes what its mask allows and
-classifies the queries. Per (backbone, method, domain): mean accuracy (%) over
-episodes with its 95 % CI (1.96 std / sqrt(n)), and the mean backward memory
-(bytes, fp32 model over the support batch) and backward MACs per sample.
+For every study (`plan.studies`: backbone x domain x sampler) one fixed list
+of episodes is drawn from the seed (episode i = f(seed, i)) and every variant
+(method x start weights, `plan.Variant`) sees exactly those tasks. Per task a
+variant resets to its start weights (pretrained, or meta-trained on
+mini-ImageNet: `meta_cache`), fine-tunes what its method allows with the lr
+chosen on dev tasks of a validation split (`lr_choice`), and classifies the
+queries. Per (backbone, variant, domain): mean accuracy (%) over episodes
+with its 95 % CI (1.96 std / sqrt(n)), the mean backward memory (bytes, fp32
+model over the support batch) and backward MACs per sample.
 
-Every finished episode is appended to `<workdir>/episodes.jsonl`; a rerun skips
-what is there, so an interrupted evaluation loses at most one episode.
+Every finished episode is appended to `<workdir>/episodes.jsonl`; a rerun
+skips what is there, so an interrupted evaluation loses at most one episode.
+`<workdir>/run_config.json` pins the config: a rerun whose settings would
+change any stored number is refused (only the lists of backbones, domains,
+methods and the episode counts may change).
 """
 import dataclasses
 import json
@@ -18,30 +23,20 @@ import sys
 import time
 from typing import Any, Dict, List
 
-import jax
-
 from tinytrain_jax import data
+from tinytrain_jax.eval import lr_choice
+from tinytrain_jax.eval import meta_cache
+from tinytrain_jax.eval import plan as plan_lib
 from tinytrain_jax.eval import report
 from tinytrain_jax.models import load_pretrained, protonet
-from tinytrain_jax.models.registry import canonical_name
 from tinytrain_jax.train import finetune as finetune_lib
-from tinytrain_jax.train import meta_train as meta_lib
 from tinytrain_jax.train import methods as methods_lib
 
-MIX_BACKBONES = ('mbv2-w0.35', 'proxyless-w0.3')  # TinyTrain uses their mix conv
-
-
-def split_list(value, flag: str, accepted=None) -> List[str]:
-  """'a,b' -> ['a', 'b'], checking names; errors name the flag."""
-  items = [v.strip() for v in str(value).split(',') if v.strip()]
-  if not items:
-    raise ValueError(f'--config.{flag} is empty; give a comma list')
-  if accepted is not None:
-    bad = [v for v in items if v not in accepted]
-    if bad:
-      raise ValueError(f'--config.{flag}: unknown {bad}; accepted: '
-                       f'{", ".join(accepted)}')
-  return items
+# Config keys that only select which rows exist; every other key changes the
+# numbers of a row and must match the workdir's run_config.json.
+ROW_SELECTING_KEYS = ('backbones', 'domains', 'methods', 'episodes',
+                      'ablation', 'extra_backbones', 'variable')
+split_list = plan_lib.split_list
 
 
 def parse_lr_overrides(text: str) -> Dict[str, float]:
@@ -88,33 +83,96 @@ class _Progress:
       self.bar.close()
 
 
-def _meta_trained(cfg, backbone, resolution, workdir, progress):
-  """(params, head) after meta-training (or from cfg.meta_train.checkpoint)."""
-  mt = cfg.meta_train
-  if mt.checkpoint:
-    _, params, head = meta_lib.load_backbone(mt.checkpoint, resolution)
-    return params, head
-  mcfg = meta_lib.MetaTrainConfig(
-      model=backbone, resolution=resolution,
-      feature_mix=backbone in MIX_BACKBONES, source=mt.source, ways=mt.ways,
-      shots=mt.shots, queries=mt.queries, steps=mt.steps, lr=mt.lr,
-      warmup_steps=mt.warmup_steps, augment=mt.augment, seed=cfg.seed,
-      checkpoint_every=mt.checkpoint_every)
-  state = meta_lib.meta_train(mcfg, workdir / 'meta_train' / backbone,
-                              progress=progress)
-  return state.params, state.head
-
-
-def _done_keys(path):
-  done = {}
+def _check_run_config(workdir: pathlib.Path, cfg_dict: Dict) -> None:
+  """Pins the row-defining config in the workdir; refuses another one."""
+  pinned = {k: v for k, v in cfg_dict.items() if k not in ROW_SELECTING_KEYS}
+  path = workdir / 'run_config.json'
   if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        r = json.loads(line)
-      except ValueError:
-        continue  # a line cut by a kill: that episode is simply redone
-      done[(r['backbone'], r['domain'], r['method'], r['episode'])] = r
+    stored = json.loads(path.read_text())
+    for k in sorted(set(stored) | set(pinned)):
+      if stored.get(k) != pinned.get(k):
+        raise ValueError(
+            f'{workdir} holds results of another config ({k}: stored '
+            f'{json.dumps(stored.get(k))[:80]}, now '
+            f'{json.dumps(pinned.get(k))[:80]}); use another --workdir')
+  elif (workdir / 'episodes.jsonl').exists():
+    raise ValueError(f'{workdir}/episodes.jsonl has no run_config.json beside '
+                     'it, so its config is unknown; use another --workdir')
+  else:
+    path.write_text(json.dumps(pinned, indent=1, sort_keys=True))
+
+
+def _read_done(path: pathlib.Path) -> Dict:
+  """Rows of episodes.jsonl; a line cut by a kill is removed from the file."""
+  done = {}
+  if not path.exists():
+    return done
+  text = path.read_text()
+  good = []
+  for line in text.splitlines(keepends=True):
+    try:
+      r = json.loads(line)
+    except ValueError:
+      continue  # cut by a kill: that episode is simply redone
+    if not line.endswith('\n'):
+      line += '\n'
+    good.append(line)
+    done[(r['backbone'], r['domain'], r['method'], r['episode'])] = r
+  if ''.join(good) != text:
+    tmp = path.with_suffix('.jsonl.tmp')
+    tmp.write_text(''.join(good))
+    tmp.replace(path)
   return done
+
+
+def _finetune_config(cfg) -> finetune_lib.FinetuneConfig:
+  return finetune_lib.FinetuneConfig(
+      steps=cfg.finetune.steps, lr=cfg.finetune.lr,
+      momentum=cfg.finetune.momentum, augment=cfg.finetune.augment,
+      seed=cfg.seed)
+
+
+def _budgets(cfg, spec):
+  scale = float(cfg.selection.budget_scale)
+  if not 0 < scale < float('inf'):
+    raise ValueError(f'--config.selection.budget_scale must be a finite '
+                     f'number > 0, got {cfg.selection.budget_scale}')
+  return methods_lib.tinytrain_budgets(spec, scale, cfg.selection.budget_bytes,
+                                       cfg.selection.budget_macs)
+
+
+def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
+  """(backbone, label) -> lr: fixed overrides, else chosen on dev tasks."""
+  fixed = parse_lr_overrides(cfg.finetune.lr_per_method)
+  grid = [float(x) for x in split_list(cfg.finetune.lr_grid,
+                                       'finetune.lr_grid')] if str(
+                                           cfg.finetune.lr_grid) else []
+  choices = lr_choice.LrChoices(workdir)
+  ft_cfg = _finetune_config(cfg)
+  out, eps = {}, {}
+  todo = list(dict.fromkeys((s.backbone, v) for s in studies
+                            for v in s.variants))
+  for bb, v in todo:
+    if v.method == 'none' or v.method in fixed or not grid:
+      out[(bb, v.label)] = fixed.get(v.method, ft_cfg.lr)
+      continue
+    got = choices.get(bb, v.label)
+    if got is None:
+      if bb not in eps:
+        eps[bb] = lr_choice.dev_episodes(
+            cfg.finetune.dev_source, cfg.resolution, cfg.finetune.dev_episodes,
+            cfg.sampler.ways, cfg.sampler.shots, cfg.sampler.queries)
+      params, head = starts[bb][v.start][:2]
+      t0 = time.time()
+      got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
+                                ft_cfg, budgets[bb], grid)
+      choices.put(bb, v.label, got)
+      if progress:
+        print(f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
+              f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)',
+              file=sys.stderr, flush=True)
+    out[(bb, v.label)] = got['lr']
+  return out, choices.table
 
 
 def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
@@ -124,90 +182,87 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
     result rows (see `report.REQUIRED`), also written to workdir.
   """
   workdir = pathlib.Path(workdir)
+  studies = plan_lib.studies(cfg)
+  cfg_dict = json.loads(cfg.to_json())
   workdir.mkdir(parents=True, exist_ok=True)
-  backbones = [canonical_name(b) for b in split_list(cfg.backbones,
-                                                     'backbones')]
-  methods = split_list(cfg.methods, 'methods', list(methods_lib.METHODS))
-  domains = split_list(cfg.domains, 'domains')
-  meta_sel = str(cfg.meta_methods).strip()
-  if cfg.episodes < 1:
-    raise ValueError(f'--config.episodes must be >= 1, got {cfg.episodes}')
-  sampler_cfg = data.SamplerConfig(
-      mode=cfg.sampler.mode, **({'ways': cfg.sampler.ways,
-                                 'shots': cfg.sampler.shots,
-                                 'queries': cfg.sampler.queries}
-                                if cfg.sampler.mode == 'fixed' else {}))
-  sources = {d: data.get_source(d, cfg.split) for d in domains}
-  ft_cfg = finetune_lib.FinetuneConfig(
-      steps=cfg.finetune.steps, lr=cfg.finetune.lr,
-      momentum=cfg.finetune.momentum, augment=cfg.finetune.augment,
-      seed=cfg.seed)
-  lr_for = parse_lr_overrides(cfg.finetune.lr_per_method)
+  _check_run_config(workdir, cfg_dict)
+  sources = {s.source: data.get_source(s.source, cfg.split) for s in studies}
+  backbones = list(dict.fromkeys(s.backbone for s in studies))
+  specs, starts, budgets = {}, {}, {}
+  for bb in backbones:
+    spec, pre = load_pretrained(bb, cfg.resolution,
+                                bb in plan_lib.MIX_BACKBONES)
+    specs[bb], budgets[bb] = spec, _budgets(cfg, spec)
+    starts[bb] = {'pretrained': (pre, protonet.init_head(), {})}
+  need = [b for b, n in plan_lib.needs_metatrained(studies).items() if n]
+  no_meta = cfg.meta_train.steps == 0 and not str(cfg.meta_train.checkpoint)
+  if no_meta:  # nothing to meta-train: those variants use pretrained weights
+    for bb in need:
+      starts[bb]['metatrained'] = starts[bb]['pretrained'][:2] + (
+          {'note': 'meta_train.steps=0: the pretrained weights'},)
+    need = []
+  # Meta-train (or load) before any task, so the progress ETAs are honest.
+  for bb, st in meta_cache.meta_trained_starts(cfg, need, cfg.resolution,
+                                               progress).items():
+    starts[bb]['metatrained'] = st
+  lrs, lr_table = _choose_lrs(cfg, studies, specs, starts, budgets, workdir,
+                              progress)
+  ft_cfg = _finetune_config(cfg)
   log_path = workdir / 'episodes.jsonl'
-  done = _done_keys(log_path)
+  done = _read_done(log_path)
   rows = []
   with log_path.open('a') as log:
-    for bb in backbones:
-      spec, pre = load_pretrained(bb, cfg.resolution, bb in MIX_BACKBONES)
-      budgets = methods_lib.tinytrain_budgets(
-          spec, cfg.selection.budget_scale, cfg.selection.budget_bytes,
-          cfg.selection.budget_macs)
-      starts = {'pretrained': (pre, protonet.init_head())}
-
-      def start_for(method):
-        meta = (methods_lib.get_method(method).start == 'metatrained'
-                if meta_sel in ('', 'default') else
-                meta_sel == 'all' or method in meta_sel.split(','))
-        if meta and cfg.meta_train.steps > 0 or (meta and
-                                                 cfg.meta_train.checkpoint):
-          if 'metatrained' not in starts:
-            starts['metatrained'] = _meta_trained(cfg, bb, cfg.resolution,
-                                                  workdir, progress)
-          return starts['metatrained'], True
-        return starts['pretrained'], False
-
-      for m in methods:  # meta-train up front, so progress ETAs are honest
-        start_for(m)
-      for d in domains:
-        specs = data.sample_episodes(sources[d], sampler_cfg, cfg.seed,
-                                     cfg.episodes)
-        per = {m: [] for m in methods}
-        bar = _Progress(len(specs) * len(methods), f'{bb} {d}') if progress else None
-        for i, es in enumerate(specs):
-          ep = None
-          for m in methods:
-            key = (bb, d, m, i)
-            if key not in done:
-              if ep is None:
-                ep = data.make_episode(sources[d], es, cfg.resolution,
-                                       buckets=None, way_buckets=None)
-              (params, head), meta = start_for(m)
-              r = methods_lib.run_method(
-                  m, spec, params, head, ep,
-                  dataclasses.replace(ft_cfg, lr=lr_for.get(m, ft_cfg.lr)),
-                  budgets)
-              done[key] = dict(backbone=bb, domain=d, method=m, episode=i,
-                               accuracy=100.0 * float(r['accuracy']),
-                               bwd_bytes=int(r['bwd_bytes']),
-                               bwd_macs=int(r['bwd_macs']), meta_trained=meta,
-                               mask=r['mask'])
-              log.write(json.dumps(done[key]) + '\n')
-              log.flush()
-            per[m].append(done[key])
-            if bar:
-              bar.update({mm: sum(x['accuracy'] for x in v) / len(v)
-                          for mm, v in per.items() if v})
-        if bar:
-          bar.close()
-        for m in methods:
-          mean, ci = report.mean_ci95([x['accuracy'] for x in per[m]])
-          rows.append(dict(
-              backbone=bb, method=m, domain=d, accuracy_mean=mean,
-              accuracy_ci95=ci, episodes=len(per[m]),
-              bwd_bytes=float(sum(x['bwd_bytes'] for x in per[m]) /
-                              len(per[m])),
-              bwd_macs=float(sum(x['bwd_macs'] for x in per[m]) /
-                             len(per[m])),
-              meta_trained=per[m][0]['meta_trained']))
-  report.write_report(workdir, rows, json.loads(cfg.to_json()))
+    for st in studies:
+      bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
+      specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
+      per = {v.label: [] for v in st.variants}
+      bar = (_Progress(len(specs_ep) * len(st.variants), f'{bb} {st.domain}')
+             if progress else None)
+      for i, es in enumerate(specs_ep):
+        ep = None
+        for v in st.variants:
+          key = (bb, st.domain, v.label, i)
+          if key not in done:
+            if ep is None:
+              ep = data.make_episode(src, es, cfg.resolution, buckets=None,
+                                     way_buckets=None)
+            params, head, _ = starts[bb][v.start]
+            lr = lrs[(bb, v.label)]
+            r = methods_lib.run_method(
+                v.method, spec, params, head, ep,
+                dataclasses.replace(ft_cfg, lr=lr), budgets[bb], task=i)
+            done[key] = dict(backbone=bb, domain=st.domain, method=v.label,
+                             base_method=v.method, start=v.start, episode=i,
+                             accuracy=100.0 * float(r['accuracy']),
+                             bwd_bytes=int(r['bwd_bytes']),
+                             bwd_macs=int(r['bwd_macs']), lr=lr,
+                             meta_trained=v.start == 'metatrained' and
+                             not no_meta, ways=int(ep.ways), mask=r['mask'])
+            log.write(json.dumps(done[key]) + '\n')
+            log.flush()
+          per[v.label].append(done[key])
+          if bar:
+            bar.update({m: sum(x['accuracy'] for x in xs) / len(xs)
+                        for m, xs in per.items() if xs})
+      if bar:
+        bar.close()
+      for v in st.variants:
+        xs = per[v.label]
+        mean, ci = report.mean_ci95([x['accuracy'] for x in xs])
+        rows.append(dict(
+            backbone=bb, method=v.label, base_method=v.method, start=v.start,
+            domain=st.domain, sampler=st.sampler.mode, accuracy_mean=mean,
+            accuracy_ci95=ci, episodes=len(xs), lr=lrs[(bb, v.label)],
+            bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
+            bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
+            meta_trained=v.start == 'metatrained' and not no_meta))
+  meta_info = {bb: st['metatrained'][2] for bb, st in starts.items()
+               if 'metatrained' in st}
+  curves = {bb: i['val'] for bb, i in meta_info.items() if i.get('val')}
+  if curves:
+    report.plot_meta_validation(curves, workdir / 'meta_val.png')
+  report.write_report(workdir, rows, dict(
+      cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
+      in_domain=split_list(cfg.in_domain, 'in_domain') if cfg.in_domain
+      else ())
   return rows

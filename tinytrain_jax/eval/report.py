@@ -40,15 +40,24 @@ def _fmt_bytes(b):
   return f'{b / 1024:.1f} KiB'
 
 
-def markdown_tables(rows: List[Dict]) -> str:
+def avg_domains(domains: Sequence[str], in_domain: Sequence[str] = ()):
+  """The domains an "Avg." column averages: the cross-domain targets with the
+  fixed sampler (not the in-domain reference, not the '(MD)' rows)."""
+  return [d for d in domains if d not in in_domain and
+          not d.endswith(' (MD)')]
+
+
+def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
   """Accuracy table (methods x domains + Avg) and memory/compute table per
-  backbone, in the layout of the paper's Table 1 and Table 2."""
+  backbone, in the layout of the paper's Table 1 and Table 2. Avg. is the
+  mean over `avg_domains` (cross-domain targets only)."""
   _check(rows)
   out = []
   for bb in dict.fromkeys(r['backbone'] for r in rows):
     sub = [r for r in rows if r['backbone'] == bb]
     domains = list(dict.fromkeys(r['domain'] for r in sub))
     methods = list(dict.fromkeys(r['method'] for r in sub))
+    avg_over = avg_domains(domains, in_domain)
     out.append(f'### {bb}: accuracy (%) mean ± 95% CI\n')
     out.append('| method | ' + ' | '.join(domains) + ' | Avg. |')
     out.append('|---' * (len(domains) + 2) + '|')
@@ -61,8 +70,10 @@ def markdown_tables(rows: List[Dict]) -> str:
           cells.append('–')
         else:
           cells.append(f"{r['accuracy_mean']:.1f} ± {r['accuracy_ci95']:.1f}")
-          means.append(r['accuracy_mean'])
-      avg = f'{np.mean(means):.1f}' if len(means) == len(domains) else '–'
+          if d in avg_over:
+            means.append(r['accuracy_mean'])
+      avg = (f'{np.mean(means):.1f}' if avg_over and
+             len(means) == len(avg_over) else '–')
       out.append(f'| {m} | ' + ' | '.join(cells) + f' | {avg} |')
     out.append(f'\n### {bb}: backward memory and compute\n')
     out.append('| method | bwd memory (fp32, support batch) | bwd MACs / sample '
@@ -142,8 +153,43 @@ def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
   plt.close(fig)
 
 
-def write_report(workdir, rows: List[Dict], config: Dict = None) -> Dict:
-  """Writes results.json, results.md, pareto.png into workdir; returns paths."""
+def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
+  """None accuracy on each val domain over meta-training steps, per backbone.
+
+  Args:
+    curves: backbone -> rows of its val.jsonl ({'step', 'none_accuracy':
+      {domain: %}}); step 0 is the pretrained start (dashed line).
+    path: PNG file.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, len(curves), squeeze=False,
+                           figsize=(5 * len(curves), 3.6))
+  for ax, (bb, rows) in zip(axes[0], curves.items()):
+    rows = sorted(rows, key=lambda r: r['step'])
+    for dom in rows[0]['none_accuracy'] if rows else ():
+      line, = ax.plot([r['step'] for r in rows],
+                      [r['none_accuracy'][dom] for r in rows], marker='o',
+                      label=f'{dom} (valid)')
+      ax.axhline(rows[0]['none_accuracy'][dom], ls='--', lw=1,
+                 color=line.get_color())
+    ax.set_title(f'{bb}: None accuracy during meta-training')
+    ax.set_xlabel('meta-training step (0 = pretrained)')
+    ax.set_ylabel('accuracy (%)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_report(workdir, rows: List[Dict], config: Dict = None,
+                 in_domain: Sequence[str] = ()) -> Dict:
+  """Writes results.json, results.md, pareto.png into workdir; returns paths.
+
+  `in_domain`: domains left out of the Avg. column (in-domain references).
+  """
   _check(rows)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +200,7 @@ def write_report(workdir, rows: List[Dict], config: Dict = None) -> Dict:
   tmp.write_text(json.dumps({'config': config or {}, 'results': rows},
                             indent=1))
   tmp.replace(paths['json'])
-  paths['md'].write_text('# TinyTrain evaluation\n\n' + markdown_tables(rows)
+  paths['md'].write_text('# TinyTrain evaluation\n\n' + markdown_tables(rows, in_domain)
                          + '\n![Pareto](pareto.png)\n')
   plot_pareto(rows, paths['pareto'])
   return paths

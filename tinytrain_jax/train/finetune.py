@@ -26,7 +26,7 @@ from tinytrain_jax.models import protonet
 from tinytrain_jax.train import sparse_step
 
 IMPLS = ('sparse', 'dense')
-_EP_KEYS = ('support_x', 'support_y', 'support_mask', 'query_x', 'query_y',
+EPISODE_KEYS = ('support_x', 'support_y', 'support_mask', 'query_x', 'query_y',
             'query_mask', 'way_mask')
 
 
@@ -93,7 +93,7 @@ def episode_arrays(spec, episode) -> Dict[str, jax.Array]:
   get = (episode.get if isinstance(episode, dict)
          else lambda k: getattr(episode, k, None))
   out = {}
-  for k in _EP_KEYS:
+  for k in EPISODE_KEYS:
     v = get(k)
     if v is None:
       raise ValueError(f'episode has no {k!r}; pass a data.Episode')
@@ -141,9 +141,17 @@ def _loss(spec, cfg):
   return loss_fn
 
 
+def task_key(seed, task, step):
+  """Augmentation key of fine-tuning step `step` of task `task` (dynamic
+  ints, so tasks share one compile): fold_in(fold_in(PRNGKey(seed), task),
+  step). Every task gets its own augmentation stream."""
+  return jax.random.fold_in(
+      jax.random.fold_in(jax.random.PRNGKey(seed), task), step)
+
+
 def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
-                      indices, batch, step):
-  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), step)
+                      indices, batch, step, task=0):
+  key = task_key(cfg.seed, task, step)
   loss, grads = sparse_step.sparse_value_and_grad(
       _loss(spec, cfg), trainable, params, head, indices, batch, key)
   grads = sparse_step._weight_decay_grads(  # pylint: disable=protected-access
@@ -182,8 +190,8 @@ def make_dense_step(spec, cfg, mask, head, donate: bool = True):
           'head': jax.tree.map(lambda _: bool(cfg.train_head), head)}
   loss_fn = _loss(spec, cfg)
 
-  def step(tr, opt_state, batch, step_i, dense_mask):
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), step_i)
+  def step(tr, opt_state, batch, step_i, dense_mask, task=0):
+    key = task_key(cfg.seed, task, step_i)
     loss, grads = sparse_step.dense_value_and_grad(
         loss_fn, tr['params'], tr['head'], batch, key)
     grads = jax.tree.map(jnp.multiply, grads, dense_mask)
@@ -235,7 +243,8 @@ def _check_finite(curve, steps):
 
 
 def finetune(spec, params, head, episode, mask,
-             config: FinetuneConfig = FinetuneConfig()) -> FinetuneResult:
+             config: FinetuneConfig = FinetuneConfig(),
+             task: int = 0) -> FinetuneResult:
   """Fine-tunes a copy of `params` on the episode's support set.
 
   Args:
@@ -245,6 +254,8 @@ def finetune(spec, params, head, episode, mask,
     episode: data.Episode (or dict with its fields).
     mask: params-shaped mask (`masks`), or None / all-False = no training.
     config: FinetuneConfig.
+    task: the task's index in its evaluation; folded into the augmentation
+      key (`task_key`), so tasks do not share augmentations.
 
   Returns:
     FinetuneResult. Raises ValueError on a bad episode or mask and
@@ -268,7 +279,7 @@ def finetune(spec, params, head, episode, mask,
     for i in range(config.steps):
       tr, opt_state, loss = sparse_train_step(spec, plan, config, tr, opt_state,
                                               params, head, idx, batch,
-                                              jnp.int32(i))
+                                              jnp.int32(i), jnp.int32(task))
       losses.append(loss)
     curve = np.asarray(jax.device_get(losses), np.float32)
     params = sparse_step.fold(params, tr, indices)
@@ -283,7 +294,7 @@ def finetune(spec, params, head, episode, mask,
     losses = []
     for i in range(config.steps):
       tr, opt_state, loss = step_fn(tr, opt_state, batch, jnp.int32(i),
-                                    dense_mask)
+                                    dense_mask, jnp.int32(task))
       losses.append(loss)
     curve = np.asarray(jax.device_get(losses), np.float32)
     params, head = tr['params'], tr['head']

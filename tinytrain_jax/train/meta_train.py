@@ -15,7 +15,8 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Any, NamedTuple, Optional
+import pathlib
+from typing import Any, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,11 @@ from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as finetune_lib
+from tinytrain_jax.train import validation
+
+# Fields that may differ between a checkpoint and the run resuming it: they
+# change logging and bookkeeping, never the trained numbers.
+RESUMABLE_FIELDS = ('checkpoint_every', 'keep', 'log_every')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,14 +43,20 @@ class MetaTrainConfig:
   """Meta-training settings (hashable; a jit static argument).
 
   init: 'pretrained' (ImageNet weights) or 'random' (`network.init`).
+  source: episode source of the 'split' split (mini-ImageNet in the paper).
   warmup_steps: linear warm-up from 0 to lr, then cosine decay to 0 at steps.
   checkpoint_every: save every N steps (and at the end); keep: last N kept.
+  val_sources: sources whose 'valid' split validates the run (None accuracy
+    on `val_episodes` fixed tasks each, `validation.py`); the step with the
+    best mean over them is kept as the 'best' checkpoint, which
+    `load_backbone` returns. Step 0 (the pretrained start) is validated too.
+  val_every: validate every N steps (and at the end); 0 = never.
   """
   model: str = 'mcunet-5fps'
   resolution: int = 128
   feature_mix: bool = False
   init: str = 'pretrained'
-  source: str = 'omniglot'
+  source: str = 'mini-imagenet'
   split: str = 'train'
   ways: int = 5
   shots: int = 5
@@ -59,11 +71,24 @@ class MetaTrainConfig:
   checkpoint_every: int = 500
   keep: int = 3
   log_every: int = 50
+  val_sources: Tuple[str, ...] = ('mini-imagenet', 'omniglot')
+  val_every: int = 0
+  val_episodes: int = 50
 
   def __post_init__(self):
     models.canonical_name(self.model)
+    if isinstance(self.val_sources, str):  # 'a,b' from a command line
+      object.__setattr__(self, 'val_sources', tuple(
+          v.strip() for v in self.val_sources.split(',') if v.strip()))
+    object.__setattr__(self, 'val_sources', tuple(self.val_sources))
+    if self.val_every < 0:
+      raise ValueError(f'MetaTrainConfig.val_every must be >= 0, got '
+                       f'{self.val_every}; set --config.val_every')
+    if self.val_every and not self.val_sources:
+      raise ValueError('MetaTrainConfig.val_every > 0 needs val_sources; set '
+                       '--config.val_sources=mini-imagenet,omniglot')
     for f in ('ways', 'shots', 'queries', 'steps', 'checkpoint_every', 'keep',
-              'log_every'):
+              'log_every', 'val_episodes'):
       if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
         raise ValueError(f'MetaTrainConfig.{f} must be an int >= 1, got '
                          f'{getattr(self, f)!r}; set --config.{f}')
@@ -178,7 +203,7 @@ meta_train_step.__doc__ = (
     'episode; static: spec, hp (StepHParams); lr: f32[]; the state is '
     'donated.')
 
-eval_episode = jax.jit(finetune_lib.episode_loss, static_argnums=0)
+eval_episode = finetune_lib.evaluate_step
 
 
 def make_batch(source, config: MetaTrainConfig, index: int):
@@ -221,10 +246,60 @@ class _Progress:
       self.bar.close()
 
 
+def check_resumable(stored: dict, config: MetaTrainConfig, directory) -> None:
+  """One-line ValueError when a checkpoint was written under another config.
+
+  Every field except RESUMABLE_FIELDS must agree: a run never continues, or
+  reports, weights trained under other settings.
+  """
+  cur = json.loads(config.to_json())
+  for f in sorted(cur):
+    if f in RESUMABLE_FIELDS or f not in stored:
+      continue
+    a, b = stored[f], cur[f]
+    if isinstance(a, list):
+      a = tuple(a)
+    if isinstance(b, list):
+      b = tuple(b)
+    if a != b:
+      raise ValueError(
+          f'meta-train checkpoint in {directory} was written with {f}={a!r}, '
+          f'this run has {f}={b!r}; use another workdir, or the same config')
+
+
+def _read_val_log(path: pathlib.Path):
+  rows = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        rows.append(json.loads(line))
+      except ValueError:
+        continue  # a line cut by a kill: that validation is redone
+  return rows
+
+
+def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
+  accs = validation.none_accuracy(spec, state.params, state.head, val_set)
+  step = int(state.step)
+  row = {'step': step, 'none_accuracy': accs,
+         'mean': float(np.mean(list(accs.values())))}
+  best = max((r['mean'] for r in rows), default=-1.0)
+  rows.append(row)
+  if row['mean'] > best:
+    checkpoint.save(best_mngr, step, state, config.to_json(), wait=True)
+  with log_path.open('a') as f:
+    f.write(json.dumps(row) + '\n')
+  return row
+
+
 def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
                progress: bool = True, stop_at: Optional[int] = None,
                source=None) -> TrainState:
   """Meta-trains (or resumes) in `workdir`; returns the final state.
+
+  With `config.val_every`, the run validates at step 0, every val_every
+  steps and at the end (`workdir/val.jsonl`: step, None accuracy per val
+  source, mean) and keeps the best step in `workdir/best`.
 
   Args:
     config: MetaTrainConfig.
@@ -236,18 +311,31 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
     source: episode source (default `data.get_source(config.source, split)`).
 
   Raises:
-    ValueError: a checkpoint in workdir is for another model.
+    ValueError: a checkpoint in workdir was written under another config.
     RuntimeError: the loss became non-finite (the last good checkpoint stays).
   """
   spec = build_spec(config)
-  source = source or data.get_source(config.source, config.split)
+  workdir = pathlib.Path(workdir)
   mngr = checkpoint.manager(workdir, config.keep)
+  if mngr.latest_step() is not None:
+    check_resumable(checkpoint.read_config(mngr), config, mngr.directory)
+  source = source or data.get_source(config.source, config.split)
   state, _ = checkpoint.restore_or_init(
       mngr, lambda: init_state(config, init_params), config.to_json())
   state = jax.tree.map(jnp.asarray, state)
   start, end = int(state.step), config.steps
   if stop_at is not None:
     end = min(end, stop_at)
+  val_set = best_mngr = None
+  val_rows, val_log = [], workdir / 'val.jsonl'
+  if config.val_every and start < end:
+    val_set = validation.build_val_set(config.val_sources, config.resolution,
+                                       config.val_episodes)
+    best_mngr = checkpoint.manager(workdir / 'best', 1)
+    val_rows = [r for r in _read_val_log(val_log) if r['step'] <= start]
+    val_log.write_text(''.join(json.dumps(r) + '\n' for r in val_rows))
+    if not val_rows:
+      _validate(config, spec, state, val_set, val_log, best_mngr, val_rows)
   bar = _Progress(config, start, progress)
   hp, sched = step_hparams(config), schedule(config)
   try:
@@ -258,16 +346,41 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
       loss, acc = (float(metrics['loss']), float(metrics['accuracy']))
       if not np.isfinite(loss):
         mngr.wait_until_finished()
+        last = mngr.latest_step()
         raise RuntimeError(
-            f'loss became non-finite at step {i + 1}; last good checkpoint at '
-            f'step {mngr.latest_step()} in {mngr.directory}')
+            f'loss became non-finite at step {i + 1} (lr {config.lr}); ' +
+            (f'last good checkpoint at step {last} in {mngr.directory}'
+             if last is not None else 'no checkpoint was written yet') +
+            '; lower --config.lr')
       bar.update(i + 1, loss, acc)
       if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps:
         checkpoint.save(mngr, i + 1, state, config.to_json())
+      if val_set is not None and ((i + 1) % config.val_every == 0 or
+                                  i + 1 == config.steps):
+        row = _validate(config, spec, state, val_set, val_log, best_mngr,
+                        val_rows)
+        if progress:
+          print(f'meta_train val step {row["step"]}: None accuracy ' +
+                ' '.join(f'{k}={v:.2f}' for k, v in
+                         row['none_accuracy'].items()),
+                file=sys.stderr, flush=True)
   finally:
     bar.close()
     mngr.wait_until_finished()
   return state
+
+
+def val_log(workdir):
+  """Rows of a meta-train workdir's val.jsonl ([] without validation)."""
+  return _read_val_log(pathlib.Path(workdir) / 'val.jsonl')
+
+
+def best_step(workdir) -> Optional[int]:
+  """The validated best step of a meta-train workdir (None without val)."""
+  rows = _read_val_log(pathlib.Path(workdir) / 'val.jsonl')
+  if not rows:
+    return None
+  return max(rows, key=lambda r: (r['mean'], -r['step']))['step']
 
 
 def load_backbone(path_or_name: str, resolution: Optional[int] = None,
@@ -278,9 +391,9 @@ def load_backbone(path_or_name: str, resolution: Optional[int] = None,
     path_or_name: a workdir written by `meta_train`, or 'mcunet-5fps' etc.
     resolution: spec resolution (default: the run's, or 128).
     feature_mix: for names only (default False); a workdir uses its own.
-    step: checkpoint step (default: latest).
+    step: checkpoint step (default: the validated best step when the run
+      validated, else the latest).
   """
-  import pathlib  # pylint: disable=g-import-not-at-top
   if not (pathlib.Path(path_or_name) / 'checkpoints').is_dir():
     try:
       models.canonical_name(path_or_name)
@@ -291,6 +404,12 @@ def load_backbone(path_or_name: str, resolution: Optional[int] = None,
                                           bool(feature_mix))
     return spec, params, protonet.init_head()
   mngr = checkpoint.manager(path_or_name)
+  best = checkpoint.manager(pathlib.Path(path_or_name) / 'best', 1)
+  if step is None and best.latest_step() is not None:
+    mngr, step = best, best.latest_step()
+  elif step is not None and step not in mngr.all_steps() and (
+      step == best.latest_step()):
+    mngr = best
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise ValueError(f'no checkpoint in {path_or_name}/checkpoints')

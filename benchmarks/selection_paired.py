@@ -1,0 +1,131 @@
+"""Does dynamic selection earn its keep? Paired differences on val tasks.
+
+  python -m benchmarks.selection_paired --episodes=200
+
+Runs TinyTrain (Fisher channel ranking), its static-L2 and random-ranking
+twins (same layer choice rule, same budgets) and SparseUpdate on the *same*
+tasks of a validation split (mini-ImageNet val by default; never a test
+target), all from the same start weights (the main job's cached
+meta-trained backbone, or `--start=pretrained`), and reports each variant's
+accuracy and the paired difference to TinyTrain with its 95 % CI
+(1.96 std / sqrt(n) of the per-task differences). Pairing removes the
+task-to-task spread, which is what lets a 1 pp gap be resolved.
+
+Writes benchmarks/results/selection_paired_<model>_<start>.json and prints a
+Markdown table.
+"""
+import json
+import time
+
+from absl import app, flags
+import numpy as np
+
+from benchmarks import common
+from tinytrain_jax import data
+from tinytrain_jax.configs import default
+from tinytrain_jax.eval import meta_cache, plan
+from tinytrain_jax.models import load_pretrained, protonet
+from tinytrain_jax.train import finetune as ft
+from tinytrain_jax.train import methods as methods_lib
+
+_MODEL = flags.DEFINE_string('model', 'mcunet-5fps', 'backbone')
+_START = flags.DEFINE_enum('start', 'metatrained', plan.STARTS,
+                           'start weights of every variant')
+_SOURCE = flags.DEFINE_string('source', 'mini-imagenet', 'source (valid split)')
+_EPISODES = flags.DEFINE_integer('episodes', 200, 'paired tasks')
+_RES = flags.DEFINE_integer('resolution', 0, '0 = the main config\'s')
+_STEPS = flags.DEFINE_integer('steps', 40, 'fine-tune steps')
+_LR = flags.DEFINE_float('lr', 1e-2, 'fine-tune lr when --lr_choice is unset')
+_LR_CHOICE = flags.DEFINE_string(
+    'lr_choice', '', 'an evaluation workdir\'s lr_choice.json: each variant '
+    'uses the lr the protocol chose for it there')
+_VARIANTS = flags.DEFINE_list(
+    'variants', ['tinytrain', 'tinytrain_l2', 'tinytrain_random',
+                 'sparseupdate'], 'methods; the first is the reference')
+_SEED = flags.DEFINE_integer('seed', 4242, 'task seed (not the dev seed)')
+_QUICK = flags.DEFINE_bool('quick', False, 'tiny run (tests)')
+
+
+def _lr_for(method, start):
+  if not _LR_CHOICE.value:
+    return _LR.value
+  table = json.loads(open(_LR_CHOICE.value).read())
+  label = plan.Variant(method, start).label
+  got = table.get(f'{_MODEL.value}/{label}')
+  return got['lr'] if got else _LR.value
+
+
+def paired_ci(a, b):
+  """(mean of a - b, 1.96 std / sqrt(n)) over paired per-task accuracies."""
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  return float(d.mean()), float(1.96 * d.std() / np.sqrt(d.size))
+
+
+def main(argv):
+  del argv
+  cfg = default.get_config('quick' if _QUICK.value else '')
+  res = _RES.value or cfg.resolution
+  mix = _MODEL.value in plan.MIX_BACKBONES
+  spec, params = load_pretrained(_MODEL.value, res, mix)
+  head = protonet.init_head()
+  if _START.value == 'metatrained':
+    params, head, info = meta_cache.meta_trained_starts(
+        cfg, [_MODEL.value], res)[_MODEL.value]
+  else:
+    info = {}
+  src = data.get_source(_SOURCE.value, 'valid')
+  sampler = data.SamplerConfig(mode='fixed', ways=5, shots=5, queries=10)
+  n = 2 if _QUICK.value else _EPISODES.value
+  steps = 2 if _QUICK.value else _STEPS.value
+  budgets = methods_lib.tinytrain_budgets(spec)
+  accs = {m: [] for m in _VARIANTS.value}
+  costs = {m: [] for m in _VARIANTS.value}
+  lrs = {m: _lr_for(m, _START.value) for m in _VARIANTS.value}
+  t0 = time.time()
+  for i, es in enumerate(data.sample_episodes(src, sampler, _SEED.value, n)):
+    ep = data.make_episode(src, es, res, buckets=None, way_buckets=None)
+    for m in _VARIANTS.value:
+      r = methods_lib.run_method(
+          m, spec, params, head, ep, ft.FinetuneConfig(steps=steps,
+                                                       lr=lrs[m]),
+          budgets, task=i)
+      accs[m].append(100.0 * float(r['accuracy']))
+      costs[m].append((r['bwd_bytes'], r['bwd_macs']))
+    if (i + 1) % 20 == 0 or i + 1 == n:
+      el = time.time() - t0
+      print(f'{i + 1}/{n} tasks [{el:.0f}s, eta {el / (i + 1) * (n - i - 1):.0f}s] '
+            + ' '.join(f'{m}={np.mean(a):.1f}' for m, a in accs.items()),
+            flush=True)
+  ref = _VARIANTS.value[0]
+  rows = []
+  for m in _VARIANTS.value:
+    mean, ci = float(np.mean(accs[m])), float(1.96 * np.std(accs[m]) /
+                                              np.sqrt(n))
+    d, dci = paired_ci(accs[ref], accs[m])
+    rows.append(dict(method=m, lr=lrs[m], accuracy_mean=mean,
+                     accuracy_ci95=ci, diff_vs_ref=d if m != ref else 0.0,
+                     diff_ci95=dci if m != ref else 0.0,
+                     bwd_bytes=float(np.mean([c[0] for c in costs[m]])),
+                     bwd_macs=float(np.mean([c[1] for c in costs[m]]))))
+  print(f'\n{_MODEL.value} @{res}px, {n} tasks of {_SOURCE.value} valid, '
+        f'start {_START.value}\n')
+  print(f'| method | lr | accuracy % | {ref} minus method (paired, 95% CI) '
+        '| bwd memory | bwd MACs |')
+  print('|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['method']} | {r['lr']:g} | {r['accuracy_mean']:.2f} ± "
+          f"{r['accuracy_ci95']:.2f} | "
+          f"{r['diff_vs_ref']:+.2f} ± {r['diff_ci95']:.2f} | "
+          f"{r['bwd_bytes'] / 1024:.0f} KiB | {r['bwd_macs'] / 1e6:.2f}M |")
+  if not _QUICK.value:
+    common.write_results(
+        f'selection_paired_{_MODEL.value}_{_START.value}', dict(
+            device=common.device_info(), model=_MODEL.value, resolution=res,
+            source=_SOURCE.value, split='valid', episodes=n, steps=steps,
+            seed=_SEED.value, start=_START.value, meta_trained=info.get(
+                'cache'), reference=ref, rows=rows,
+            per_task={m: accs[m] for m in accs}))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,62 @@
+"""Fine-tuning lr per (backbone, variant), chosen on dev episodes.
+
+The protocol picks one lr per method and backbone from a grid, on dev tasks
+of a *validation* split (mini-ImageNet val by default), from the weights the
+variant actually starts from, never on a test target. Ties go to the
+smaller lr. Choices are kept in `<workdir>/lr_choice.json` so a rerun does not
+repeat them, and are recorded with the results.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from tinytrain_jax import data
+from tinytrain_jax.train import methods as methods_lib
+
+# Dev tasks use their own seed stream, apart from the test tasks'.
+DEV_SEED = 777
+
+
+def dev_episodes(source_name: str, resolution: int, n: int, ways: int,
+                 shots: int, queries: int) -> List[data.Episode]:
+  """`n` fixed dev tasks of the source's valid split."""
+  src = data.get_source(source_name, 'valid')
+  cfg = data.SamplerConfig(mode='fixed', ways=ways, shots=shots,
+                           queries=queries)
+  return [data.make_episode(src, s, resolution, buckets=None, way_buckets=None)
+          for s in data.sample_episodes(src, cfg, DEV_SEED, n)]
+
+
+def choose_lr(method: str, spec, params, head, episodes: Sequence,
+              ft_cfg, budgets, grid: Sequence[float]) -> Dict:
+  """{'lr': best, 'dev_accuracy': {lr: mean %}} of `method` on `episodes`."""
+  accs = {}
+  for lr in grid:
+    cfg = dataclasses.replace(ft_cfg, lr=float(lr))
+    accs[float(lr)] = float(np.mean([
+        100.0 * methods_lib.run_method(method, spec, params, head, ep, cfg,
+                                       budgets, task=i)['accuracy']
+        for i, ep in enumerate(episodes)]))
+  best = max(sorted(accs), key=lambda lr: accs[lr])  # first max: smaller lr
+  return {'lr': best, 'dev_accuracy': {f'{k:g}': v for k, v in accs.items()}}
+
+
+class LrChoices:
+  """lr_choice.json of a workdir: {'<backbone>/<label>': choice}."""
+
+  def __init__(self, workdir):
+    self.path = pathlib.Path(workdir) / 'lr_choice.json'
+    self.table = (json.loads(self.path.read_text()) if self.path.exists()
+                  else {})
+
+  def get(self, backbone: str, label: str):
+    return self.table.get(f'{backbone}/{label}')
+
+  def put(self, backbone: str, label: str, choice: Dict) -> None:
+    self.table[f'{backbone}/{label}'] = choice
+    tmp = self.path.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(self.table, indent=1, sort_keys=True))
+    tmp.replace(self.path)
