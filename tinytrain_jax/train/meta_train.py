@@ -30,6 +30,7 @@ from tinytrain_jax import models
 from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
+from tinytrain_jax.train import collapse
 from tinytrain_jax.train import finetune as finetune_lib
 from tinytrain_jax.train import validation
 
@@ -323,6 +324,7 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
   state, _ = checkpoint.restore_or_init(
       mngr, lambda: init_state(config, init_params), config.to_json())
   state = jax.tree.map(jnp.asarray, state)
+  norm0 = collapse.param_norm(state.params)  # the step donates state
   start, end = int(state.step), config.steps
   if stop_at is not None:
     end = min(end, stop_at)
@@ -355,6 +357,9 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
       bar.update(i + 1, loss, acc)
       if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps:
         checkpoint.save(mngr, i + 1, state, config.to_json())
+      if i + 1 == end:
+        collapse.warn_if_collapsed('meta-training', config.lr, config.ways,
+                                   loss, norm0, state.params)
       if val_set is not None and ((i + 1) % config.val_every == 0 or
                                   i + 1 == config.steps):
         row = _validate(config, spec, state, val_set, val_log, best_mngr,

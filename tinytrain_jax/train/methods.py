@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict
 import numpy as np
 
 from tinytrain_jax import masks as masks_lib
+from tinytrain_jax.train import collapse
 from tinytrain_jax.train import finetune as finetune_lib
 
 # Static SparseUpdate schemes, expressed from the end of the network so they
@@ -185,6 +186,12 @@ def _shapes(spec):
   return jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
 
 
+def episode_ways(episode):
+  """bool[W] valid ways of an Episode or episode dict."""
+  return (episode['way_mask'] if isinstance(episode, dict)
+          else episode.way_mask)
+
+
 def run_method(method: str, spec, params, head, episode,
                config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
                budgets=None) -> Dict[str, Any]:
@@ -209,6 +216,11 @@ def run_method(method: str, spec, params, head, episode,
                                 dataclasses.replace(config, steps=steps))
     costs, summary = res.costs, mask_summary(spec, mask)
   curve = np.asarray(res.loss_curve)
+  if curve.size and getattr(res, 'params', None) is not None:
+    ways = int(np.asarray(episode_ways(episode)).sum())
+    collapse.warn_if_collapsed(f'fine-tuning (method {method})',
+                               config.lr, ways, float(res.query_loss),
+                               collapse.param_norm(params), res.params)
   return {'method': method, 'accuracy': res.accuracy,
           'query_loss': res.query_loss,
           'bwd_macs': costs['bwd_macs'], 'bwd_bytes': costs['bwd_bytes'],
