@@ -97,8 +97,12 @@ def omniglot_source(split: str, path=None) -> sources.Source:
   Args:
     split: 'train', 'valid' or 'test'.
     path: npz file; default `assets.asset_path('data', 'omniglot.npz')`.
-      When that default is missing, TFDS 'omniglot' is used instead (it
-      downloads on a machine with internet access).
+      When that default is missing, a prepared TFDS 'omniglot'
+      (`tfds_sources.tfds_data_dir`) is used instead.
+
+  Raises:
+    ValueError: neither is there (one line naming $TINYTRAIN_ASSETS, what is
+      missing and how to fill it).
 
   Returns:
     An ArraySource with class_groups = alphabets, images uint8[n,105,105,1].
@@ -109,6 +113,12 @@ def omniglot_source(split: str, path=None) -> sources.Source:
     if not path.exists():
       # pylint: disable-next=g-import-not-at-top
       from tinytrain_jax.data import tfds_sources
+      if not tfds_sources.is_prepared('omniglot'):
+        raise ValueError(
+            f'Omniglot not found: ${assets.ENV_VAR}={assets.assets_root()} '
+            f'has no data/omniglot.npz (copy it there, e.g. export '
+            f'{assets.ENV_VAR}=../shared), and the fallback ' +
+            tfds_sources.not_prepared_message('omniglot'))
       return tfds_sources.TfdsSource('omniglot', split, image_size=None,
                                      name='omniglot')
   elif not pathlib.Path(path).exists():

@@ -14,6 +14,7 @@ uint8[n, image_size, image_size, 3].
 """
 import pathlib
 from typing import Sequence
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -27,13 +28,20 @@ def read_image(path: pathlib.Path, image_size: int) -> np.ndarray:
   """Decodes one file to uint8[image_size, image_size, 3].
 
   Raises:
-    ValueError: the file is not a readable image (names the file).
+    ValueError: the file is not a readable image, or larger than PIL's
+      decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`; PIL only warns
+      between 1x and 2x of it, we refuse): one line naming the file.
   """
   try:
-    with Image.open(path) as img:
-      img = img.convert('RGB').resize((image_size, image_size),
-                                      Image.BILINEAR)
-      return np.asarray(img, np.uint8)
+    with warnings.catch_warnings():
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      with Image.open(path) as img:
+        img = img.convert('RGB').resize((image_size, image_size),
+                                        Image.BILINEAR)
+        return np.asarray(img, np.uint8)
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise ValueError(f'cannot read image {path}: {" ".join(str(e).split())}; '
+                     'downscale or remove the file') from None
   except (OSError, SyntaxError, ValueError) as e:
     raise ValueError(f'cannot read image {path}: {type(e).__name__}: {e}; '
                      'delete or replace the file') from None

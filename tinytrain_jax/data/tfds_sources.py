@@ -25,12 +25,49 @@ on demand) and regrouped by class; the class split is then applied:
 """
 import collections
 import io
+import os
+import pathlib
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from tinytrain_jax import assets
 from tinytrain_jax.data import sources
+
+# Where prepared TFDS datasets are read from (see `tfds_data_dir`).
+DATA_DIR_ENV = 'TINYTRAIN_TFDS_DATA_DIR'
+
+
+def tfds_data_dir(data_dir=None):
+  """The TFDS data_dir to use: the argument, else $TINYTRAIN_TFDS_DATA_DIR,
+  else `$TINYTRAIN_ASSETS/tfds` when that folder exists, else None (TFDS's
+  own default, ~/tensorflow_datasets or $TFDS_DATA_DIR)."""
+  if data_dir:
+    return str(data_dir)
+  if os.environ.get(DATA_DIR_ENV):
+    return os.environ[DATA_DIR_ENV]
+  cached = assets.assets_root() / 'tfds'
+  return str(cached) if cached.is_dir() else None
+
+
+def is_prepared(dataset: str, data_dir=None) -> bool:
+  """Whether TFDS `dataset` is already prepared (readable without network)."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    return bool(tfds.builder(dataset, data_dir=tfds_data_dir(data_dir))
+                .is_prepared())
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def not_prepared_message(dataset: str, data_dir=None) -> str:
+  """One line: where TFDS `dataset` was looked for and how to prepare it."""
+  where = tfds_data_dir(data_dir) or '~/tensorflow_datasets (TFDS default)'
+  return (f'TFDS dataset {dataset!r} is not prepared in {where}; prepare it '
+          f'once with internet access (tfds build {dataset} --data_dir=DIR) '
+          f'and set ${DATA_DIR_ENV}=DIR, or put it under '
+          f'${assets.ENV_VAR}/tfds')
 
 MD_SEED = 22
 # MD's converters read these datasets' classes sorted by name.
@@ -121,7 +158,7 @@ def _open_builder(dataset: str, data_dir):
                        '; install it (github.com/google-research/meta-dataset)'
                        ' or use a catalog name such as tfds:dtd') from None
   try:
-    builder = tfds.builder(dataset, data_dir=data_dir)
+    builder = tfds.builder(dataset, data_dir=tfds_data_dir(data_dir))
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'unknown TFDS dataset {dataset!r} ({type(e).__name__});'
                      ' pass --source=tfds:<name> with a TFDS catalog name '
@@ -143,9 +180,10 @@ def _read_builder(builder, dataset, splits, image_key, keys):
         ds = builder.as_dataset(split=split, decoders=decoders)
       except Exception as e:  # pylint: disable=broad-except
         raise ValueError(
-            f'cannot load TFDS dataset {dataset!r} split {split!r} '
-            f'({type(e).__name__}); prepare it once on a machine with '
-            'internet access (tfds build) and pass its data_dir') from None
+            f'cannot load TFDS split {split!r} of {dataset!r} '
+            f'({type(e).__name__}); ' +
+            not_prepared_message(dataset, builder.data_dir.split(
+                os.sep + dataset.split(':')[0] + os.sep)[0])) from None
     for ex in tfds.as_numpy(ds):
       yield split, {k: ex[k] for k in keys}
 
@@ -161,7 +199,7 @@ class TfdsSource:
     split: 'train', 'valid' or 'test'.
     image_size: side images are resized to on read; None keeps the native
       size (only for datasets with one image size, e.g. omniglot).
-    data_dir: TFDS data_dir (default: TFDS's own).
+    data_dir: TFDS data_dir (default: `tfds_data_dir()`).
     max_images_per_class: keep only the first N images of each class (e.g.
       for quickdraw_bitmap's ~100k per class); None keeps all.
     name: source name reported in errors and stream ids.

@@ -228,7 +228,12 @@ class _Coster:
 
 
 def _check_feasible(convs, coster, config):
-  """Raises if not even the cheapest single-layer update fits the budgets."""
+  """Raises if not even the cheapest single-layer update fits the budgets.
+
+  The message names the budget that binds: when some layer fits the bytes,
+  the MACs budget is too small (and vice versa), so only that one is
+  reported, with the cheapest layer that fits the other budget.
+  """
   rows = []
   for c in convs:
     k = _channel_counts(_n_channels(c), config.ratios)[-1]
@@ -237,13 +242,35 @@ def _check_feasible(convs, coster, config):
     if ok:
       return
     rows.append((mem, mac, c.name, k))
-  mem_row, mac_row = min(rows), min(rows, key=lambda r: r[1])
+  b, m = config.budget_bytes, config.budget_macs
+  fit_mem = [r for r in rows if r[0] <= b]
+  fit_mac = [r for r in rows if r[1] <= m]
+  if fit_mem:
+    mem, mac, name, k = min(fit_mem, key=lambda r: (r[1], r[0]))
+    raise ValueError(
+        f'budget_macs={m} is below the cheapest single-layer update within '
+        f'budget_bytes={b} ({name} with {k} channel(s): {mac} MACs, {mem} '
+        f'bytes); raise the budgets: --budget_mmacs to at least '
+        f'{mac / 1e6:.6g}')
+  if fit_mac:
+    mem, mac, name, k = min(fit_mac, key=lambda r: (r[0], r[1]))
+    raise ValueError(
+        f'budget_bytes={b} is below the cheapest single-layer update within '
+        f'budget_macs={m} ({name} with {k} channel(s): {mem} bytes, {mac} '
+        f'MACs); raise the budgets: --budget_kb to at least '
+        f'{math.ceil(mem / 1024)}')
+
+  def excess(r):  # how far over the budgets, as a multiple of them
+    over = max(r[0] / b if b > 0 else math.inf,
+               r[1] / m if m > 0 else math.inf)
+    return over, r[0], r[1]
+  mem, mac, name, k = min(rows, key=excess)
   raise ValueError(
-      f'budget_bytes={config.budget_bytes} / budget_macs='
-      f'{config.budget_macs} is below the cheapest single-layer update '
-      f'(minimum {mem_row[0]} bytes: {mem_row[2]} with {mem_row[3]} '
-      f'channel(s); minimum {mac_row[1]} MACs: {mac_row[2]}); raise the '
-      'budgets (--budget_kb / --budget_mmacs) to at least these')
+      f'budget_bytes={b} and budget_macs={m} are both below the cheapest '
+      f'single-layer update ({name} with {k} channel(s): {mem} bytes, {mac} '
+      f'MACs); raise the budgets: --budget_kb to at least '
+      f'{math.ceil(mem / 1024)} and --budget_mmacs to at least '
+      f'{mac / 1e6:.6g}')
 
 
 def _n_channels(conv) -> int:
