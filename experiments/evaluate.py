@@ -25,6 +25,7 @@ def main(argv):
     cli.error_exit('--config is required, e.g. '
                    '--config=tinytrain_jax/configs/default.py', 2)
   try:
+    cli.check_resolution(_CONFIG.value.resolution, '--config.resolution')
     rows = protocol.run_evaluation(_CONFIG.value, _WORKDIR.value,
                                    _PROGRESS.value)
   except (ValueError, FileNotFoundError, RuntimeError) as e:

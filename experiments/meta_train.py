@@ -23,6 +23,7 @@ def main(argv):
     cli.error_exit('--config is required, e.g. '
                    '--config=tinytrain_jax/configs/meta_train.py', 2)
   try:
+    cli.check_resolution(_CONFIG.value.resolution, '--config.resolution')
     cfg = meta_lib.MetaTrainConfig.from_config(_CONFIG.value)
     state = meta_lib.meta_train(cfg, _WORKDIR.value)
   except (ValueError, RuntimeError, FileNotFoundError) as e:

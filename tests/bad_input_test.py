@@ -150,6 +150,10 @@ CASES = {
                      '--config.resolution=32',
                      '--config.meta_train.steps=0'],
         r'budget_scale must be a finite number > 0, got inf'),
+    'resolution_not_multiple_of_32_evaluate': Case(
+        'evaluate', [f'--config={DEFAULT}:quick', '--config.resolution=100',
+                     '--workdir={wd}'],
+        r'--config.resolution=100 must be a multiple of 32', slow=True),
     'resolution_not_multiple_of_32_cost': Case(
         'cost', ['--resolution=100'], r'--resolution=100 must be a multiple '
         r'of 32 .* 96 or 128'),
