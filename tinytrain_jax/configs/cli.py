@@ -118,8 +118,9 @@ def describe_os_error(e: OSError) -> str:
   if e.errno in (errno.ENOTDIR, errno.EEXIST):
     return (f'cannot create folder{where} ({e.strerror}): a file is in the '
             'way; pass another --workdir')
-  return f'{e.strerror or type(e).__name__}{where}' if e.strerror else (
-      one_line(str(e)) or type(e).__name__)
+  if e.strerror:
+    return f'{e.strerror}{where}'
+  return one_line(str(e)) or type(e).__name__
 
 
 def guard(main: Callable, prefix: Optional[Callable[[], str]] = None):
@@ -147,9 +148,8 @@ def run(main: Callable, prefix: Optional[Callable[[], str]] = None) -> None:
 def check_resolution(value: int, flag: str = '--resolution') -> None:
   """Input sizes must be positive multiples of 32 (the backbones' stride).
 
-  At other sizes the 'same'-padded stride-2 layers round differently in the
-  analytic cost model and in the traced network, so `describe` and `cost`
-  would report different backward MACs; refuse instead.
+  At other sizes the feature maps stop halving evenly, and `describe` and
+  `cost` were found to report different backward MACs there; refuse instead.
 
   Raises:
     ValueError: one line naming the flag, the value and the nearest valid ones.
