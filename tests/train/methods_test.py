@@ -8,7 +8,10 @@ import numpy as np
 from tinytrain_jax import data
 from tinytrain_jax import masks
 from tinytrain_jax import models
+from tinytrain_jax.cost import methods as cost_methods
 from tinytrain_jax.models import network
+from tinytrain_jax.models import protonet
+from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import methods
 
 
@@ -44,17 +47,26 @@ class MethodsTest(absltest.TestCase):
     self.assertLen(bias, len(spec.convs))
     self.assertFalse(any(u.trains_weight for u in bias.values()))
 
-  def test_sparseupdate_scheme(self):
+  def test_sparseupdate_is_the_cached_scheme(self):
     spec, params = _shapes()
+    n_bias, idx, ratios = cost_methods.sparse_update_scheme(spec)
     ups = masks.layer_updates(spec, methods.method_mask('sparseupdate', spec,
                                                         params, None))
-    self.assertLen(ups, 20)  # biases of the last 20 convs
-    self.assertEqual(min(spec.conv(n).index for n in ups), 22)
-    w = {n: len(u.weight_channels) for n, u in ups.items() if u.trains_weight}
-    self.assertEqual(w, {'blocks_13/pointwise2': 576,
-                         'blocks_13/pointwise1': 96,
-                         'blocks_12/pointwise2': 192,
-                         'blocks_12/pointwise1': 48})
+    self.assertLen(ups, n_bias)
+    self.assertEqual(min(spec.conv(n).index for n in ups),
+                     len(spec.convs) - n_bias)
+    w = {spec.conv(n).index: len(u.weight_channels)
+         for n, u in ups.items() if u.trains_weight}
+    self.assertEqual(sorted(w), sorted(idx))
+    for i, r in zip(idx, ratios):
+      c = spec.convs[i]
+      self.assertEqual(w[i], int((c.c_out if c.depthwise else c.c_in) * r))
+
+  def test_module_methods_have_no_mask(self):
+    spec, params = _shapes()
+    for name in ('tinytl', 'transductive', 'adapterdrop_50'):
+      with self.assertRaisesRegex(ValueError, 'trains extra modules'):
+        methods.method_mask(name, spec, params, None)
 
   def test_tinytrain_if_selection_available(self):
     try:
@@ -74,25 +86,52 @@ class MethodsTest(absltest.TestCase):
                     sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
+class CostsTest(absltest.TestCase):
+
+  def test_every_method_reports_the_launcher_costs(self):
+    """run_method's cost columns == experiments.cost's report, per method."""
+    spec, params = models.load_pretrained('mcunet-5fps', 32)
+    src = data.get_source('omniglot', 'test')
+    es = data.sample_episode(src, data.SamplerConfig(mode='fixed', ways=2,
+                                                     shots=2, queries=3), 0, 0)
+    ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
+    cfg = ft.FinetuneConfig(steps=0)
+    for m in methods.STATIC_COST_METHODS:
+      r = methods.run_method(m, spec, params, protonet.init_head(), ep, cfg)
+      rep = methods.cost_report('mcunet-5fps', m, 32, False, batch_size=4,
+                                query_size=6)
+      self.assertEqual((r['bwd_macs'], r['bwd_bytes']),
+                       (rep['bwd_macs'], rep['bwd_bytes']), m)
+      if rep['measured'] is not None:  # the jaxpr-derived step agrees
+        self.assertEqual(rep['measured']['analytic']['fp32_total_bytes'],
+                         rep['bwd_bytes'], m)
+    self.assertEqual(methods.cost_report('mcunet-5fps', 'transductive', 32,
+                                         batch_size=4, query_size=6)
+                     ['cost_batch'], 10)
+
+  def test_published_scale_costs(self):
+    spec = models.model_spec('mcunet-5fps', 128)
+    full = methods.method_costs('fulltrain', spec, 1)
+    self.assertEqual(full['bwd_macs'], 43_137_536)  # §2 rule, stem skipped
+    tl = methods.method_costs('tinytl', spec, 1)
+    bias = methods.method_costs('biasonly', spec, 1)
+    self.assertGreater(tl['bwd_macs'], bias['bwd_macs'])
+    self.assertLess(tl['bwd_macs'], full['bwd_macs'])
+    with self.assertRaisesRegex(ValueError, 'selects per task'):
+      methods.method_costs('tinytrain', spec, 1)
+    with self.assertRaisesRegex(ValueError, 'selects per task'):
+      methods.cost_report('mcunet-5fps', 'tinytrain')
+
+
 class TinyTLTest(absltest.TestCase):
 
-  def test_branches_start_as_no_op_and_train(self):
-    from tinytrain_jax.train import finetune as ft  # pylint: disable=g-import-not-at-top
-    from tinytrain_jax.train import tinytl  # pylint: disable=g-import-not-at-top
+  def test_run_trains_branches_and_biases(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(
-        np.float32)
-    lite = tinytl.init_lite_residual(spec, jax.random.PRNGKey(0))
-    f = jax.jit(lambda p, l, x: tinytl.features(spec, p, l, x))
-    np.testing.assert_allclose(f(params, lite, x),
-                               network.apply(spec, params, x).features,
-                               rtol=1e-4, atol=1e-5)
     src = data.get_source('omniglot', 'test')
     es = data.sample_episode(src, data.SamplerConfig(mode='fixed', ways=3,
                                                      shots=1, queries=1), 0, 0)
     ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
-    res = methods.run_method('tinytl', spec, params,
-                             models.protonet.init_head(), ep,
+    res = methods.run_method('tinytl', spec, params, protonet.init_head(), ep,
                              ft.FinetuneConfig(steps=2, lr=1e-2))
     self.assertTrue(np.isfinite(res['final_support_loss']))
     self.assertGreater(res['bwd_macs'], 0)

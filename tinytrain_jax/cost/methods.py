@@ -4,22 +4,28 @@
 * lastlayer: the last conv, kernel and bias (the mix conv of MBV2/Proxyless
   with feature_mix; MCUNet's last pointwise2) (+ the classifier, if any).
 * biasonly: every conv bias (+ the classifier, if any).
-* sparseupdate: tiny-training's "update weights and biases of the last 12
-  convs" scheme (its README's 448 kB example for mcunet-5fps: n_bias_update
-  = 12, manual_weight_idx = the last 12 conv indices, ratio 1), applied to
-  the last min(12, #convs) convs of any spec (+ the classifier, if any,
-  which tiny-training always trains).
+* sparseupdate: the cached scheme of the backbone (`sparse_update_scheme`,
+  found offline by `experiments.sparseupdate_search`: contribution analysis
+  + search under the published SparseUpdate budgets), the same scheme the
+  evaluation trains (+ the classifier, if any, which tiny-training always
+  trains).
 
 Count MACs of fulltrain with count_unneeded_input_grad=True to reproduce the
 published 2 × forward numbers (`methods.PUBLISHED_CONVENTION`).
 """
-from typing import Any, Dict
+import functools
+import json
+import pathlib
+from typing import Any, Dict, List, Tuple
 
 from tinytrain_jax.cost import analytic
 from tinytrain_jax.models.spec import ModelSpec
 
 METHODS = ('fulltrain', 'lastlayer', 'biasonly', 'sparseupdate')
-SPARSE_UPDATE_LAST_N = 12
+# Written by experiments/sparseupdate_search.py; read here (one code path for
+# the evaluation and the cost launcher).
+SCHEMES_PATH = (pathlib.Path(__file__).resolve().parents[1] / 'configs' /
+                'sparseupdate_schemes.json')
 # count_unneeded_input_grad per method in TinyTrain's table.
 PUBLISHED_CONVENTION = {'fulltrain': True, 'lastlayer': False,
                         'biasonly': False, 'sparseupdate': False}
@@ -45,16 +51,47 @@ def method_layer_view(spec: ModelSpec, method: str) -> Dict[Any, Any]:
   if method == 'biasonly':
     return analytic.as_layer_view(spec, {c.index: 'bias' for c in spec.convs},
                                   cls)
-  k = min(SPARSE_UPDATE_LAST_N, n)
-  layers = analytic.sparse_update_to_layers(spec, k, list(range(n - k, n)),
-                                            1.0)
+  n_bias, idx, ratios = sparse_update_scheme(spec)
+  layers = analytic.sparse_update_to_layers(spec, n_bias, idx, ratios)
   return analytic.as_layer_view(spec, layers, cls)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_schemes(path: str, mtime_ns: int) -> Dict[str, Any]:
+  del mtime_ns  # cache key only: a regenerated file is read again
+  return json.loads(pathlib.Path(path).read_text())['schemes']
+
+
+def sparse_update_scheme(spec: ModelSpec,
+                         path=None) -> Tuple[int, List[int], List[float]]:
+  """(n_bias_update, manual_weight_idx, weight_update_ratio) cached for spec.
+
+  Reads `SCHEMES_PATH` (or `path`). Raises ValueError when the backbone has
+  no scheme or was searched with another feature_mix setting.
+  """
+  path = pathlib.Path(path or SCHEMES_PATH)
+  fix = ('run python -m experiments.sparseupdate_search '
+         f'--models={spec.name}')
+  if not path.exists():
+    raise ValueError(f'no SparseUpdate schemes file at {path.name}; {fix}')
+  schemes = _load_schemes(str(path), path.stat().st_mtime_ns)
+  if spec.name not in schemes:
+    raise ValueError(f'no cached SparseUpdate scheme for {spec.name} (have '
+                     f'{", ".join(sorted(schemes))}); {fix}')
+  e = schemes[spec.name]
+  if bool(e['feature_mix']) != bool(spec.feature_mix):
+    raise ValueError(f'the SparseUpdate scheme of {spec.name} was searched '
+                     f'with feature_mix={bool(e["feature_mix"])}, got '
+                     f'feature_mix={bool(spec.feature_mix)}; pass '
+                     f'--{"" if e["feature_mix"] else "no"}feature_mix')
+  return (int(e['n_bias_update']), [int(i) for i in e['manual_weight_idx']],
+          [float(r) for r in e['weight_update_ratio']])
 
 
 def method_report(model: str, method: str, resolution: int = 128,
                   feature_mix: bool = False, batch_size: int = 1,
                   num_classes=None) -> Dict[str, Any]:
-  """Every cost model for one backbone + method, as a JSON-able dict.
+  """Every cost model for one backbone + mask method, as a JSON-able dict.
 
   Top level: the jaxpr-measured step (`step.analyze_training_step`; MACs per
   sample, FullTrain with the published count_unneeded_input_grad convention;

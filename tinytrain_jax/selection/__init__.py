@@ -19,6 +19,8 @@ from tinytrain_jax.selection.fisher import fisher_per_channel
 from tinytrain_jax.selection.fisher import fisher_step
 from tinytrain_jax.selection.fisher import FisherScores
 from tinytrain_jax.selection.fisher import support_loss
+from tinytrain_jax.selection.sparse_update_search import Scheme
+from tinytrain_jax.selection.sparse_update_search import search_scheme
 from tinytrain_jax.selection.static_masks import l2_order
 from tinytrain_jax.selection.static_masks import last_k_mask
 from tinytrain_jax.selection.static_masks import random_mask

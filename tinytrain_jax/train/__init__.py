@@ -8,10 +8,14 @@
 The submodules `finetune` and `meta_train` share their main function's name,
 so those two functions are reached through their modules.
 """
+from tinytrain_jax.train import adapters
+from tinytrain_jax.train import contribution
 from tinytrain_jax.train import finetune
 from tinytrain_jax.train import meta_train
 from tinytrain_jax.train import methods
 from tinytrain_jax.train import sparse_step
+from tinytrain_jax.train import tinytl
+from tinytrain_jax.train import transductive
 from tinytrain_jax.train.finetune import evaluate
 from tinytrain_jax.train.finetune import FinetuneConfig
 from tinytrain_jax.train.finetune import FinetuneResult
@@ -20,6 +24,7 @@ from tinytrain_jax.train.meta_train import meta_train_step
 from tinytrain_jax.train.meta_train import MetaTrainConfig
 from tinytrain_jax.train.meta_train import TrainState
 from tinytrain_jax.train.methods import METHODS
+from tinytrain_jax.train.methods import method_costs
 from tinytrain_jax.train.methods import method_mask
 from tinytrain_jax.train.methods import run_method
 from tinytrain_jax.train.sparse_step import SparsePlan

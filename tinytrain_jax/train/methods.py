@@ -1,13 +1,16 @@
-"""Fine-tuning methods of TinyTrain's comparison (protocol.md §7) as masks.
+"""Fine-tuning methods of TinyTrain's comparison: registry, runs, costs.
 
   res = run_method('lastlayer', spec, params, head, episode, FinetuneConfig())
 
-Each method maps (spec, params, episode) to a mask (`masks`), or None for no
-training; `run_method` fine-tunes with it (`finetune.finetune`) and reports its
-analytic backward cost (`cost.backward_macs`, `cost.backward_memory_bytes` at
-the support-set batch). Which weights a method starts from (pretrained for the
-Table-1 baselines, meta-trained for TinyTrain; the 'w/o meta-training'
-ablation swaps them) is the caller's choice of `params`.
+A mask method maps (spec, params, episode) to a mask (`masks`), or None for
+no training; `run_method` fine-tunes with it (`finetune.finetune`). A module
+method (TinyTL, Transductive, AdapterDrop) has its own fine-tune (`run_fn`).
+Every method's backward cost comes from one function, `method_costs`
+(`cost.backward_macs` per sample, `cost.backward_memory_bytes` fp32 at the
+batch that is back-propagated), which `experiments.cost` calls too. Which
+weights a method starts from (pretrained for the Table-1 baselines,
+meta-trained for TinyTrain; the 'w/o meta-training' ablation swaps them) is
+the caller's choice of `params`.
 
 Methods:
   none: no fine-tuning; ProtoNet on the given features.
@@ -15,19 +18,21 @@ Methods:
   lastlayer: the last conv, kernel + bias (MBV2/Proxyless with feature_mix:
     the mix 1x1 conv; MCUNet: the last pointwise2, 576->160).
   biasonly: every conv bias.
-  sparseupdate: tiny-training's static scheme, `SPARSE_UPDATE_SCHEMES`
-    (biases of the last 20-24 convs + the kernels of four late 1x1 convs,
-    two of them on the first half of their input channels), built by
-    `selection.sparse_update_mask` when available, else by
-    `cost.sparse_update_to_layers` (same semantics).
+  sparseupdate: tiny-training's static scheme, searched once per backbone
+    offline (`experiments.sparseupdate_search`) and cached in
+    configs/sparseupdate_schemes.json; read by `cost.methods.
+    method_layer_view`, the same view the cost launcher reports.
   tinytrain: dynamic per-task `selection.select` under
     `selection.default_budgets(model)`.
   tinytrain_l2 / tinytrain_random: the same with a static channel ranking
     (SelectionConfig(channel_rank='l2' | 'random')).
   tinytl: lite-residual branches + all biases (`tinytl.py`).
+  transductive: all weights, support CE + query entropy (`transductive.py`).
+  adapterdrop_25 / _50 / _75: adapters after every block, the lowest 25 /
+    50 / 75 % dropped; only the adapters train (`adapters.py`).
 """
 import dataclasses
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -35,69 +40,32 @@ from tinytrain_jax import masks as masks_lib
 from tinytrain_jax.train import collapse
 from tinytrain_jax.train import finetune as finetune_lib
 
-# Static SparseUpdate schemes, expressed from the end of the network so they
-# fit every backbone: n_bias_update, then (conv offset from the last conv,
-# input-channel ratio). Offsets: 0 = last conv (MCUNet pw2 / mix conv);
-# MCUNet's last block is pw1 = -2, dw = -1, pw2 = 0. Chosen so the analytic
-# backward compute lands near the published SparseUpdate numbers at 128 px
-# (MCUNet 11.9M, MBV2 8.10M, Proxyless 7.60M MACs; see the report in
-# benchmarks/results/step_costs.json); a reconstruction, not tiny-training's
-# searched scheme.
-SPARSE_UPDATE_SCHEMES = {
-    # 128 px analytic bwd MACs / fp32 bytes (batch 1): 12.10M / 2.34 MB
-    'mcunet-5fps': (20, ((0, 1.0), (-2, 1.0), (-3, 0.5), (-5, 0.5))),
-    # 7.97M / 1.39 MB (with feature_mix)
-    'mbv2-w0.35': (24, ((0, 1.0), (-1, 1.0), (-3, 0.5), (-4, 0.5))),
-    # 7.55M / 1.20 MB (with feature_mix)
-    'proxyless-w0.3': (24, ((0, 1.0), (-1, 1.0), (-3, 0.5), (-4, 0.5))),
-}
-
 
 def _none(spec, params, episode, head=None):
   del head, spec, params, episode
   return None
 
 
-def _fulltrain(spec, params, episode, head=None):
-  del head, episode
-  return masks_lib.mask_from_layers(spec, params,
-                                    {c.name: 'full' for c in spec.convs})
-
-
-def _lastlayer(spec, params, episode, head=None):
-  del head, episode
-  return masks_lib.mask_from_layers(spec, params, {spec.convs[-1].name: 'full'})
-
-
-def _biasonly(spec, params, episode, head=None):
-  del head, episode
-  return masks_lib.mask_from_layers(spec, params,
-                                    {c.name: 'bias' for c in spec.convs})
+def _view_mask(name):
+  """Mask of a static method from the cost launcher's layer view."""
+  def fn(spec, params, episode, head=None):
+    del head, episode
+    view = _static_view(spec, name)
+    return masks_lib.mask_from_layers(
+        spec, params, {k: v for k, v in view.items() if k != 'classifier'},
+        bool(view.get('classifier')))
+  return fn
 
 
 def sparse_update_args(spec):
   """(n_bias_update, manual_weight_idx, weight_update_ratio) for `spec`."""
-  n_bias, weights = SPARSE_UPDATE_SCHEMES[spec.name]
-  last = len(spec.convs) - 1
-  n_bias = min(n_bias, last + 1)
-  idx = [last + off for off, _ in weights]
-  ratios = [r for _, r in weights]
-  return n_bias, idx, ratios
+  from tinytrain_jax.cost import methods as cost_methods  # pylint: disable=g-import-not-at-top
+  return cost_methods.sparse_update_scheme(spec)
 
 
-def _sparseupdate(spec, params, episode, head=None):
-  del head, episode
-  n_bias, idx, ratios = sparse_update_args(spec)
-  try:
-    from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
-    fn = selection.sparse_update_mask
-  except (ImportError, AttributeError):
-    fn = None
-  if fn is not None:
-    return fn(spec, params, n_bias, idx, ratios)
-  from tinytrain_jax import cost  # pylint: disable=g-import-not-at-top
-  layers = cost.sparse_update_to_layers(spec, n_bias, idx, ratios)
-  return masks_lib.mask_from_layers(spec, params, layers)
+def _static_view(spec, name):
+  from tinytrain_jax.cost import methods as cost_methods  # pylint: disable=g-import-not-at-top
+  return cost_methods.method_layer_view(spec, name)
 
 
 def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
@@ -128,27 +96,64 @@ def _tinytrain(channel_rank=None):
   return fn
 
 
+def _run_tinytl(spec, params, head, episode, config, task=0):
+  from tinytrain_jax.train import tinytl  # pylint: disable=g-import-not-at-top
+  return tinytl.finetune_tinytl(spec, params, head, episode, config, task)
+
+
+def _run_transductive(spec, params, head, episode, config, task=0):
+  from tinytrain_jax.train import transductive  # pylint: disable=g-import-not-at-top
+  return transductive.finetune_transductive(spec, params, head, episode,
+                                            config, task)
+
+
+def _run_adapterdrop(percent):
+  def fn(spec, params, head, episode, config, task=0):
+    from tinytrain_jax.train import adapters  # pylint: disable=g-import-not-at-top
+    return adapters.finetune_adapters(spec, params, head, episode, config,
+                                      percent, task)
+  return fn
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """name; mask_fn(spec, params, episode) -> mask | None; start: the weights
-  the paper's Table 1 starts this method from ('pretrained'|'metatrained')."""
+  """A compared method.
+
+  name: config name (`--config.methods`).
+  mask_fn: mask methods: (spec, params, episode, head=) -> mask | None.
+  start: the weights the paper's Table 1 starts it from ('pretrained' |
+    'metatrained').
+  run_fn: module methods: (spec, params, head, episode, FinetuneConfig,
+    task) -> FinetuneResult (they train modules outside the params).
+  """
   name: str
-  mask_fn: Callable[..., Any]
+  mask_fn: Optional[Callable[..., Any]]
   start: str = 'pretrained'
+  run_fn: Optional[Callable[..., Any]] = None
 
 
 METHODS: Dict[str, Method] = {
     'none': Method('none', _none),
-    'fulltrain': Method('fulltrain', _fulltrain),
-    'lastlayer': Method('lastlayer', _lastlayer),
-    'biasonly': Method('biasonly', _biasonly),
-    'sparseupdate': Method('sparseupdate', _sparseupdate),
+    'fulltrain': Method('fulltrain', _view_mask('fulltrain')),
+    'lastlayer': Method('lastlayer', _view_mask('lastlayer')),
+    'biasonly': Method('biasonly', _view_mask('biasonly')),
+    'sparseupdate': Method('sparseupdate', _view_mask('sparseupdate')),
     'tinytrain': Method('tinytrain', _tinytrain(), 'metatrained'),
     'tinytrain_l2': Method('tinytrain_l2', _tinytrain('l2'), 'metatrained'),
     'tinytrain_random': Method('tinytrain_random', _tinytrain('random'),
                                'metatrained'),
-    'tinytl': Method('tinytl', None),
+    'tinytl': Method('tinytl', None, run_fn=_run_tinytl),
+    'transductive': Method('transductive', None, run_fn=_run_transductive),
+    'adapterdrop_25': Method('adapterdrop_25', None,
+                             run_fn=_run_adapterdrop(25)),
+    'adapterdrop_50': Method('adapterdrop_50', None,
+                             run_fn=_run_adapterdrop(50)),
+    'adapterdrop_75': Method('adapterdrop_75', None,
+                             run_fn=_run_adapterdrop(75)),
 }
+# Methods whose cost does not depend on the task (`experiments.cost`).
+STATIC_COST_METHODS = tuple(m for m in METHODS
+                            if not m.startswith('tinytrain'))
 
 
 def get_method(name: str) -> Method:
@@ -186,6 +191,60 @@ def _shapes(spec):
   return jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
 
 
+def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
+                 mask=None) -> Dict[str, int]:
+  """Backward cost of `method`: the evaluation's cost columns.
+
+  Args:
+    method: a METHODS name.
+    spec: the ModelSpec (resolution fixes the counts).
+    n_support: support images (the fine-tuning batch).
+    n_query: query images; only `transductive` back-propagates them.
+    mask: the task's mask, required for the per-task (tinytrain*) methods.
+
+  Returns:
+    {'bwd_macs': per sample (`cost.backward_macs`), 'bwd_bytes': fp32_saved
+    model (`cost.backward_memory_bytes`) at the back-propagated batch,
+    'batch': that batch}. Module methods add their modules by the same rules.
+
+  Example:
+    method_costs('sparseupdate', model_spec('mcunet-5fps'), 25)
+  """
+  # pylint: disable=g-import-not-at-top
+  from tinytrain_jax import cost
+  get_method(method)
+  if n_support < 1:
+    raise ValueError(f'n_support must be >= 1, got {n_support}')
+  batch = n_support + (n_query if method == 'transductive' else 0)
+  if method == 'tinytl':
+    from tinytrain_jax.train import tinytl
+    c = tinytl.tinytl_costs(spec, batch)
+  elif method == 'transductive':
+    from tinytrain_jax.train import transductive
+    c = transductive.transductive_costs(spec, n_support, n_query)
+  elif method.startswith('adapterdrop_'):
+    from tinytrain_jax.train import adapters
+    c = adapters.adapter_costs(spec, int(method.split('_')[1]), batch)
+  else:
+    if method.startswith('tinytrain'):
+      if mask is None:
+        raise ValueError(f'method {method!r} selects per task; pass its mask '
+                         '(see experiments.select)')
+      view = mask
+    elif method == 'none':
+      view = None
+    else:
+      view = _static_view(spec, method)
+    if view is None:
+      c = {'bwd_macs': 0, 'bwd_bytes': 0}
+    else:
+      c = {'bwd_macs': int(cost.backward_macs(spec, view).total_macs),
+           'bwd_bytes': int(cost.backward_memory_bytes(
+               spec, view, batch_size=batch).total_bytes)}
+  return {'bwd_macs': int(c['bwd_macs']), 'bwd_bytes': int(c['bwd_bytes']),
+          'batch': int(batch)}
+
+
 def episode_ways(episode):
   """bool[W] valid ways of an Episode or episode dict."""
   return (episode['way_mask'] if isinstance(episode, dict)
@@ -194,27 +253,33 @@ def episode_ways(episode):
 
 def run_method(method: str, spec, params, head, episode,
                config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
-               budgets=None) -> Dict[str, Any]:
+               budgets=None, task: int = 0) -> Dict[str, Any]:
   """Runs one method on one task (`budgets`: TinyTrain's (bytes, MACs);
-  default `tinytrain_budgets(spec)`).
+  default `tinytrain_budgets(spec)`; `task`: the task's index in its
+  evaluation, folded into the fine-tuning augmentation key).
 
   Returns:
     dict(method, accuracy, query_loss, bwd_macs (per sample), bwd_bytes (fp32
-    model at the support batch), final_support_loss, mask summary).
+    model at the back-propagated batch; `method_costs`), final_support_loss,
+    mask summary).
   """
-  get_method(method)
-  if method == 'tinytl':
-    from tinytrain_jax.train import tinytl  # pylint: disable=g-import-not-at-top
-    res = tinytl.finetune_tinytl(spec, params, head, episode, config)
+  m = get_method(method)
+  batch = finetune_lib.episode_arrays(spec, episode)
+  n_s = int(np.asarray(batch['support_mask']).sum())
+  n_q = int(np.asarray(batch['query_mask']).sum())
+  if m.run_fn is not None:
+    res = m.run_fn(spec, params, head, episode, config, task)
     mask = None
-    costs, summary = res.costs, {'n_trained': res.costs.get('n_trained', 0),
-                                 'layers': 'all biases + lite residual'}
+    summary = {'n_trained': int(res.costs.get('n_trained', 0)),
+               'layers': _MODULE_SUMMARY.get(method, method)}
   else:
     mask = method_mask(method, spec, params, episode, head, budgets)
     steps = config.steps if mask is not None else 0
     res = finetune_lib.finetune(spec, params, head, episode, mask,
-                                dataclasses.replace(config, steps=steps))
-    costs, summary = res.costs, mask_summary(spec, mask)
+                                dataclasses.replace(config, steps=steps),
+                                task=task)
+    summary = mask_summary(spec, mask)
+  costs = method_costs(method, spec, n_s, n_q, mask)
   curve = np.asarray(res.loss_curve)
   if curve.size and getattr(res, 'params', None) is not None:
     ways = int(np.asarray(episode_ways(episode)).sum())
@@ -226,3 +291,49 @@ def run_method(method: str, spec, params, head, episode,
           'bwd_macs': costs['bwd_macs'], 'bwd_bytes': costs['bwd_bytes'],
           'final_support_loss': float(curve[-1]) if curve.size else None,
           'mask': summary}
+
+
+_MODULE_SUMMARY = {
+    'tinytl': 'all biases + lite-residual branches',
+    'transductive': 'all weights (support CE + query entropy)',
+    'adapterdrop_25': 'adapters of the upper 75 % of blocks',
+    'adapterdrop_50': 'adapters of the upper 50 % of blocks',
+    'adapterdrop_75': 'adapters of the upper 25 % of blocks',
+}
+
+
+def cost_report(model: str, method: str, resolution: int = 128,
+                feature_mix: bool = False, batch_size: int = 1,
+                query_size: int = 0) -> Dict[str, Any]:
+  """JSON-able costs of a static-cost method (`experiments.cost --json`).
+
+  Top level: `method_costs` (the evaluation's columns: bwd_macs per sample,
+  bwd_bytes fp32 at the back-propagated batch). 'measured': the jaxpr-derived
+  step and the other cost models (`cost.methods.method_report`) for the mask
+  methods it covers, else None.
+
+  Raises:
+    ValueError: unknown model / method, per-task method, bad sizes.
+  """
+  # pylint: disable=g-import-not-at-top
+  from tinytrain_jax.cost import methods as cost_methods
+  from tinytrain_jax.models.registry import model_spec
+  get_method(method)
+  if method not in STATIC_COST_METHODS:
+    raise ValueError(f'method {method!r} selects per task; its cost needs a '
+                     'task (experiments.select); accepted here: '
+                     f'{", ".join(STATIC_COST_METHODS)}')
+  if batch_size < 1 or query_size < 0:
+    raise ValueError(f'--batch_size must be >= 1 and --query_size >= 0, got '
+                     f'{batch_size} and {query_size}')
+  spec = model_spec(model, resolution=resolution, feature_mix=feature_mix)
+  costs = method_costs(method, spec, batch_size, query_size)
+  measured = None
+  if method in cost_methods.METHODS:
+    measured = cost_methods.method_report(model, method, resolution,
+                                          feature_mix, costs['batch'])
+  return {'model': spec.name, 'method': method, 'resolution': resolution,
+          'feature_mix': bool(feature_mix), 'batch_size': batch_size,
+          'query_size': query_size, 'cost_batch': costs['batch'],
+          'bwd_macs': costs['bwd_macs'], 'bwd_bytes': costs['bwd_bytes'],
+          'measured': measured}

@@ -1,39 +1,72 @@
-"""TinyTL baseline: lite-residual branches + all biases (protocol.md §7).
+"""TinyTL baseline: lite-residual branches + all biases (Cai et al. 2020).
 
-One branch per inverted-residual block, from the block input x to its output:
-  avg-pool 2x2/2 (skipped when the map is already 1x1)
-  -> grouped conv (groups 2, stride = the block's stride, kernel 5 reduced by
-     2 while larger than the pooled map; 1x1 on a 1x1 map), C_in -> C_mid =
-     make_divisible(C_in, 8)
-  -> affine norm (scale 1, shift 0) -> ReLU
-  -> 1x1 conv C_mid -> C_out -> affine norm with scale 0 (the branch starts as
-     an exact no-op) -> bilinear resize to the block output size
-  -> added to the block output (after the shortcut).
-Simplifications (documented): the norms are per-channel affine maps (no
-GroupNorm / weight standardisation, no statistics); the branches start from
-this init on every task (no ImageNet pre-training of the branches); the
-original conv kernels stay frozen (fp32, not 8-bit); trained: every conv bias
-and every branch parameter, with the common protocol (§5: SGD momentum,
-ProtoNet support loss), not TinyTL's Adam / label smoothing recipe.
-Costs: the backbone part is `cost` on the all-biases mask; the branches add
-2 x their forward MACs (weight + input gradients) and keep their pooled
-input and hidden activations (fp32) plus 3 copies of their parameters.
+  res = finetune_tinytl(spec, params, head, episode, FinetuneConfig())
+  tinytl_costs(spec, batch_size=25)   # {'bwd_macs', 'bwd_bytes', ...}
+
+One branch per inverted-residual block, from the block input x, added to the
+block output (after the shortcut; TinyTL wraps the block's conv path, which is
+the same sum):
+  pooling: 2x2 average pool, stride 2 (floor), when the pooled map
+    h_in // 2 is > 1; otherwise global average pooling and no upsampling
+  -> grouped conv (2 groups, stride = the block's stride, kernel 5 reduced by
+     2 while larger than the pooled map; 1 after global pooling),
+     C_in -> C_mid = make_divisible(C_in, 8), weight-standardised, no bias
+  -> GroupNorm (8 channels per group) -> ReLU
+  -> 1x1 conv C_mid -> C_out (weight-standardised, no bias)
+  -> GroupNorm with scale initialised to 0 (the branch starts as an exact
+     no-op)
+  -> bilinear upsampling to the block's output size.
+Trained: every conv bias of the backbone (BN-folded, so the BN shifts) and
+every branch parameter; the backbone kernels stay frozen.
+
+Follows TinyTL (mit-han-lab/tinyml `LiteResidualModule`): the placement, the
+pooling / kernel-size rule, the grouped conv + 1x1 conv, make_divisible,
+ReLU, GroupNorm + weight standardisation in the branch, the zero-initialised
+final norm scale, bilinear upsampling, all biases trained. Ours: the branch
+geometry uses the block's real input size (TinyTL hard-codes 128 px above the
+stem); the backbone keeps its BN-folded pretrained weights (TinyTL pre-trains
+the whole network, branches included, on ImageNet with GroupNorm + weight
+standardisation; here the branches start from the init above on every task);
+kernels stay fp32 (TinyTL keeps them 8 bit); the common protocol trains it
+(momentum SGD, ProtoNet support loss), not TinyTL's Adam / label smoothing.
+
+Costs (`tinytl_costs`, one batch size for everything): the backbone is the
+all-biases mask under `cost.backward_macs` / `cost.backward_memory_bytes`;
+each branch adds 2 x its forward MACs (weight and input gradients) and keeps,
+in fp32 at the same batch, its pooled input, both GroupNorm inputs and the
+ReLU output, plus 3 copies of its parameters (weight, gradient, momentum).
 """
-from typing import Any, Dict
+from typing import Any, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tinytrain_jax import masks as masks_lib
 from tinytrain_jax.models import layers
 from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 
+GN_CHANNELS_PER_GROUP = 8
+WS_EPS = 1e-5
+GN_EPS = 1e-5
 
-def _make_divisible(v, d=8):
+
+class BranchShape(NamedTuple):
+  """Geometry of one lite-residual branch (sizes are square maps)."""
+  c_in: int
+  c_mid: int
+  c_out: int
+  kernel: int
+  stride: int
+  pooled: int  # map size after pooling (1 = global pooling)
+  global_pool: bool
+  h_conv: int  # grouped-conv output size
+  h_out: int  # block output size
+
+
+def make_divisible(v, d=8):
   return max(d, int(v + d / 2) // d * d)
 
 
@@ -45,16 +78,27 @@ def _block_convs(spec):
   return by
 
 
-def _branch_shape(spec, b):
-  """(C_in, C_mid, C_out, kernel, stride, pooled size, h_out) of block b."""
+def branch_shape(spec, b) -> BranchShape:
+  """TinyTL's branch geometry for block `b` of `spec`."""
   blk, convs = spec.blocks[b], _block_convs(spec)[b]
   h_in, h_out = convs[0].h_in, convs[-1].h_out
-  hp = -(-h_in // 2) if h_in >= 2 else 1
-  k = 5
-  while k > hp and k > 1:
-    k -= 2
-  c_mid = _make_divisible(blk.c_in)
-  return blk.c_in, c_mid, blk.c_out, k, blk.stride, hp, h_out
+  pooled = max(1, h_in // 2)
+  glob = pooled == 1
+  k = 1
+  if not glob:
+    k = 5
+    while pooled < k:
+      k -= 2
+  h_conv = 1 if glob else -(-pooled // blk.stride)
+  return BranchShape(blk.c_in, make_divisible(blk.c_in), blk.c_out, k,
+                     blk.stride, pooled, glob, h_conv, h_out)
+
+
+def _gn_groups(c):
+  g = max(1, c // GN_CHANNELS_PER_GROUP)
+  while c % g:
+    g -= 1
+  return g
 
 
 def init_lite_residual(spec, key) -> Dict[str, Any]:
@@ -64,34 +108,59 @@ def init_lite_residual(spec, key) -> Dict[str, Any]:
   out = {}
   keys = jax.random.split(key, 2 * len(spec.blocks))
   for b in range(len(spec.blocks)):
-    c_in, c_mid, c_out, k, _, _, _ = _branch_shape(spec, b)
-    w1 = jax.random.normal(keys[2 * b], (k, k, c_in // 2, c_mid)) * np.sqrt(
-        2.0 / (k * k * c_mid // 2))
-    w2 = jax.random.normal(keys[2 * b + 1], (1, 1, c_mid, c_out)) * np.sqrt(
-        2.0 / c_out)
+    s = branch_shape(spec, b)
+    w1 = jax.random.normal(keys[2 * b], (s.kernel, s.kernel, s.c_in // 2,
+                                         s.c_mid)) * np.sqrt(
+                                             2.0 / (s.kernel**2 * s.c_mid // 2))
+    w2 = jax.random.normal(keys[2 * b + 1], (1, 1, s.c_mid, s.c_out)) * (
+        np.sqrt(2.0 / s.c_out))
     out[f'blocks_{b}'] = {
         'conv1': w1, 'conv2': w2,
-        'norm1': {'scale': jnp.ones((c_mid,)), 'bias': jnp.zeros((c_mid,))},
-        'norm2': {'scale': jnp.zeros((c_out,)), 'bias': jnp.zeros((c_out,))}}
+        'norm1': {'scale': jnp.ones((s.c_mid,)), 'bias': jnp.zeros((s.c_mid,))},
+        'norm2': {'scale': jnp.zeros((s.c_out,)),
+                  'bias': jnp.zeros((s.c_out,))}}
   return out
 
 
+def weight_standardize(w):
+  """(w - mean) / (std + eps) per output channel (last axis) of HWIO w."""
+  mean = jnp.mean(w, axis=(0, 1, 2), keepdims=True)
+  std = jnp.std(w, axis=(0, 1, 2), keepdims=True)
+  return (w - mean) / (std + WS_EPS)
+
+
+def group_norm(x, scale, bias, groups):
+  """GroupNorm over (H, W, C / groups) of f32[B, H, W, C]."""
+  b, h, w, c = x.shape
+  g = x.reshape(b, h, w, groups, c // groups)
+  mean = jnp.mean(g, axis=(1, 2, 4), keepdims=True)
+  var = jnp.var(g, axis=(1, 2, 4), keepdims=True)
+  g = (g - mean) * jax.lax.rsqrt(var + GN_EPS)
+  return g.reshape(b, h, w, c) * scale + bias
+
+
 def _branch(spec, b, lp, x):
-  _, _, _, k, stride, _, h_out = _branch_shape(spec, b)
-  if x.shape[1] >= 2:
-    s = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1),
-                              'SAME')
-    n = jax.lax.reduce_window(jnp.ones_like(x[:1, ..., :1]), 0.0, jax.lax.add,
-                              (1, 2, 2, 1), (1, 2, 2, 1), 'SAME')
-    x = s / n
-  p = k // 2
+  s = branch_shape(spec, b)
+  if s.global_pool:
+    x = jnp.mean(x, axis=(1, 2), keepdims=True)
+  else:
+    n = 2 * s.pooled
+    x = x[:, :n, :n, :]
+    x = x.reshape(x.shape[0], s.pooled, 2, s.pooled, 2, x.shape[3]).mean(
+        axis=(2, 4))
+  p = s.kernel // 2
   y = jax.lax.conv_general_dilated(
-      x, lp['conv1'], (stride, stride), ((p, p), (p, p)),
+      x, weight_standardize(lp['conv1']),
+      (1, 1) if s.global_pool else (s.stride, s.stride), ((p, p), (p, p)),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=2)
-  y = jax.nn.relu(y * lp['norm1']['scale'] + lp['norm1']['bias'])
-  y = jnp.einsum('nhwc,co->nhwo', y, lp['conv2'][0, 0])
-  y = y * lp['norm2']['scale'] + lp['norm2']['bias']
-  return jax.image.resize(y, (y.shape[0], h_out, h_out, y.shape[3]),
+  y = jax.nn.relu(group_norm(y, lp['norm1']['scale'], lp['norm1']['bias'],
+                             _gn_groups(s.c_mid)))
+  y = jnp.einsum('nhwc,co->nhwo', y, weight_standardize(lp['conv2'])[0, 0])
+  y = group_norm(y, lp['norm2']['scale'], lp['norm2']['bias'],
+                 _gn_groups(s.c_out))
+  if s.global_pool:
+    return y  # broadcast over the block output
+  return jax.image.resize(y, (y.shape[0], s.h_out, s.h_out, y.shape[3]),
                           'bilinear')
 
 
@@ -127,8 +196,9 @@ def _with_biases(params, biases):
   return params
 
 
-def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step):
-  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), step)
+def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task):
+  key = jax.random.fold_in(
+      jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
   frozen = jax.tree.map(jax.lax.stop_gradient, params)
 
   def loss_fn(t):
@@ -159,34 +229,51 @@ tinytl_eval = jax.jit(_eval_impl, static_argnums=0)
 
 
 def lite_costs(spec, batch_size: int) -> Dict[str, int]:
-  """Per-sample forward MACs of all branches, their fp32 saved bytes at
-  `batch_size` and parameter count."""
+  """All branches: per-sample forward MACs, fp32 saved bytes at `batch_size`
+  (pooled input, both GroupNorm inputs, ReLU output) and parameter count."""
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   macs = saved = n = 0
   for b in range(len(spec.blocks)):
-    c_in, c_mid, c_out, k, stride, hp, _ = _branch_shape(spec, b)
-    ho = -(-hp // stride)
-    m1 = ho * ho * k * k * (c_in // 2) * c_mid
-    m2 = ho * ho * c_mid * c_out
+    s = branch_shape(spec, b)
+    hw = s.h_conv * s.h_conv
+    m1 = hw * s.kernel * s.kernel * (s.c_in // 2) * s.c_mid
+    m2 = hw * s.c_mid * s.c_out
     macs += m1 + m2
-    saved += (hp * hp * c_in + 2 * ho * ho * c_mid + ho * ho * c_out) * 4
-    n += k * k * (c_in // 2) * c_mid + c_mid * c_out + 2 * (c_mid + c_out)
+    saved += (s.pooled * s.pooled * s.c_in + 2 * hw * s.c_mid +
+              hw * s.c_out) * 4
+    n += (s.kernel * s.kernel * (s.c_in // 2) * s.c_mid + s.c_mid * s.c_out +
+          2 * (s.c_mid + s.c_out))
   return {'fwd_macs': macs, 'saved_bytes': saved * batch_size, 'params': n}
 
 
+def tinytl_costs(spec, batch_size: int) -> Dict[str, int]:
+  """Backward MACs per sample and fp32 bytes at `batch_size` of TinyTL.
+
+  Backbone: the all-biases mask (`cost` models); branches: `lite_costs` at
+  the same batch, 2 x forward MACs, parameters x 3 (weight, grad, momentum).
+  """
+  # pylint: disable=g-import-not-at-top
+  from tinytrain_jax import cost
+  view = cost.as_layer_view(spec, {c.index: 'bias' for c in spec.convs})
+  macs = cost.backward_macs(spec, view)
+  mem = cost.backward_memory_bytes(spec, view, batch_size=batch_size)
+  lc = lite_costs(spec, batch_size)
+  return {'bwd_macs': int(macs.total_macs + 2 * lc['fwd_macs']),
+          'bwd_bytes': int(mem.total_bytes + lc['saved_bytes'] +
+                           3 * 4 * lc['params']),
+          'n_trained': int(lc['params'] + sum(c.c_out for c in spec.convs))}
+
+
 def finetune_tinytl(spec, params, head, episode,
-                    config: ft.FinetuneConfig = ft.FinetuneConfig()
-                    ) -> ft.FinetuneResult:
+                    config: ft.FinetuneConfig = ft.FinetuneConfig(),
+                    task: int = 0) -> ft.FinetuneResult:
   """TinyTL fine-tuning of one task; the result's params carry the trained
-  biases and costs['lite'] the trained branches."""
+  biases and costs['lite'] the trained branches (costs at the support batch).
+  """
   batch = ft.episode_arrays(spec, episode)
   n_support = int(np.asarray(batch['support_mask']).sum())
-  bias_mask = masks_lib.mask_from_layers(spec, params,
-                                         {c.name: 'bias' for c in spec.convs})
-  costs = ft.mask_costs(spec, bias_mask, n_support)
-  lc = lite_costs(spec, 1)
-  costs['bwd_macs'] += 2 * lc['fwd_macs']
-  costs['bwd_bytes'] += lc['saved_bytes'] + 3 * 4 * lc['params']
-  costs['n_trained'] = lc['params'] + sum(c.c_out for c in spec.convs)
+  costs = tinytl_costs(spec, n_support)
   tr = {'biases': jax.tree.map(lambda x: jnp.array(x, copy=True),
                                _biases(spec, params)),
         'lite': init_lite_residual(spec, jax.random.PRNGKey(config.seed))}
@@ -194,7 +281,7 @@ def finetune_tinytl(spec, params, head, episode,
   losses = []
   for i in range(config.steps):
     tr, opt_state, loss = tinytl_step(spec, config, tr, opt_state, params, head,
-                                      batch, jnp.int32(i))
+                                      batch, jnp.int32(i), jnp.int32(task))
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
   ft._check_finite(curve, config.steps)  # pylint: disable=protected-access
@@ -203,3 +290,4 @@ def finetune_tinytl(spec, params, head, episode,
   costs['lite'] = tr['lite']
   return ft.FinetuneResult(float(acc), curve, new_params, costs, float(loss),
                            head)
+

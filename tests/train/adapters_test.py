@@ -1,0 +1,99 @@
+"""AdapterDrop and TinyTL branches: zero-init no-op, drop rule, costs."""
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import numpy as np
+
+from tinytrain_jax import models
+from tinytrain_jax.models import network
+from tinytrain_jax.train import adapters
+from tinytrain_jax.train import tinytl
+
+
+def _images(res=32, n=2):
+  return np.random.default_rng(0).uniform(-1, 1, (n, res, res, 3)).astype(
+      np.float32)
+
+
+class AdapterDropTest(parameterized.TestCase):
+
+  @parameterized.parameters(0, 25, 50, 75)
+  def test_zero_init_adapters_leave_output_unchanged(self, percent):
+    spec, params = models.load_pretrained('mcunet-5fps', 32)
+    x = _images()
+    ad = adapters.init_adapters(spec, percent, jax.random.PRNGKey(1))
+    got = jax.jit(lambda p, a, x: adapters.features(spec, p, a, x))(
+        params, ad, x)
+    np.testing.assert_allclose(
+        got, jax.jit(lambda p, x: network.apply(spec, p, x).features)(
+            params, x), rtol=1e-6, atol=1e-6)
+
+  def test_lowest_blocks_dropped(self):
+    spec = models.model_spec('mcunet-5fps', 32)  # 14 blocks
+    self.assertLen(spec.blocks, 14)
+    self.assertEqual([adapters.dropped_blocks(spec, p)
+                      for p in (0, 25, 50, 75)], [0, 3, 7, 10])
+    self.assertEqual(adapters.adapter_blocks(spec, 75), [10, 11, 12, 13])
+    with self.assertRaisesRegex(ValueError, r'drop_percent must be in \[0, '
+                                r'100\), got 100'):
+      adapters.dropped_blocks(spec, 100)
+
+  def test_costs_fall_as_more_adapters_drop(self):
+    spec = models.model_spec('mcunet-5fps', 128)
+    c = [adapters.adapter_costs(spec, p, 1) for p in (25, 50, 75)]
+    self.assertGreater(c[0]['bwd_macs'], c[1]['bwd_macs'])
+    self.assertGreater(c[1]['bwd_macs'], c[2]['bwd_macs'])
+    self.assertGreater(c[0]['bwd_bytes'], c[2]['bwd_bytes'])
+    # The gradient passes every conv above the lowest kept adapter.
+    lowest = adapters.adapter_blocks(spec, 75)[0]
+    above = sum(cv.macs for cv in spec.convs
+                if cv.block is not None and cv.block > lowest)
+    self.assertGreater(c[2]['bwd_macs'], above)
+    self.assertLess(c[2]['bwd_macs'], 2 * above)
+    big = adapters.adapter_costs(spec, 50, 10)
+    self.assertEqual(big['bwd_macs'], c[1]['bwd_macs'])  # per sample
+    self.assertGreater(big['bwd_bytes'], 5 * c[1]['bwd_bytes'] // 10)
+
+
+class TinyTLBranchTest(absltest.TestCase):
+
+  def test_zero_init_branches_leave_output_unchanged(self):
+    spec, params = models.load_pretrained('mcunet-5fps', 32)
+    x = _images()
+    lite = tinytl.init_lite_residual(spec, jax.random.PRNGKey(0))
+    got = jax.jit(lambda p, l, x: tinytl.features(spec, p, l, x))(
+        params, lite, x)
+    np.testing.assert_allclose(
+        got, jax.jit(lambda p, x: network.apply(spec, p, x).features)(
+            params, x), rtol=1e-6, atol=1e-6)
+
+  def test_branch_geometry_follows_tinytl(self):
+    spec = models.model_spec('mcunet-5fps', 128)
+    shapes = [tinytl.branch_shape(spec, b) for b in range(len(spec.blocks))]
+    first, last = shapes[0], shapes[-1]
+    self.assertEqual((first.pooled, first.kernel, first.global_pool),
+                     (32, 5, False))
+    self.assertEqual((last.pooled, last.kernel, last.global_pool),
+                     (2, 1, False))
+    self.assertTrue(all(s.c_mid % 8 == 0 for s in shapes))
+    tiny = models.model_spec('mcunet-5fps', 32)
+    self.assertTrue(tinytl.branch_shape(tiny, len(tiny.blocks) - 1)
+                    .global_pool)
+
+  def test_costs_at_one_batch(self):
+    spec = models.model_spec('mcunet-5fps', 128)
+    one, many = tinytl.tinytl_costs(spec, 1), tinytl.tinytl_costs(spec, 25)
+    self.assertEqual(one['bwd_macs'], many['bwd_macs'])
+    lc1, lc25 = tinytl.lite_costs(spec, 1), tinytl.lite_costs(spec, 25)
+    self.assertEqual(lc25['saved_bytes'], 25 * lc1['saved_bytes'])
+    # Everything but the parameter copies (weight, grad, momentum: 12 bytes
+    # each) scales with the batch (up to one byte of 1-bit-mask rounding per
+    # conv and image).
+    fixed = 12 * one['n_trained']
+    self.assertLessEqual(abs((many['bwd_bytes'] - fixed) -
+                             25 * (one['bwd_bytes'] - fixed)),
+                         25 * len(spec.convs))
+
+
+if __name__ == '__main__':
+  absltest.main()
