@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sets up the environment and runs the main job end to end on the default
-# Omniglot data: short meta-training of the pretrained mcunet-5fps, then
-# None / LastLayer / SparseUpdate / TinyTrain / FullTrain on test tasks, then
-# results.json, results.md and the Pareto plot in runs/main (or runs/quick).
+# Sets up the environment and runs the main job end to end: meta-train the
+# pretrained backbones on mini-ImageNet (cached after the first run), choose
+# each method's lr on mini-ImageNet val, then None / LastLayer / TinyTL /
+# SparseUpdate / TinyTrain / FullTrain (+ the start-swap ablation) on
+# Omniglot, the CIFAR-10 subset and mini-ImageNet test; results.json,
+# results.md, pareto.png and meta_val.png in runs/main (or runs/quick).
 #   bash scripts/main.sh            # default run
 #   bash scripts/main.sh --quick    # minutes
 # Further arguments go to experiments.evaluate (e.g. --config.episodes=100).

@@ -1,4 +1,5 @@
 """Sparse fine-tuning: equal to the dense-masked reference, real savings."""
+import dataclasses
 import functools
 
 from absl.testing import absltest
@@ -81,9 +82,13 @@ class FinetuneTest(absltest.TestCase):
     head = protonet.init_head()
     cfg = ft.FinetuneConfig(steps=1, lr=1e-3, seed=7)
     before = ft.sparse_train_step._cache_size()  # pylint: disable=protected-access
-    for chans in ([0, 1, 2], [5, 9, 40], [50, 60, 95]):
+    for task, (chans, lr) in enumerate((([0, 1, 2], 1e-3),
+                                        ([5, 9, 40], 1e-2),
+                                        ([50, 60, 95], 3e-4))):
       mask = masks.mask_from_layers(spec, params, {39: chans})
-      ft.finetune(spec, params, head, _episode(), mask, cfg)
+      ft.finetune(spec, params, head, _episode(), mask,
+                  dataclasses.replace(cfg, lr=lr), task=task)
+    # Channel indices, lr and the task index are runtime data: one compile.
     self.assertEqual(ft.sparse_train_step._cache_size() - before, 1)  # pylint: disable=protected-access
 
   def test_plan_and_fold(self):

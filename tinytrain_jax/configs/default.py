@@ -13,7 +13,7 @@ start swapped; mbv2-w0.35 and proxyless-w0.3 on one target; Meta-Dataset's
 variable-way variable-shot sampler on one target. The lr of each (backbone,
 variant) is chosen on dev tasks of mini-ImageNet val.
 
-CPU scale (2 cores): 64 px instead of the paper's 128, 30 tasks per target
+CPU scale (2 cores): 64 px instead of the paper's 128, 20 tasks per target
 instead of 200, 40 fine-tuning steps as in the paper. `quick` shrinks
 everything further (minutes), as big_vision's runlocal.
 """
@@ -41,7 +41,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.starts = ml_collections.ConfigDict({m: '' for m in methods_lib.METHODS})
   c.ablation = True                    # also every method from the other start
   c.resolution = 32 if quick else 64
-  c.episodes = 2 if quick else 30      # the paper: 200 per target
+  c.episodes = 2 if quick else 20      # the paper: 200 per target
   c.split = 'test'
 
   c.sampler = ml_collections.ConfigDict()
@@ -85,7 +85,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.finetune.lr = 1e-3                 # used when lr_grid is empty
   c.finetune.lr_grid = '1e-3,1e-2' if quick else '3e-4,1e-3,3e-3,1e-2'
   c.finetune.dev_source = 'mini-imagenet'  # its valid split, never a target
-  c.finetune.dev_episodes = 1 if quick else 6
+  c.finetune.dev_episodes = 1 if quick else 4
   c.finetune.lr_per_method = ''        # 'method=lr,...' fixes an lr (no search)
   c.finetune.momentum = 0.9
   c.finetune.augment = False

@@ -9,8 +9,10 @@ validation. `--config.meta_train.checkpoint` instead names existing
 meta-train workdirs (a comma list, one per backbone, matched by the model
 stored in each).
 """
+import fcntl
 import hashlib
 import pathlib
+import sys
 from typing import Dict, Sequence, Tuple
 
 from tinytrain_jax import assets
@@ -91,7 +93,13 @@ def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
              for b in backbones}
   for b, mcfg in configs.items():
     wd = cache_dir(mcfg)
-    meta_lib.meta_train(mcfg, wd, progress=progress)
+    wd.parent.mkdir(parents=True, exist_ok=True)
+    # One writer per cache entry: a second process waits, then finds it done.
+    with open(wd.parent / f'{wd.name}.lock', 'w') as lock:
+      if progress:
+        print(f'meta-training {b}: {wd}', file=sys.stderr, flush=True)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      meta_lib.meta_train(mcfg, wd, progress=progress)
     _, params, head = meta_lib.load_backbone(str(wd), resolution)
     out[b] = (params, head, {'cache': wd.name, 'best_step':
                              meta_lib.best_step(wd), 'steps': mcfg.steps,

@@ -30,6 +30,7 @@ and (except the lowest adapter) of down; memory in the fp32_saved model: the
 hidden activation (fp32), its ReLU mask (1 bit), and 3 copies of its
 parameters (weight, gradient, momentum).
 """
+import dataclasses
 from typing import Any, Dict, List
 
 import jax
@@ -117,7 +118,8 @@ def features(spec, params, adapters, images):
   return jnp.mean(x, axis=(1, 2))
 
 
-def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task):
+def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
+               lr=None):
   key = jax.random.fold_in(
       jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
   frozen = jax.tree.map(jax.lax.stop_gradient, params)
@@ -129,7 +131,8 @@ def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task):
   loss, grads = jax.value_and_grad(loss_fn)(tr)
   if cfg.weight_decay:
     grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
-  tx = optax.sgd(cfg.lr, momentum=cfg.momentum or None)
+  tx = optax.sgd(cfg.lr if lr is None else lr,
+                 momentum=cfg.momentum or None)
   updates, opt_state = tx.update(grads, opt_state, tr)
   return jax.tree.map(jnp.add, tr, updates), opt_state, loss
 
@@ -189,11 +192,13 @@ def finetune_adapters(spec, params, head, episode,
   costs = adapter_costs(spec, drop_percent, n_support)
   tr = init_adapters(spec, drop_percent, jax.random.PRNGKey(config.seed))
   opt_state = optax.sgd(config.lr, momentum=config.momentum or None).init(tr)
+  # lr is runtime data: an lr grid shares one compile.
+  static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
   losses = []
   for i in range(config.steps):
-    tr, opt_state, loss = adapter_step(spec, config, tr, opt_state, params,
-                                       head, batch, jnp.int32(i),
-                                       jnp.int32(task))
+    tr, opt_state, loss = adapter_step(spec, static_cfg, tr, opt_state,
+                                       params, head, batch, jnp.int32(i),
+                                       jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
   ft._check_finite(curve, config.steps)  # pylint: disable=protected-access

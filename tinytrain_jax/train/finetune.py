@@ -150,24 +150,27 @@ def task_key(seed, task, step):
 
 
 def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
-                      indices, batch, step, task=0):
+                      indices, batch, step, task=0, lr=None):
   key = task_key(cfg.seed, task, step)
   loss, grads = sparse_step.sparse_value_and_grad(
       _loss(spec, cfg), trainable, params, head, indices, batch, key)
   grads = sparse_step._weight_decay_grads(  # pylint: disable=protected-access
       grads, trainable, params, indices, cfg.weight_decay)
-  tx = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum)
+  tx = sparse_step.sparse_optimizer(cfg.lr if lr is None else lr,
+                                    cfg.momentum)
   updates, opt_state = tx.update(grads, opt_state, trainable)
   return jax.tree.map(jnp.add, trainable, updates), opt_state, loss
 
 
 # One compile per (spec, plan, config); trainable/opt_state are donated.
+# `finetune` passes lr as a runtime argument (and a config with lr=0 as the
+# static one), so an lr grid shares one compile.
 sparse_train_step = jax.jit(_sparse_step_impl, static_argnums=(0, 1, 2),
                             donate_argnums=(3, 4))
 sparse_train_step.__doc__ = (
     'sparse_train_step(spec, plan, cfg, trainable, opt_state, params, head, '
-    'indices, batch, step) -> (trainable, opt_state, loss); static: spec, '
-    'plan, cfg.')
+    'indices, batch, step, task=0, lr=None) -> (trainable, opt_state, '
+    'loss); static: spec, plan, cfg; lr: f32[] overrides cfg.lr.')
 
 
 def make_dense_step(spec, cfg, mask, head, donate: bool = True):
@@ -276,10 +279,13 @@ def finetune(spec, params, head, episode, mask,
                                              config.momentum).init(tr)
     idx = {k: jnp.asarray(v) for k, v in indices.items()}
     losses = []
+    static_cfg = dataclasses.replace(config, lr=1.0)
+    lr = jnp.float32(config.lr)
     for i in range(config.steps):
-      tr, opt_state, loss = sparse_train_step(spec, plan, config, tr, opt_state,
-                                              params, head, idx, batch,
-                                              jnp.int32(i), jnp.int32(task))
+      tr, opt_state, loss = sparse_train_step(spec, plan, static_cfg, tr,
+                                              opt_state, params, head, idx,
+                                              batch, jnp.int32(i),
+                                              jnp.int32(task), lr)
       losses.append(loss)
     curve = np.asarray(jax.device_get(losses), np.float32)
     params = sparse_step.fold(params, tr, indices)

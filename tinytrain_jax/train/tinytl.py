@@ -36,6 +36,7 @@ each branch adds 2 x its forward MACs (weight and input gradients) and keeps,
 in fp32 at the same batch, its pooled input, both GroupNorm inputs and the
 ReLU output, plus 3 copies of its parameters (weight, gradient, momentum).
 """
+import dataclasses
 from typing import Any, Dict, NamedTuple
 
 import jax
@@ -196,7 +197,8 @@ def _with_biases(params, biases):
   return params
 
 
-def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task):
+def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
+               lr=None):
   key = jax.random.fold_in(
       jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
   frozen = jax.tree.map(jax.lax.stop_gradient, params)
@@ -209,7 +211,8 @@ def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task):
   loss, grads = jax.value_and_grad(loss_fn)(tr)
   if cfg.weight_decay:
     grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
-  tx = optax.sgd(cfg.lr, momentum=cfg.momentum or None)
+  tx = optax.sgd(cfg.lr if lr is None else lr,
+                 momentum=cfg.momentum or None)
   updates, opt_state = tx.update(grads, opt_state, tr)
   return jax.tree.map(jnp.add, tr, updates), opt_state, loss
 
@@ -278,10 +281,13 @@ def finetune_tinytl(spec, params, head, episode,
                                _biases(spec, params)),
         'lite': init_lite_residual(spec, jax.random.PRNGKey(config.seed))}
   opt_state = optax.sgd(config.lr, momentum=config.momentum or None).init(tr)
+  # lr is runtime data: an lr grid shares one compile.
+  static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
   losses = []
   for i in range(config.steps):
-    tr, opt_state, loss = tinytl_step(spec, config, tr, opt_state, params, head,
-                                      batch, jnp.int32(i), jnp.int32(task))
+    tr, opt_state, loss = tinytl_step(spec, static_cfg, tr, opt_state, params,
+                                      head, batch, jnp.int32(i),
+                                      jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
   ft._check_finite(curve, config.steps)  # pylint: disable=protected-access

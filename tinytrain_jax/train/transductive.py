@@ -23,6 +23,7 @@ Costs: the FullTrain rule of `cost.backward_macs` per sample, and its
 fp32_saved memory at the batch that is back-propagated, support + query
 images (both pass the backward).
 """
+import dataclasses
 from typing import Dict
 
 import jax
@@ -70,7 +71,8 @@ def transductive_loss(features_fn, head, batch, key, augment: bool = False,
   return ce + entropy_weight * query_entropy(qlog, batch['query_mask'])
 
 
-def _step_impl(spec, cfg, params, opt_state, head, batch, step, task):
+def _step_impl(spec, cfg, params, opt_state, head, batch, step, task,
+               lr=None):
   key = jax.random.fold_in(
       jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
 
@@ -81,7 +83,8 @@ def _step_impl(spec, cfg, params, opt_state, head, batch, step, task):
   loss, grads = jax.value_and_grad(loss_fn)(params)
   if cfg.weight_decay:
     grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, params)
-  tx = optax.sgd(cfg.lr, momentum=cfg.momentum or None)
+  tx = optax.sgd(cfg.lr if lr is None else lr,
+                 momentum=cfg.momentum or None)
   updates, opt_state = tx.update(grads, opt_state, params)
   return jax.tree.map(jnp.add, params, updates), opt_state, loss
 
@@ -115,11 +118,13 @@ def finetune_transductive(spec, params, head, episode,
   costs = transductive_costs(spec, n_s, n_q)
   p = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
   opt_state = optax.sgd(config.lr, momentum=config.momentum or None).init(p)
+  # lr is runtime data: an lr grid shares one compile.
+  static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
   losses = []
   for i in range(config.steps):
-    p, opt_state, loss = transductive_step(spec, config, p, opt_state, head,
-                                           batch, jnp.int32(i),
-                                           jnp.int32(task))
+    p, opt_state, loss = transductive_step(spec, static_cfg, p, opt_state,
+                                           head, batch, jnp.int32(i),
+                                           jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
   ft._check_finite(curve, config.steps)  # pylint: disable=protected-access
