@@ -17,16 +17,15 @@ def _images(res=32, n=2):
 
 class AdapterDropTest(parameterized.TestCase):
 
-  @parameterized.parameters(0, 25, 50, 75)
+  @parameterized.parameters(0, 75)
   def test_zero_init_adapters_leave_output_unchanged(self, percent):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     x = _images()
     ad = adapters.init_adapters(spec, percent, jax.random.PRNGKey(1))
-    got = jax.jit(lambda p, a, x: adapters.features(spec, p, a, x))(
-        params, ad, x)
-    np.testing.assert_allclose(
-        got, jax.jit(lambda p, x: network.apply(spec, p, x).features)(
-            params, x), rtol=1e-6, atol=1e-6)
+    with jax.disable_jit():  # eager: no compile, same ops
+      got = adapters.features(spec, params, ad, x)
+      want = network.apply(spec, params, x).features
+    np.testing.assert_array_equal(got, want)
 
   def test_lowest_blocks_dropped(self):
     spec = models.model_spec('mcunet-5fps', 32)  # 14 blocks
@@ -61,11 +60,10 @@ class TinyTLBranchTest(absltest.TestCase):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     x = _images()
     lite = tinytl.init_lite_residual(spec, jax.random.PRNGKey(0))
-    got = jax.jit(lambda p, l, x: tinytl.features(spec, p, l, x))(
-        params, lite, x)
-    np.testing.assert_allclose(
-        got, jax.jit(lambda p, x: network.apply(spec, p, x).features)(
-            params, x), rtol=1e-6, atol=1e-6)
+    with jax.disable_jit():  # eager: no compile, same ops
+      got = tinytl.features(spec, params, lite, x)
+      want = network.apply(spec, params, x).features
+    np.testing.assert_array_equal(got, want)
 
   def test_branch_geometry_follows_tinytl(self):
     spec = models.model_spec('mcunet-5fps', 128)

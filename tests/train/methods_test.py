@@ -4,6 +4,7 @@ import functools
 from absl.testing import absltest
 import jax
 import numpy as np
+import pytest
 
 from tinytrain_jax import data
 from tinytrain_jax import masks
@@ -97,7 +98,8 @@ class CostsTest(absltest.TestCase):
     ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
     cfg = ft.FinetuneConfig(steps=0)
     for m in methods.STATIC_COST_METHODS:
-      r = methods.run_method(m, spec, params, protonet.init_head(), ep, cfg)
+      with jax.disable_jit():  # eager: no training, one forward per method
+        r = methods.run_method(m, spec, params, protonet.init_head(), ep, cfg)
       rep = methods.cost_report('mcunet-5fps', m, 32, False, batch_size=4,
                                 query_size=6)
       self.assertEqual((r['bwd_macs'], r['bwd_bytes']),
@@ -125,14 +127,15 @@ class CostsTest(absltest.TestCase):
 
 class TinyTLTest(absltest.TestCase):
 
+  @pytest.mark.slow  # compiles the TinyTL step (minutes on a loaded CPU)
   def test_run_trains_branches_and_biases(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     src = data.get_source('omniglot', 'test')
     es = data.sample_episode(src, data.SamplerConfig(mode='fixed', ways=3,
                                                      shots=1, queries=1), 0, 0)
     ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
-    res = methods.run_method('tinytl', spec, params, protonet.init_head(), ep,
-                             ft.FinetuneConfig(steps=2, lr=1e-2))
+    res = methods.run_method('tinytl', spec, params, protonet.init_head(),
+                             ep, ft.FinetuneConfig(steps=2, lr=1e-2))
     self.assertTrue(np.isfinite(res['final_support_loss']))
     self.assertGreater(res['bwd_macs'], 0)
 

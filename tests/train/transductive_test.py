@@ -3,6 +3,7 @@ from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tinytrain_jax import data
 from tinytrain_jax import models
@@ -63,6 +64,7 @@ class TransductiveLossTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'n_support must be >= 1'):
       transductive.transductive_costs(spec, 0, 3)
 
+  @pytest.mark.slow  # compiles a full backward (minutes on a loaded CPU)
   def test_run_trains_every_weight(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     src = data.get_source('omniglot', 'test')
@@ -70,8 +72,8 @@ class TransductiveLossTest(absltest.TestCase):
                                                      shots=1, queries=1), 0, 0)
     ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
     res = transductive.finetune_transductive(
-        spec, params, protonet.init_head(), ep, ft.FinetuneConfig(steps=2,
-                                                                  lr=1e-2))
+        spec, params, protonet.init_head(), ep,
+        ft.FinetuneConfig(steps=2, lr=1e-2))
     self.assertTrue(np.all(np.isfinite(res.loss_curve)))
     moved = [not np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(params), jax.tree.leaves(res.params))]
