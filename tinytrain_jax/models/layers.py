@@ -1,12 +1,30 @@
 """Conv formulations, each numerically equal to `lax.conv_general_dilated`.
 
-XLA's CPU grouped-conv path is slow, especially its backward (measured on 2 cores,
-mcunet-5fps-shaped net, 100 images at 128 px: fwd+bwd 3.35 s with lax depthwise
-convs vs about 1.0 s with shifted slices). So `impl='fast'` writes depthwise convs
-as a sum of k*k strided slices scaled per channel and 1x1 convs as matmuls; the
-stem stays a lax conv. `impl='lax'` uses `lax.conv_general_dilated` everywhere;
-the cost model traces that variant so every conv is one primitive.
+Chosen by measurement on a 2-core CPU (XLA's CPU grouped-conv path is slow,
+its backward especially: mcunet-5fps-shaped net, 100 images at 128 px, fwd+bwd
+3.35 s with lax depthwise convs vs about 1.0 s with shifted slices):
+
+* depthwise k x k (any k, stride 1 or 2): `depthwise_shift`, a sum of k*k
+  strided slices of the padded input scaled per channel (one fused loop), with
+  a hand-written backward (`jax.custom_vjp`):
+  - input gradient: the same shifted sum over the padded output gradient with
+    the flipped kernel (stride 1) or, for stride 2, one shifted sum per output
+    parity (polyphase) interleaved, instead of autodiff's k*k interior-padded
+    pads evaluated at every input position (`depthwise_input_grad`);
+  - kernel gradient: k*k per-channel reductions of slice * gradient, done
+    over chunks of the batch in a `lax.scan` so the k*k slices stay in cache
+    instead of being materialised at full batch size (`depthwise_kernel_grad`;
+    autodiff materialises every slice: 2-4x slower on 7x7 convs).
+* 1x1 stride 1: a matmul (`pointwise_matmul`).
+* everything else (the 3x3 stride-2 stem): `lax.conv_general_dilated`.
+
+`impl='lax'` uses `lax.conv_general_dilated` everywhere; the cost model traces
+that variant so every conv is one primitive. Tests check 'fast' against 'lax'
+in forward and gradient.
 """
+import functools
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -38,20 +56,21 @@ def conv_lax(x, kernel, stride: int, groups: int = 1):
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
 
 
-def depthwise_shift(x, kernel, stride: int):
-  """Depthwise conv as a sum of k*k strided slices times per-channel weights.
+# Batch chunk of the depthwise kernel gradient: the largest divisor of the
+# batch whose output-gradient slice fits in this many bytes (measured on the
+# 2-core CPU: 64 KB - 1 MB are within noise; whole-batch slices are 2-4x
+# slower).
+DW_GRAD_CHUNK_BYTES = 1 << 20
 
-  Args:
-    x: f32[N, H, W, C].
-    kernel: f32[k, k, 1, C].
-    stride: static int.
-  """
+
+def _out_size(h: int, k: int, stride: int) -> int:
+  return (h + 2 * (k // 2) - k) // stride + 1
+
+
+def _shifted_sum(xp, kernel, stride: int, ho: int, wo: int):
+  """sum_ij xp[:, s*h + i, s*w + j, :] * kernel[i, j, 0] (xp already padded)."""
   k = kernel.shape[0]
-  p = k // 2
-  n, h, w, c = x.shape
-  ho = (h + 2 * p - k) // stride + 1
-  wo = (w + 2 * p - k) // stride + 1
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  n, c = xp.shape[0], xp.shape[3]
   y = None
   for i in range(k):
     for j in range(k):
@@ -61,6 +80,143 @@ def depthwise_shift(x, kernel, stride: int):
       term = patch * kernel[i, j, 0]
       y = term if y is None else y + term
   return y
+
+
+def _depthwise_forward(x, kernel, stride: int):
+  k = kernel.shape[0]
+  p = k // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  return _shifted_sum(xp, kernel, stride, _out_size(x.shape[1], k, stride),
+                      _out_size(x.shape[2], k, stride))
+
+
+def _phase(a: int, k: int, m: int, size_out: int):
+  """Taps, offset and padding of output-gradient rows feeding input rows 2m+a.
+
+  Input row u = 2h + i - p gets dy[h] * W[i]; for u = 2m + a the taps are
+  i = 2t + r (r = (a + p) mod 2) and h = m + e - t, e = (a + p - r) / 2.
+  """
+  p = k // 2
+  r = (a + p) % 2
+  e = (a + p - r) // 2
+  taps = tuple(range(r, k, 2))
+  lo = max(0, len(taps) - 1 - e)
+  hi = max(0, m - 1 + e - (size_out - 1))
+  return taps, e, lo, hi
+
+
+def depthwise_input_grad(dy, kernel, stride: int, h: int, w: int):
+  """d(depthwise conv)/dx applied to dy: f32[N, Ho, Wo, C] -> f32[N, h, w, C].
+
+  Stride 1: the conv of dy with the flipped kernel (same padding k//2).
+  Stride 2: polyphase; each parity (a, b) of the input rows/columns gets a
+  shifted sum over the taps of matching parity, then the four are
+  interleaved. Both do k*k multiply-adds per output-gradient element.
+  """
+  k = kernel.shape[0]
+  if stride == 1:
+    p = k // 2
+    dyp = jnp.pad(dy, ((0, 0), (p, p), (p, p), (0, 0)))
+    return _shifted_sum(dyp, kernel[::-1, ::-1], 1, h, w)
+  if stride != 2:
+    raise ValueError(f'depthwise stride must be 1 or 2, got {stride}')
+  n, ho, wo, c = dy.shape
+  mh, mw = (h + 1) // 2, (w + 1) // 2
+  rows = []
+  for a in (0, 1):
+    ti, ei, loi, hii = _phase(a, k, mh, ho)
+    cols = []
+    for b in (0, 1):
+      tj, ej, loj, hij = _phase(b, k, mw, wo)
+      dyp = jnp.pad(dy, ((0, 0), (loi, hii), (loj, hij), (0, 0)))
+      acc = None
+      for t, i in enumerate(ti):
+        for u, j in enumerate(tj):
+          si, sj = ei - t + loi, ej - u + loj
+          term = lax.slice(dyp, (0, si, sj, 0),
+                           (n, si + mh, sj + mw, c)) * kernel[i, j, 0]
+          acc = term if acc is None else acc + term
+      cols.append(acc)
+    rows.append(jnp.stack(cols, axis=3))          # [N, mh, mw, 2, C]
+  full = jnp.stack(rows, axis=2)                  # [N, mh, 2, mw, 2, C]
+  return full.reshape(n, 2 * mh, 2 * mw, c)[:, :h, :w, :]
+
+
+def _batch_chunk(n: int, bytes_per_image: int, chunk_bytes: int) -> int:
+  best = 1
+  for d in range(1, n + 1):
+    if n % d == 0 and d * bytes_per_image <= chunk_bytes:
+      best = d
+  return best
+
+
+def depthwise_kernel_grad(x, dy, k: int, stride: int,
+                          chunk_bytes: Optional[int] = None):
+  """d(depthwise conv)/dkernel applied to dy.
+
+  Args:
+    x: f32[N, H, W, C], the conv input.
+    dy: f32[N, Ho, Wo, C], the output gradient.
+    k: kernel size; stride: 1 or 2 (static).
+    chunk_bytes: batch chunk size in bytes of dy; None = DW_GRAD_CHUNK_BYTES.
+
+  Returns:
+    f32[k, k, 1, C]: sum over n, h, w of xp[n, s*h+i, s*w+j, c] * dy[n,h,w,c].
+  """
+  p = k // 2
+  n, _, _, c = x.shape
+  _, ho, wo, _ = dy.shape
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+
+  def taps(xc, dc):
+    m = xc.shape[0]
+    return jnp.stack([
+        jnp.sum(lax.slice(xc, (0, i, j, 0),
+                          (m, i + stride * (ho - 1) + 1,
+                           j + stride * (wo - 1) + 1, c),
+                          (1, stride, stride, 1)) * dc, axis=(0, 1, 2))
+        for i in range(k) for j in range(k)])
+
+  cb = _batch_chunk(n, ho * wo * c * dy.dtype.itemsize,
+                    chunk_bytes or DW_GRAD_CHUNK_BYTES)
+  if cb == n:
+    acc = taps(xp, dy)
+  else:
+    xs = xp.reshape((n // cb, cb) + xp.shape[1:])
+    ds = dy.reshape((n // cb, cb) + dy.shape[1:])
+    acc, _ = lax.scan(lambda a, t: (a + taps(*t), None),
+                      jnp.zeros((k * k, c), dy.dtype), (xs, ds))
+  return acc.reshape(k, k, 1, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_shift(x, kernel, stride: int):
+  """Depthwise conv as a sum of k*k strided slices times per-channel weights.
+
+  Args:
+    x: f32[N, H, W, C].
+    kernel: f32[k, k, 1, C].
+    stride: static int, 1 or 2.
+
+  Returns:
+    f32[N, Ho, Wo, C], equal to `conv_lax(x, kernel, stride, C)`; its VJP is
+    `depthwise_input_grad` and `depthwise_kernel_grad` (unused halves are
+    removed by XLA when x or the kernel is frozen).
+  """
+  return _depthwise_forward(x, kernel, stride)
+
+
+def _depthwise_fwd(x, kernel, stride):
+  return _depthwise_forward(x, kernel, stride), (x, kernel)
+
+
+def _depthwise_bwd(stride, res, dy):
+  x, kernel = res
+  return (depthwise_input_grad(dy, kernel, stride, x.shape[1], x.shape[2]),
+          depthwise_kernel_grad(x, dy, kernel.shape[0], stride))
+
+
+depthwise_shift.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 def pointwise_matmul(x, kernel):

@@ -1,0 +1,72 @@
+"""The depthwise formulation and its hand-written VJP equal lax convs."""
+from unittest import mock
+
+from absl.testing import absltest, parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinytrain_jax.models import layers
+
+
+def _data(k, stride, size, n=4, c=5, seed=0):
+  kx, kw, kd = jax.random.split(jax.random.PRNGKey(seed + 31 * k + stride), 3)
+  x = jax.random.normal(kx, (n, size, size, c))
+  w = jax.random.normal(kw, (k, k, 1, c))
+  ho = (size + 2 * (k // 2) - k) // stride + 1
+  dy = jax.random.normal(kd, (n, ho, ho, c))
+  return x, w, dy
+
+
+class DepthwiseTest(parameterized.TestCase):
+
+  @parameterized.product(k=(3, 5, 7), stride=(1, 2), size=(1, 4, 7, 8))
+  def test_vjp_halves_match_lax(self, k, stride, size):
+    x, w, dy = _data(k, stride, size)
+    _, vjp = jax.vjp(lambda x, w: layers.conv_lax(x, w, stride, 5), x, w)
+    dx_ref, dw_ref = vjp(dy)
+    dx = layers.depthwise_input_grad(dy, w, stride, size, size)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    # chunk sizes: whole batch, 2 chunks of 2, 4 chunks of 1.
+    per_image = dy[0].size * 4
+    for chunk in (1 << 30, 2 * per_image, per_image):
+      dw = layers.depthwise_kernel_grad(x, dy, k, stride, chunk_bytes=chunk)
+      np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4)
+
+  @parameterized.product(k=(3, 7), stride=(1, 2))
+  def test_forward_and_grad_match_lax_under_jit(self, k, stride):
+    x, w, _ = _data(k, stride, 9)
+    ref = jax.jit(layers.conv_lax, static_argnums=(2, 3))(x, w, stride, 5)
+    got = jax.jit(layers.depthwise_shift, static_argnums=2)(x, w, stride)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    f = lambda fn: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))),
+                                    (0, 1)))
+    g_ref = f(lambda x, w: layers.conv_lax(x, w, stride, 5))(x, w)
+    g_got = f(lambda x, w: layers.depthwise_shift(x, w, stride))(x, w)
+    for a, b in zip(g_got, g_ref):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+  def test_frozen_kernel_drops_the_kernel_gradient(self):
+    # A big batch forces the chunked scan; with the kernel frozen XLA must
+    # remove it (the sparse fine-tune step relies on this).
+    x, w, _ = _data(3, 1, 8, n=8)
+    loss = lambda x, w: jnp.sum(layers.depthwise_shift(x, w, 1) ** 2)
+    with mock.patch.object(layers, 'DW_GRAD_CHUNK_BYTES', 8 * 8 * 5 * 4):
+      frozen = jax.jit(jax.grad(loss)).lower(x, w).compile().as_text()
+      both = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()
+    self.assertTrue('while' in both, 'the kernel gradient is not chunked')
+    self.assertFalse('while' in frozen, 'frozen kernel still gets a gradient')
+
+  def test_batch_chunk_is_largest_fitting_divisor(self):
+    self.assertEqual(layers._batch_chunk(100, 10, 250), 25)  # pylint: disable=protected-access
+    self.assertEqual(layers._batch_chunk(7, 10, 60), 1)  # pylint: disable=protected-access
+    self.assertEqual(layers._batch_chunk(6, 10, 10**9), 6)  # pylint: disable=protected-access
+
+  def test_stride_3_input_grad_raises(self):
+    with self.assertRaisesRegex(ValueError, 'stride must be 1 or 2'):
+      layers.depthwise_input_grad(jnp.zeros((1, 2, 2, 1)),
+                                  jnp.zeros((3, 3, 1, 1)), 3, 6, 6)
+
+
+if __name__ == '__main__':
+  absltest.main()
