@@ -12,9 +12,10 @@ import zipfile
 from absl.testing import absltest
 import numpy as np
 
+from tinytrain_jax import assets
 from tinytrain_jax.models import download
 
-SHARED_NPZ = pathlib.Path('/work/shared/weights/mcunet-5fps.npz')
+SHARED_NPZ = assets.asset_path('weights', 'mcunet-5fps.npz')
 
 
 def _conv(rng, c_out, c_in, k, groups=1, stride=1, x=(0.02, -128),

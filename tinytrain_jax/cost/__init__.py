@@ -1,6 +1,6 @@
 """Backward-pass cost models: analytic rules, jaxpr-measured step, XLA check.
 
-Reference: /work/shared/reference/cost_model.md. Public names are re-exported
+Reference: docs/reference/ (cost model restated there). Public names are re-exported
 here; `sparse_update_memory_kb` is tiny-training's memory model in kB.
 """
 from tinytrain_jax.cost.analytic import as_layer_view

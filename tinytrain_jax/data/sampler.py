@@ -1,7 +1,7 @@
 """Meta-Dataset episode sampler (variable-way variable-shot) and fixed episodes.
 
 A port of Meta-Dataset's `sampling.py` in plain numpy (see
-shared/reference/episodes.md §2). For one episode of one source:
+Triantafillou et al. 2020, Meta-Dataset). For one episode of one source:
 
 1. Ways: W ~ UniformInt[min_ways, min(max_ways_upper_bound, K)] over the K
    classes of the split, W distinct classes uniformly. Bilevel sources

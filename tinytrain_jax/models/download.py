@@ -5,7 +5,7 @@ published by MIT HAN Lab as `algorithm/assets/mcu_models/<name>.pkl` in the
 GitHub repository `mit-han-lab/tiny-training`. This module downloads one of
 those files from a pinned commit, checks its SHA-256, reads it without torch
 and writes the flat numpy format used by the rest of the project (see
-`/work/shared/weights/README.md`):
+the asset cache layout in `tinytrain_jax/assets.py`):
 
   <dest_dir>/<name>.npz   flat dict, keys like `blocks/3/pointwise1/x_scale`
   <dest_dir>/<name>.json  small provenance sidecar

@@ -1,6 +1,7 @@
 """TinyTrain's multi-objective score and the greedy layer/channel fill.
 
-Reference: /work/shared/reference/criterion.md §1 and §3.1 (reconstructed).
+Reference: TinyTrain's criterion (Kwon et al. 2024); the greedy fill is our
+reconstruction.
 
   s_i = P_i / ( (‖W_i‖ / max_l ‖W_l‖) · (M_i / max_l M_l) )
 

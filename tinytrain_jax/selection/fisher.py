@@ -1,6 +1,6 @@
 """Fisher potential of every conv from one forward+backward pass.
 
-Reference: /work/shared/reference/criterion.md §1-2. For conv i, sample n,
+Reference: TinyTrain's Fisher potential (Kwon et al. 2024). For conv i, sample n,
 channel o and spatial position d, with a the activation and g = dL/da:
 
   Δ_o = 1/(2N) · Σ_n ( Σ_d a[n, d, o] · g[n, d, o] )²,    P_i = Σ_o Δ_o.
