@@ -115,9 +115,20 @@ class TinyTrainingModelTest(parameterized.TestCase):
     self.assertAlmostEqual(got.kb, 448.046875)
     self.assertAlmostEqual(analytic.sparse_update_memory_kb(
         'mcunet-5fps', 12, list(range(30, 42)), [1.0] * 12), 448.046875)
-    self.assertEqual(analytic.tt_memory_bits(spec, _view(spec,
-                                                         'sparseupdate')),
-                     3_670_400)
+
+  def test_sparseupdate_method_uses_the_searched_scheme(self):
+    # The method's view is the scheme searched for this backbone (not the
+    # published 448 KB one above); its cost is what the search recorded.
+    spec = model_spec('mcunet-5fps')
+    n_bias, idx, ratios = methods.sparse_update_scheme(spec)
+    layers = analytic.sparse_update_to_layers(spec, n_bias, idx, ratios)
+    view = _view(spec, 'sparseupdate')
+    self.assertEqual(view, analytic.as_layer_view(spec, layers, False))
+    stored = methods._load_schemes(
+        str(methods.SCHEMES_PATH), 0)['mcunet-5fps']['cost_at_128px']
+    self.assertAlmostEqual(analytic.tt_memory_bits(spec, view) / 8 / 1024,
+                           stored['tt_memory_kb'])
+    self.assertLess(analytic.tt_memory_bits(spec, view), 3_670_400)
 
   @parameterized.parameters((0.125, 72), (0.5, 288), (1, 576), (None, 576),
                             (10, 10))

@@ -105,6 +105,36 @@ class TfdsSourceTest(parameterized.TestCase):
     self.assertEqual(src.name, 'omniglot')
     self.assertLen(src.classes, 30 + 20 + 25 + 22)
 
+  def test_download_only_when_the_network_answers(self):
+    calls = []
+
+    class Builder:
+      data_dir = '/nowhere/omniglot/3.0.0'
+
+      def as_dataset(self, split, decoders):
+        del decoders
+        if not calls:
+          raise FileNotFoundError('not prepared')
+        return tf.data.Dataset.from_tensor_slices(
+            {'image': [b'png'], 'label': [3]})
+
+      def download_and_prepare(self):
+        calls.append('download')
+
+    read = lambda: list(tfds_sources._read_builder(
+        Builder(), 'omniglot', ['train'], 'image', ('label',)))
+    with mock.patch.object(tfds_sources, 'network_reachable',
+                           return_value=False):
+      with self.assertRaisesRegex(ValueError, r"split 'train' of 'omniglot' "
+                                  r'\(ConnectionError\).*not prepared'):
+        read()
+    self.assertEmpty(calls)
+    with mock.patch.object(tfds_sources, 'network_reachable',
+                           return_value=True):
+      self.assertEqual([(s, int(ex['label'])) for s, ex in read()],
+                       [('train', 3)])
+    self.assertEqual(calls, ['download'])
+
   def test_unknown_dataset(self):
     with self.assertRaisesRegex(ValueError, r"unknown TFDS dataset 'no_such"):
       sources.get_source('tfds:no_such_dataset_xyz', 'test')

@@ -36,7 +36,7 @@ def method_layer_view(spec: ModelSpec, method: str) -> Dict[Any, Any]:
 
   Example:
     view = method_layer_view(model_spec('mcunet-5fps'), 'sparseupdate')
-    tt_memory_bits(spec, view)  # 3670400
+    tt_memory_bits(spec, view)  # the searched scheme's cost (configs/)
   """
   if method not in METHODS:
     raise ValueError(f'method must be one of {", ".join(METHODS)}, got '

@@ -97,8 +97,9 @@ def omniglot_source(split: str, path=None) -> sources.Source:
   Args:
     split: 'train', 'valid' or 'test'.
     path: npz file; default `assets.asset_path('data', 'omniglot.npz')`.
-      When that default is missing, a prepared TFDS 'omniglot'
-      (`tfds_sources.tfds_data_dir`) is used instead.
+      When that default is missing, TFDS 'omniglot' is used instead
+      (`tfds_sources.tfds_data_dir`; downloaded and prepared there when not
+      yet prepared and the network answers).
 
   Raises:
     ValueError: neither is there (one line naming $TINYTRAIN_ASSETS, what is
@@ -113,14 +114,16 @@ def omniglot_source(split: str, path=None) -> sources.Source:
     if not path.exists():
       # pylint: disable-next=g-import-not-at-top
       from tinytrain_jax.data import tfds_sources
-      if not tfds_sources.is_prepared('omniglot'):
+      try:
+        # TFDS downloads and prepares it when a network is there.
+        return tfds_sources.TfdsSource('omniglot', split, image_size=None,
+                                       name='omniglot')
+      except ValueError:
         raise ValueError(
             f'Omniglot not found: ${assets.ENV_VAR}={assets.assets_root()} '
             f'has no data/omniglot.npz (copy it there, e.g. export '
             f'{assets.ENV_VAR}=../shared), and the fallback ' +
-            tfds_sources.not_prepared_message('omniglot'))
-      return tfds_sources.TfdsSource('omniglot', split, image_size=None,
-                                     name='omniglot')
+            tfds_sources.not_prepared_message('omniglot')) from None
   elif not pathlib.Path(path).exists():
     raise ValueError(assets.missing_asset_message(pathlib.Path(path),
                                                   'Omniglot'))

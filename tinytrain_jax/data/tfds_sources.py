@@ -51,14 +51,23 @@ def tfds_data_dir(data_dir=None):
   return str(cached) if cached.is_dir() else None
 
 
-def is_prepared(dataset: str, data_dir=None) -> bool:
-  """Whether TFDS `dataset` is already prepared (readable without network)."""
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    return bool(tfds.builder(dataset, data_dir=tfds_data_dir(data_dir))
-                .is_prepared())
-  except Exception:  # pylint: disable=broad-except
-    return False
+# Hosts TFDS downloads from (its GCS mirror, then the originals' sites); one
+# must answer before a download is tried, so an offline machine gets the
+# one-line error at once instead of minutes of urllib retries.
+PROBE_HOSTS = ('storage.googleapis.com', 'github.com')
+
+
+def network_reachable(hosts: Sequence[str] = PROBE_HOSTS,
+                      timeout_s: float = 3.0) -> bool:
+  """Whether any of `hosts` accepts a TCP connection on port 443."""
+  import socket  # pylint: disable=g-import-not-at-top
+  for host in hosts:
+    try:
+      socket.create_connection((host, 443), timeout=timeout_s).close()
+      return True
+    except OSError:
+      continue
+  return False
 
 
 def not_prepared_message(dataset: str, data_dir=None) -> str:
@@ -176,6 +185,8 @@ def _read_builder(builder, dataset, splits, image_key, keys):
       ds = builder.as_dataset(split=split, decoders=decoders)
     except Exception:  # pylint: disable=broad-except
       try:
+        if not network_reachable():
+          raise ConnectionError('offline: no TFDS download host answers')
         builder.download_and_prepare()
         ds = builder.as_dataset(split=split, decoders=decoders)
       except Exception as e:  # pylint: disable=broad-except
