@@ -16,10 +16,10 @@ from tinytrain_jax import models
 from tinytrain_jax import selection
 from tinytrain_jax.cost import backward_macs, backward_memory_bytes, sparse_update_memory_kb
 from tinytrain_jax.data import Episode, SamplerConfig, get_source, make_episode, sample_episode
+from tinytrain_jax.mask_optax import channel_flags, dynamic_masked, optax_labels
 from tinytrain_jax.masks import (LayerUpdate, apply_mask, check_mask, full_mask,
                                  layer_updates, load_mask, mask_from_layers,
-                                 masked_optimizer, save_mask, to_dense,
-                                 to_leaf_mask)
+                                 save_mask, to_dense, to_leaf_mask)
 from tinytrain_jax.models import (ConvLayer, ModelOutput, ModelSpec, apply,
                                   init, load_pretrained, model_spec)
 from tinytrain_jax.selection import (Selection, SelectionConfig, compute_fisher,

@@ -11,6 +11,7 @@ for the weight gradient, which is where the memory saving comes from
 depthwise kernel f32[kh, kw, 1, C] input and output channel coincide and the vector
 flags axis -1. General rule: axis -2 unless it has size 1, then axis -1. A vector
 on a 1-D leaf (bias) is elementwise. Masks are host-side (numpy), never traced.
+For optax (the mask as data in a jitted step, or leaf labels): `mask_optax`.
 """
 import json
 import pathlib
@@ -18,7 +19,6 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
-import optax
 
 Mask = Any
 
@@ -86,31 +86,6 @@ def to_dense(mask: Mask, params) -> Mask:
 def apply_mask(updates, mask: Mask):
   """Zeros every masked-out entry of `updates` (gradients or optimizer steps)."""
   return jax.tree.map(lambda u, d: u * d, updates, to_dense(mask, updates))
-
-
-def masked_optimizer(tx: optax.GradientTransformation,
-                     mask: Mask) -> optax.GradientTransformation:
-  """Wraps `tx` so only masked entries move and frozen ones keep no state.
-
-  Fully frozen leaves go through `optax.masked` (no optimizer state, zero
-  update); channel-sparse leaves are zeroed *before* `tx` (so momentum of
-  unselected channels stays exactly zero) and after it (so weight decay or
-  other additive terms cannot move them).
-  """
-  leaf = to_leaf_mask(mask)
-  zero_frozen = optax.masked(optax.set_to_zero(),
-                             jax.tree.map(lambda m: not m, leaf))
-
-  def init_fn(params):
-    return tx_masked.init(params)
-
-  def update_fn(updates, state, params=None):
-    updates = apply_mask(updates, mask)
-    updates, state = tx_masked.update(updates, state, params)
-    return apply_mask(updates, mask), state
-
-  tx_masked = optax.chain(optax.masked(tx, leaf), zero_frozen)
-  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def count_trained(mask: Mask, params) -> int:
