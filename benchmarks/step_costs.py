@@ -8,7 +8,9 @@ sparse step, and tinytrain_dense: the same TinyTrain mask through the
 dense-masked reference step) this compiles the fine-tune step
 (`train.finetune`) at --resolution px with a --support-image support set
 (5-way 5-shot = 25 images, random pixels: costs do not depend on content) and
-records XLA's FLOPs and temp bytes (`cost.xla_check.xla_costs`), the median
+records (the sparse step as `finetune` runs it: the frozen prefix below
+the lowest trained block computed once per task, `start_block`) XLA's FLOPs
+and temp bytes (`cost.xla_check.xla_costs`), the median
 wall-clock seconds per step over --repeats runs after one warm-up, and the
 analytic per-sample backward MACs / fp32 bytes (`cost.backward_macs`,
 `cost.backward_memory_bytes` at the support batch). TinyTrain's mask comes
@@ -81,13 +83,20 @@ def measure(spec, params, head, batch, mask, dense: bool):
     plan, idx = sparse_step.make_plan(spec, params, mask)
     tr = sparse_step.split(params, plan)
     opt = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
+    # The step as `finetune` runs it: the frozen prefix cached once per task.
+    start = ft.prefix_start(spec, plan, cfg)
+    if start:
+      batch = dict(batch, support_h=ft.support_prefix(
+          spec, params, batch['support_x'], start))
     args = (tr, opt, params, head, {k: jnp.asarray(v) for k, v in idx.items()},
             batch, jnp.int32(0))
-    fn = jax.jit(functools.partial(ft._sparse_step_impl, spec, plan, cfg))  # pylint: disable=protected-access
+    fn = jax.jit(functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
+                                   start_block=start))
   t0 = time.perf_counter()
   xla = xla_check.xla_costs(fn, *args)
   compile_s = time.perf_counter() - t0
-  return {'xla_flops': xla['flops'], 'temp_bytes': xla['temp_bytes'],
+  return {'start_block': 0 if dense else start,
+          'xla_flops': xla['flops'], 'temp_bytes': xla['temp_bytes'],
           'compile_s': compile_s, 'seconds_per_step': _time(fn, args)}
 
 

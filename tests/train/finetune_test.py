@@ -81,7 +81,7 @@ class FinetuneTest(absltest.TestCase):
     spec, params = _model()
     head = protonet.init_head()
     cfg = ft.FinetuneConfig(steps=1, lr=1e-3, seed=7)
-    before = ft.sparse_train_step._cache_size()  # pylint: disable=protected-access
+    before = ft.sparse_train_loop._cache_size()  # pylint: disable=protected-access
     for task, (chans, lr) in enumerate((([0, 1, 2], 1e-3),
                                         ([5, 9, 40], 1e-2),
                                         ([50, 60, 95], 3e-4))):
@@ -89,7 +89,45 @@ class FinetuneTest(absltest.TestCase):
       ft.finetune(spec, params, head, _episode(), mask,
                   dataclasses.replace(cfg, lr=lr), task=task)
     # Channel indices, lr and the task index are runtime data: one compile.
-    self.assertEqual(ft.sparse_train_step._cache_size() - before, 1)  # pylint: disable=protected-access
+    self.assertEqual(ft.sparse_train_loop._cache_size() - before, 1)  # pylint: disable=protected-access
+
+  def test_prefix_cache_gives_the_same_params(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    mask = _mask(spec, params)
+    plan, _ = sparse_step.make_plan(spec, params, mask)
+    self.assertEqual(ft.start_block(spec, plan), 11)  # blocks_11/pointwise2
+    cfg = ft.FinetuneConfig(steps=3, lr=1e-2)
+    self.assertEqual(ft.prefix_start(spec, plan, cfg), 11)
+    self.assertEqual(ft.prefix_start(
+        spec, plan, dataclasses.replace(cfg, augment=True)), 0)
+    cached = ft.finetune(spec, params, head, _episode(), mask, cfg)
+    full = ft.finetune(spec, params, head, _episode(), mask,
+                       dataclasses.replace(cfg, cache_prefix=False))
+    np.testing.assert_allclose(cached.loss_curve, full.loss_curve, rtol=1e-5,
+                               atol=1e-6)
+    for a, b in zip(jax.tree.leaves(cached.params),
+                    jax.tree.leaves(full.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    self.assertEqual(cached.accuracy, full.accuracy)
+    # The cost report says which path ran and what a step's forward costs.
+    fwd, ref = cached.costs['step_forward'], full.costs['step_forward']
+    self.assertEqual((fwd['start_block'], ref['start_block']), (11, 0))
+    self.assertEqual(ref['prefix_macs'], 0)
+    self.assertEqual(fwd['step_macs'] + fwd['prefix_macs'], ref['step_macs'])
+    self.assertLess(fwd['step_macs'], ref['step_macs'] / 2)
+
+  def test_prefix_then_suffix_is_the_forward(self):
+    spec, params = _model()
+    x = _episode().support_x
+    whole = models.apply(spec, params, x).features
+    for b in (0, 5, len(spec.blocks)):
+      h = models.prefix(spec, params, x, b)
+      np.testing.assert_allclose(
+          models.apply(spec, params, h, start_block=b).features, whole,
+          rtol=1e-5, atol=1e-5)
+    with self.assertRaisesRegex(ValueError, 'start_block must be in'):
+      models.prefix(spec, params, x, len(spec.blocks) + 1)
 
   def test_plan_and_fold(self):
     spec, params = _model()

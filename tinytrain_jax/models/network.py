@@ -131,37 +131,46 @@ def _apply_conv(spec, conv, p, x, *, state, train, impl, delta, in_probe,
   return x, y, new_s
 
 
-def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
-          state: Optional[Params] = None, train: bool = False,
-          impl: str = 'fast', deltas: Optional[Dict[str, Any]] = None,
-          in_probes: Optional[Dict[str, jax.Array]] = None,
-          out_probes: Optional[Dict[str, jax.Array]] = None,
-          capture: bool = False) -> ModelOutput:
-  """Forward pass.
+def block_of(spec: ModelSpec, conv_name: str) -> int:
+  """Index of the block a conv runs in: 0 for the stem (it runs before block
+  0), len(spec.blocks) for the feature-mix conv."""
+  conv = spec.conv(conv_name)
+  if conv.block is not None:
+    return conv.block
+  return 0 if conv.index == 0 else len(spec.blocks)
 
-  Args:
-    spec: static model description.
-    params: parameter pytree (see module docstring).
-    images: f32[B, R, R, 3] in [-1, 1], R = spec.resolution.
-    state: BN statistics (BN variant only).
-    train: BN uses batch statistics and returns updated running statistics.
-    impl: 'fast' (shifted-slice depthwise, matmul 1x1) or 'lax'; static.
-    deltas: {conv name: {'index': i32[k], 'kernel': f32[kh,kw,k,C_out]
-      (depthwise: f32[kh,kw,1,k])}}: channel-sparse trainable additions to
-      the selected input channels of those convs.
-    in_probes / out_probes: {conv name: zeros shaped like that conv's input /
-      pre-activation output}; added in place, so d loss / d probe is the
-      activation gradient (Fisher potential, one backward pass).
-    capture: also return every conv's input and pre-activation output.
 
-  Returns:
-    ModelOutput(features, logits, state, activations).
+def prefix(spec: ModelSpec, params: Params, images: jax.Array,
+           start_block: int, impl: str = 'fast') -> jax.Array:
+  """The activation entering block `start_block`, f32[B, H, W, C].
+
+  `apply(spec, params, prefix(spec, params, x, b), start_block=b)` equals
+  `apply(spec, params, x)`, so a frozen prefix is computed once per task and
+  each fine-tune step runs only the blocks from `b` on.
   """
+  _check_blocks(spec, images, start_block)
+  return _trunk(spec, params, images, 0, start_block, impl=impl)[0]
+
+
+def _check_blocks(spec, images, start_block):
+  if not 0 <= start_block <= len(spec.blocks):
+    raise ValueError(f'start_block must be in [0, {len(spec.blocks)}] for '
+                     f'{spec.name}, got {start_block}')
   if images.ndim != 4 or images.shape[1:] != (spec.resolution,
                                               spec.resolution, 3):
     raise ValueError(f'images must be f32[B, {spec.resolution}, '
                      f'{spec.resolution}, 3] for {spec.name} at resolution '
                      f'{spec.resolution}, got shape {tuple(images.shape)}')
+
+
+def _trunk(spec, params, x, start_block, stop_block, *, state=None,
+           train=False, impl='fast', deltas=None, in_probes=None,
+           out_probes=None, capture=False):
+  """Runs the stem (when start_block == 0), blocks [start, stop) and, when
+  stop_block == len(spec.blocks), the feature-mix conv.
+
+  Returns (x, new BN state, captured activations or None).
+  """
   state = state or {}
   deltas, in_probes, out_probes = deltas or {}, in_probes or {}, out_probes or {}
   new_state, acts = {}, {} if capture else None
@@ -182,19 +191,63 @@ def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
   by_block = {}
   for conv in spec.convs:
     by_block.setdefault(conv.block, []).append(conv)
-  x = run(spec.convs[0], images)
-  for b, blk in enumerate(spec.blocks):
+  if start_block == 0:
+    x = run(spec.convs[0], x)
+  for b in range(start_block, stop_block):
     shortcut = x
     for conv in by_block[b]:
       x = run(conv, x)
-    if blk.residual:
+    if spec.blocks[b].residual:
       x = x + shortcut
-  if spec.feature_mix:
+  if spec.feature_mix and stop_block == len(spec.blocks):
     x = run(spec.convs[-1], x)
+  return x, new_state, acts
+
+
+def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
+          state: Optional[Params] = None, train: bool = False,
+          impl: str = 'fast', deltas: Optional[Dict[str, Any]] = None,
+          in_probes: Optional[Dict[str, jax.Array]] = None,
+          out_probes: Optional[Dict[str, jax.Array]] = None,
+          capture: bool = False, start_block: int = 0) -> ModelOutput:
+  """Forward pass (from the images, or from a cached block input).
+
+  Args:
+    spec: static model description.
+    params: parameter pytree (see module docstring).
+    images: f32[B, R, R, 3] in [-1, 1], R = spec.resolution; with
+      start_block > 0 the activation entering block `start_block` instead
+      (`prefix`'s output), and the stem and earlier blocks are skipped.
+    state: BN statistics (BN variant only).
+    train: BN uses batch statistics and returns updated running statistics.
+    impl: 'fast' (shifted-slice depthwise, matmul 1x1) or 'lax'; static.
+    deltas: {conv name: {'index': i32[k], 'kernel': f32[kh,kw,k,C_out]
+      (depthwise: f32[kh,kw,1,k])}}: channel-sparse trainable additions to
+      the selected input channels of those convs.
+    in_probes / out_probes: {conv name: zeros shaped like that conv's input /
+      pre-activation output}; added in place, so d loss / d probe is the
+      activation gradient (Fisher potential, one backward pass).
+    capture: also return every conv's input and pre-activation output.
+    start_block: first block to run (static); 0 runs the whole network,
+      len(spec.blocks) only the feature-mix conv and the pooling.
+
+  Returns:
+    ModelOutput(features, logits, state, activations).
+  """
+  if start_block == 0:
+    _check_blocks(spec, images, 0)
+  elif not 0 < start_block <= len(spec.blocks):
+    raise ValueError(f'start_block must be in [0, {len(spec.blocks)}] for '
+                     f'{spec.name}, got {start_block}')
+  x, new_state, acts = _trunk(
+      spec, params, images, start_block, len(spec.blocks), state=state,
+      train=train, impl=impl, deltas=deltas, in_probes=in_probes,
+      out_probes=out_probes, capture=capture)
   features = jnp.mean(x, axis=(1, 2))
   logits = None
   if spec.num_classes:
     with layers.scope('classifier'):
       cls = params['classifier']
       logits = features @ cls['kernel'] + cls['bias']
-  return ModelOutput(features, logits, new_state if train else state, acts)
+  return ModelOutput(features, logits, new_state if train else (state or {}),
+                     acts)

@@ -40,6 +40,9 @@ class FinetuneConfig:
   impl: 'sparse' (real savings) or 'dense' (masked reference).
   train_head: also train the cosine head's scale and bias.
   seed: augmentation key seed (step i uses fold_in(PRNGKey(seed), i)).
+  cache_prefix: without augmentation, run the frozen blocks below the lowest
+    trained layer once per task (`network.prefix`) and train only the rest;
+    same numbers, less compute per step (sparse impl only).
   """
   steps: int = 40
   lr: float = 1e-3
@@ -49,6 +52,7 @@ class FinetuneConfig:
   impl: str = 'sparse'
   train_head: bool = False
   seed: int = 0
+  cache_prefix: bool = True
 
   def __post_init__(self):
     if not isinstance(self.steps, int) or self.steps < 0:
@@ -133,12 +137,59 @@ def support_loss(features_fn, head, batch, key, augment: bool):
   return protonet.masked_cross_entropy(logits, sy, sm)
 
 
-def _loss(spec, cfg):
+def _loss(spec, cfg, start_block=0):
+  """Support loss of the step; with start_block > 0 the batch carries the
+  cached prefix activation 'support_h' (augmentation off), so only blocks
+  from start_block on run."""
   def loss_fn(params, head, deltas, batch, key):
-    return support_loss(
-        lambda x: network.apply(spec, params, x, deltas=deltas).features,
-        head, batch, key, cfg.augment)
+    if start_block:
+      feats = lambda _: network.apply(spec, params, batch['support_h'],
+                                      deltas=deltas,
+                                      start_block=start_block).features
+    else:
+      feats = lambda x: network.apply(spec, params, x, deltas=deltas).features
+    return support_loss(feats, head, batch, key, cfg.augment)
   return loss_fn
+
+
+def start_block(spec, plan: sparse_step.SparsePlan) -> int:
+  """The first block a plan trains: blocks below it are a frozen prefix.
+
+  0 when the stem is trained; len(spec.blocks) when no conv is (then only
+  the feature-mix conv, if any, and the pooling run per step).
+  """
+  layers = [p.rsplit('/', 1)[0] for p in plan.full_leaves]
+  layers += [n for n, _, _ in plan.delta_layers]
+  convs = {c.name for c in spec.convs}
+  return min((network.block_of(spec, n) for n in layers if n in convs),
+             default=len(spec.blocks))
+
+
+def prefix_start(spec, plan, cfg) -> int:
+  """start_block the sparse step uses under `cfg` (0: the whole network
+  runs every step, as with augmentation, whose inputs change per step)."""
+  if cfg.augment or not cfg.cache_prefix or cfg.impl != 'sparse':
+    return 0
+  return start_block(spec, plan)
+
+
+def step_forward_macs(spec, start: int) -> Dict[str, int]:
+  """Forward MACs per support image of one fine-tune step that starts at
+  block `start` (0: the whole network), and of the prefix run once per task.
+
+  Returns {'start_block', 'step_macs', 'prefix_macs'} (MACs per sample).
+  """
+  suffix = sum(c.macs for c in spec.convs
+               if c.index > 0 and network.block_of(spec, c.name) >= start)
+  if start == 0:
+    suffix += spec.convs[0].macs
+  total = sum(c.macs for c in spec.convs)
+  return {'start_block': int(start), 'step_macs': int(suffix),
+          'prefix_macs': int(total - suffix)}
+
+
+# One compile per (spec, start_block): the frozen prefix of a task's support.
+support_prefix = jax.jit(network.prefix, static_argnums=(0, 3))
 
 
 def task_key(seed, task, step):
@@ -150,10 +201,11 @@ def task_key(seed, task, step):
 
 
 def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
-                      indices, batch, step, task=0, lr=None):
+                      indices, batch, step, task=0, lr=None, start_block=0):
   key = task_key(cfg.seed, task, step)
   loss, grads = sparse_step.sparse_value_and_grad(
-      _loss(spec, cfg), trainable, params, head, indices, batch, key)
+      _loss(spec, cfg, start_block), trainable, params, head, indices, batch,
+      key)
   grads = sparse_step._weight_decay_grads(  # pylint: disable=protected-access
       grads, trainable, params, indices, cfg.weight_decay)
   tx = sparse_step.sparse_optimizer(cfg.lr if lr is None else lr,
@@ -166,11 +218,34 @@ def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
 # `finetune` passes lr as a runtime argument (and a config with lr=0 as the
 # static one), so an lr grid shares one compile.
 sparse_train_step = jax.jit(_sparse_step_impl, static_argnums=(0, 1, 2),
+                            static_argnames=('start_block',),
                             donate_argnums=(3, 4))
 sparse_train_step.__doc__ = (
     'sparse_train_step(spec, plan, cfg, trainable, opt_state, params, head, '
-    'indices, batch, step, task=0, lr=None) -> (trainable, opt_state, '
-    'loss); static: spec, plan, cfg; lr: f32[] overrides cfg.lr.')
+    'indices, batch, step, task=0, lr=None, start_block=0) -> (trainable, '
+    'opt_state, loss); static: spec, plan, cfg, start_block; lr: f32[] '
+    'overrides cfg.lr; start_block > 0 needs batch["support_h"].')
+
+
+def _sparse_loop_impl(spec, plan, cfg, start, trainable, opt_state, params,
+                      head, indices, batch, task, lr):
+  def body(carry, i):
+    tr, opt = carry
+    tr, opt, loss = _sparse_step_impl(spec, plan, cfg, tr, opt, params, head,
+                                      indices, batch, i, task, lr, start)
+    return (tr, opt), loss
+  (tr, opt), losses = jax.lax.scan(
+      body, (trainable, opt_state), jnp.arange(cfg.steps, dtype=jnp.int32))
+  return tr, opt, losses
+
+
+# All cfg.steps steps of a task in one program: one dispatch, one host sync.
+sparse_train_loop = jax.jit(_sparse_loop_impl, static_argnums=(0, 1, 2, 3),
+                            donate_argnums=(4, 5))
+sparse_train_loop.__doc__ = (
+    'sparse_train_loop(spec, plan, cfg, start_block, trainable, opt_state, '
+    'params, head, indices, batch, task, lr) -> (trainable, opt_state, '
+    'losses f32[cfg.steps]); static: spec, plan, cfg, start_block.')
 
 
 def make_dense_step(spec, cfg, mask, head, donate: bool = True):
@@ -272,21 +347,22 @@ def finetune(spec, params, head, episode, mask,
   plan, indices = (sparse_step.make_plan(spec, params, mask) if mask is not None
                    else (sparse_step.SparsePlan((), ()), {}))
   trains = config.steps > 0 and (not plan.empty or config.train_head)
+  start = prefix_start(spec, plan, config) if trains else 0
+  costs['step_forward'] = step_forward_macs(spec, start)
   curve = np.zeros((0,), np.float32)
   if trains and config.impl == 'sparse':
     tr = sparse_step.split(params, plan, head if config.train_head else None)
     opt_state = sparse_step.sparse_optimizer(config.lr,
                                              config.momentum).init(tr)
     idx = {k: jnp.asarray(v) for k, v in indices.items()}
-    losses = []
     static_cfg = dataclasses.replace(config, lr=1.0)
-    lr = jnp.float32(config.lr)
-    for i in range(config.steps):
-      tr, opt_state, loss = sparse_train_step(spec, plan, static_cfg, tr,
-                                              opt_state, params, head, idx,
-                                              batch, jnp.int32(i),
-                                              jnp.int32(task), lr)
-      losses.append(loss)
+    step_batch = batch
+    if start:
+      step_batch = dict(batch, support_h=support_prefix(
+          spec, params, batch['support_x'], start))
+    tr, opt_state, losses = sparse_train_loop(
+        spec, plan, static_cfg, start, tr, opt_state, params, head, idx,
+        step_batch, jnp.int32(task), jnp.float32(config.lr))
     curve = np.asarray(jax.device_get(losses), np.float32)
     params = sparse_step.fold(params, tr, indices)
     head = tr.get('head', head)

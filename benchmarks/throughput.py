@@ -1,0 +1,146 @@
+"""Seconds per fine-tuned task, compiles and XLA FLOPs per method (one device).
+
+  python -m benchmarks.throughput --models=mcunet-5fps --tasks=6
+
+For each backbone and method this runs `train.methods.run_method` on --tasks
+real 5-way 5-shot Omniglot test tasks (--steps fine-tune steps, as the
+evaluation runs them: the frozen prefix computed once per task and all steps
+in one compiled `lax.scan`, `train.finetune`) and records:
+  seconds_per_task    median wall seconds of tasks 2..n (TinyTrain's Fisher
+                      selection included), the steady state;
+  first_task_seconds  task 1, mostly compiling;
+  compiles            XLA backend compiles over all tasks (jax.monitoring);
+  xla_flops_per_task  XLA's FLOPs of the task's fine-tuning: steps x the
+                      compiled step + the cached prefix (mask methods; None
+                      for None and the module methods);
+  start_block         first block each step runs (0 = the whole network).
+Prints a table and merges rows into benchmarks/results/throughput.json, keyed
+by (model, method, devices, resolution). Several devices (tasks spread over a
+mesh) are not built yet: `devices` is always 1 here.
+"""
+import functools
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from benchmarks import common
+from tinytrain_jax import data
+from tinytrain_jax import models
+from tinytrain_jax.cost import xla_check
+from tinytrain_jax.models import protonet
+from tinytrain_jax.train import finetune as ft
+from tinytrain_jax.train import methods
+from tinytrain_jax.train import sparse_step
+
+_MODELS = flags.DEFINE_list(
+    'models', ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'], 'Backbones.')
+_METHODS = flags.DEFINE_list(
+    'methods', ['none', 'lastlayer', 'sparseupdate', 'tinytrain', 'fulltrain'],
+    'Methods (train.methods names).')
+_RES = flags.DEFINE_integer('resolution', 128, 'Input resolution.')
+_TASKS = flags.DEFINE_integer('tasks', 6, 'Tasks per (model, method), >= 2.')
+_STEPS = flags.DEFINE_integer('steps', 40, 'Fine-tune steps per task.')
+_OUT = flags.DEFINE_string('out', 'throughput', 'Results name under '
+                           'benchmarks/results/ (merged with an existing one).')
+
+MIX = {'mcunet-5fps': False, 'mbv2-w0.35': True, 'proxyless-w0.3': True}
+
+
+class CompileCounter:
+  """Counts XLA backend compiles (jax.monitoring duration events)."""
+
+  def __init__(self):
+    self.count = 0
+    jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+  def _on_event(self, event, duration, **kwargs):
+    del duration, kwargs
+    if event.endswith('backend_compile_duration'):
+      self.count += 1
+
+
+def task_flops(spec, params, head, episode, mask, cfg):
+  """(XLA FLOPs of one task's fine-tuning, start_block), None without a mask.
+
+  steps x the compiled step + the prefix run once (XLA's cost analysis counts
+  a scan body once, so the loop is not analysed as a whole).
+  """
+  if mask is None:
+    return None
+  batch = ft.episode_arrays(spec, episode)
+  plan, idx = sparse_step.make_plan(spec, params, mask)
+  start = ft.prefix_start(spec, plan, cfg)
+  prefix = 0.0
+  if start:
+    prefix = xla_check.xla_costs(
+        lambda x: models.prefix(spec, params, x, start),
+        batch['support_x'])['flops']
+    batch = dict(batch, support_h=ft.support_prefix(
+        spec, params, batch['support_x'], start))
+  tr = sparse_step.split(params, plan)
+  opt = sparse_step.sparse_optimizer(1.0, cfg.momentum).init(tr)
+  step = functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
+                           start_block=start)
+  got = xla_check.xla_costs(step, tr, opt, params, head,
+                            {k: jnp.asarray(v) for k, v in idx.items()},
+                            batch, jnp.int32(0))
+  return cfg.steps * got['flops'] + prefix, start
+
+
+def main(argv):
+  del argv
+  if _TASKS.value < 2:
+    raise app.UsageError('--tasks must be >= 2 (task 1 is the compile)')
+  counter = CompileCounter()
+  src = data.get_source('omniglot', 'test')
+  sampler = data.SamplerConfig(mode='fixed', ways=5, shots=5, queries=5)
+  cfg = ft.FinetuneConfig(steps=_STEPS.value, lr=1e-3)
+  head = protonet.init_head()
+  path = common.RESULTS_DIR / f'{_OUT.value}.json'
+  rows = json.loads(path.read_text())['rows'] if path.exists() else []
+  print('| model | method | s/task | first task s | compiles | GFLOP/task |')
+  for name in _MODELS.value:
+    spec, params = models.load_pretrained(name, _RES.value, MIX[name])
+    eps = [data.make_episode(src, data.sample_episode(src, sampler, 0, i),
+                             resolution=_RES.value, buckets=None,
+                             way_buckets=None) for i in range(_TASKS.value)]
+    for method in _METHODS.value:
+      before, times = counter.count, []
+      for i, ep in enumerate(eps):
+        t = time.perf_counter()
+        methods.run_method(method, spec, params, head, ep, cfg, task=i)
+        times.append(time.perf_counter() - t)
+      compiles = counter.count - before
+      flops = start = None
+      if methods.get_method(method).mask_fn is not None:
+        mask = methods.method_mask(method, spec, params, eps[0], head)
+        got = task_flops(spec, params, head, eps[0], mask, cfg)
+        if got is not None:
+          flops, start = got
+      row = {'model': spec.name + ('+mix' if spec.feature_mix else ''),
+             'method': method, 'devices': 1, 'resolution': _RES.value,
+             'steps': _STEPS.value, 'tasks': _TASKS.value,
+             'seconds_per_task': statistics.median(times[1:]),
+             'first_task_seconds': times[0], 'compiles': compiles,
+             'xla_flops_per_task': flops, 'start_block': start}
+      key = lambda r: (r['model'], r['method'], r['devices'], r['resolution'])
+      rows = [r for r in rows if key(r) != key(row)] + [row]
+      gf = f'{flops / 1e9:.2f}' if flops else '-'
+      print(f"| {row['model']} | {method} | {row['seconds_per_task']:.2f} | "
+            f"{row['first_task_seconds']:.1f} | {compiles} | {gf} |",
+            flush=True)
+      common.write_results(_OUT.value, {
+          'command': 'python -m benchmarks.throughput',
+          **common.device_info(),
+          'units': {'seconds_per_task': 'median wall s, tasks 2..n',
+                    'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix'},
+          'rows': rows})
+
+
+if __name__ == '__main__':
+  app.run(main)
