@@ -149,6 +149,8 @@ def prefix(spec: ModelSpec, params: Params, images: jax.Array,
   each fine-tune step runs only the blocks from `b` on.
   """
   _check_blocks(spec, images, start_block)
+  if start_block == 0:  # block 0's input is the images (the stem is in it)
+    return images
   return _trunk(spec, params, images, 0, start_block, impl=impl)[0]
 
 
