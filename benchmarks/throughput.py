@@ -14,12 +14,13 @@ in one compiled `lax.scan`, `train.finetune`) and records:
                       compiled step + the cached prefix (mask methods; None
                       for None and the module methods);
   start_block         first block each step runs (0 = the whole network).
-Prints a table and merges rows into benchmarks/results/throughput.json, keyed
-by (model, method, devices, resolution). Several devices (tasks spread over a
+Prints a table and merges rows into --out (benchmarks/results/throughput.json),
+keyed by (model, method, devices, resolution). Several devices (tasks spread over a
 mesh) are not built yet: `devices` is always 1 here.
 """
 import functools
 import json
+import pathlib
 import statistics
 import time
 
@@ -45,8 +46,9 @@ _METHODS = flags.DEFINE_list(
 _RES = flags.DEFINE_integer('resolution', 128, 'Input resolution.')
 _TASKS = flags.DEFINE_integer('tasks', 6, 'Tasks per (model, method), >= 2.')
 _STEPS = flags.DEFINE_integer('steps', 40, 'Fine-tune steps per task.')
-_OUT = flags.DEFINE_string('out', 'throughput', 'Results name under '
-                           'benchmarks/results/ (merged with an existing one).')
+_OUT = flags.DEFINE_string(
+    'out', str(common.RESULTS_DIR / 'throughput.json'),
+    'Results JSON (rows merged into an existing file).')
 
 MIX = {'mcunet-5fps': False, 'mbv2-w0.35': True, 'proxyless-w0.3': True}
 
@@ -101,7 +103,7 @@ def main(argv):
   sampler = data.SamplerConfig(mode='fixed', ways=5, shots=5, queries=5)
   cfg = ft.FinetuneConfig(steps=_STEPS.value, lr=1e-3)
   head = protonet.init_head()
-  path = common.RESULTS_DIR / f'{_OUT.value}.json'
+  path = pathlib.Path(_OUT.value)
   rows = json.loads(path.read_text())['rows'] if path.exists() else []
   print('| model | method | s/task | first task s | compiles | GFLOP/task |')
   for name in _MODELS.value:
@@ -134,12 +136,13 @@ def main(argv):
       print(f"| {row['model']} | {method} | {row['seconds_per_task']:.2f} | "
             f"{row['first_task_seconds']:.1f} | {compiles} | {gf} |",
             flush=True)
-      common.write_results(_OUT.value, {
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps({
           'command': 'python -m benchmarks.throughput',
           **common.device_info(),
           'units': {'seconds_per_task': 'median wall s, tasks 2..n',
                     'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix'},
-          'rows': rows})
+          'rows': rows}, indent=1))
 
 
 if __name__ == '__main__':

@@ -46,6 +46,9 @@ TINY = {
                           '--config.meta_train.steps=0',
                           '--config.domains=omniglot'],
     'benchmarks.selection_paired': ['--quick', '--start=pretrained'],
+    'benchmarks.throughput': ['--methods=none,tinytrain', '--resolution=32',
+                              '--tasks=2', '--steps=2',
+                              '--out=runs/throughput.json'],
 }
 LIGHT = ('experiments.describe', 'experiments.episodes', 'experiments.cost',
          'experiments.select')
@@ -66,7 +69,7 @@ def readme_commands():
 def run(cmd: str, runs: pathlib.Path):
   argv = shlex.split(cmd.replace('runs/', f'{runs}/'))
   module = argv[2]
-  extra = list(TINY[module])
+  extra = [a.replace('runs/', f'{runs}/') for a in TINY[module]]
   if module == 'experiments.evaluate' and 'tfds:' in cmd:
     extra.append('--config.domains=omniglot')
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',

@@ -9,9 +9,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -90,16 +92,37 @@ class MetaTrainTest(absltest.TestCase):
         ValueError, "model='mbv2-w0.35'.*model='mcunet-5fps'"):
       mt.meta_train(CFG, wd, progress=False, source=_source())
 
-  def test_non_finite_loss_keeps_last_good_checkpoint(self):
-    wd = self._tmp()
-    cfg = dataclasses.replace(CFG, lr=1e12, warmup_steps=4, steps=8,
-                              checkpoint_every=1, augment=False)
-    with self.assertRaisesRegex(
-        RuntimeError, r'loss became non-finite at step (\d+) \(lr .*\); '
-        r'last good checkpoint at step (\d+) in .*checkpoints') as cm:
-      mt.meta_train(cfg, wd, progress=False, source=_source())
+  def test_non_finite_step_keeps_last_good_checkpoint(self):
+    # Step 4 blows up (simulated: whether a huge lr overflows depends on the
+    # compiler), either in its loss or in its update (whose loss, computed
+    # before the update, is finite). The run stops there and the checkpoint
+    # of step 3 stays the last one, with finite params.
+    for kind, what in (('loss', 'loss'), ('update', 'parameters')):
+      wd = self._tmp()
+      cfg = dataclasses.replace(CFG, steps=6, checkpoint_every=1,
+                                augment=False)
+      real, calls = mt.meta_train_step, []
+
+      def blow_up(spec, hp, state, *args, kind=kind, calls=calls, real=real):
+        calls.append(1)
+        poison = lambda s: s._replace(params=jax.tree.map(
+            lambda x: x * jnp.inf, s.params))
+        if len(calls) == 4 and kind == 'loss':
+          state = poison(state)
+        state, metrics = real(spec, hp, state, *args)
+        if len(calls) == 4 and kind == 'update':
+          state = poison(state)
+        return state, metrics
+      with mock.patch.object(mt, 'meta_train_step', blow_up):
+        with self.assertRaisesRegex(
+            RuntimeError, rf'{what} became non-finite at step 4 \(lr .*\); '
+            r'last good checkpoint at step 3 in .*checkpoints') as cm:
+          mt.meta_train(cfg, wd, progress=False, source=_source())
+      self._assert_last_checkpoint_good(cfg, wd, str(cm.exception))
+
+  def _assert_last_checkpoint_good(self, cfg, wd, message):
     bad, good = map(int, __import__('re').search(
-        r'step (\d+) .*step (\d+)', str(cm.exception)).groups())
+        r'step (\d+) .*step (\d+)', message).groups())
     self.assertEqual(good, bad - 1)
     state, step = checkpoint.restore_or_init(
         checkpoint.manager(wd), lambda: mt.init_state(cfg), cfg.to_json())

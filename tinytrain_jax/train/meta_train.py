@@ -197,6 +197,13 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
   return new, {'loss': loss, 'accuracy': acc}
 
 
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """bool[]: every entry of every leaf of `tree` is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree.leaves(tree)]))
+
+
 meta_train_step = jax.jit(_meta_train_step, static_argnums=(0, 1),
                           donate_argnums=(2,))
 meta_train_step.__doc__ = (
@@ -346,11 +353,15 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
       lr = jnp.asarray(sched(i), jnp.float32)
       state, metrics = meta_train_step(spec, hp, state, batch, lr)
       loss, acc = (float(metrics['loss']), float(metrics['accuracy']))
-      if not np.isfinite(loss):
+      # The loss is of the params before this step's update; the update can
+      # still overflow, and such params must never become a checkpoint.
+      bad = ('loss' if not np.isfinite(loss) else
+             None if bool(all_finite(state.params)) else 'parameters')
+      if bad:
         mngr.wait_until_finished()
         last = mngr.latest_step()
         raise RuntimeError(
-            f'loss became non-finite at step {i + 1} (lr {config.lr}); ' +
+            f'{bad} became non-finite at step {i + 1} (lr {config.lr}); ' +
             (f'last good checkpoint at step {last} in {mngr.directory}'
              if last is not None else 'no checkpoint was written yet') +
             '; lower --config.lr')
