@@ -24,7 +24,6 @@ import pathlib
 import statistics
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 from benchmarks import common
 from tinytrain_jax import data
 from tinytrain_jax import models
+from tinytrain_jax.configs import cli
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
@@ -97,7 +97,17 @@ def task_flops(spec, params, head, episode, mask, cfg):
 def main(argv):
   del argv
   if _TASKS.value < 2:
-    raise app.UsageError('--tasks must be >= 2 (task 1 is the compile)')
+    raise ValueError(f'--tasks={_TASKS.value} must be >= 2 (task 1 is the '
+                     'compile); use e.g. --tasks=6')
+  if _STEPS.value < 1:
+    raise ValueError(f'--steps={_STEPS.value} must be >= 1')
+  cli.check_resolution(_RES.value)
+  unknown = sorted(set(_MODELS.value) - set(MIX))
+  if unknown:
+    raise ValueError(f'--models: unknown {unknown}; accepted: '
+                     f'{", ".join(MIX)}')
+  for m in _METHODS.value:
+    methods.get_method(m)  # one line naming the accepted methods
   counter = CompileCounter()
   src = data.get_source('omniglot', 'test')
   sampler = data.SamplerConfig(mode='fixed', ways=5, shots=5, queries=5)
@@ -146,4 +156,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
