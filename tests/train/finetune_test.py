@@ -128,6 +128,16 @@ class FinetuneTest(absltest.TestCase):
           rtol=1e-5, atol=1e-5)
     with self.assertRaisesRegex(ValueError, 'start_block must be in'):
       models.prefix(spec, params, x, len(spec.blocks) + 1)
+    # With a feature-mix conv (trained alone by LastLayer) it runs after the
+    # cached prefix of every block, once.
+    mix = models.model_spec('mbv2-w0.35', resolution=R, feature_mix=True)
+    mp = models.init(mix, jax.random.PRNGKey(0))[0]
+    n = len(mix.blocks)
+    self.assertEqual(models.block_of(mix, 'feature_mix'), n)
+    np.testing.assert_allclose(
+        models.apply(mix, mp, models.prefix(mix, mp, x, n),
+                     start_block=n).features,
+        models.apply(mix, mp, x).features, rtol=1e-5, atol=1e-5)
 
   def test_plan_and_fold(self):
     spec, params = _model()

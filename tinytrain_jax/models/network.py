@@ -151,7 +151,8 @@ def prefix(spec: ModelSpec, params: Params, images: jax.Array,
   _check_blocks(spec, images, start_block)
   if start_block == 0:  # block 0's input is the images (the stem is in it)
     return images
-  return _trunk(spec, params, images, 0, start_block, impl=impl)[0]
+  return _trunk(spec, params, images, 0, start_block, impl=impl,
+                feature_mix=False)[0]
 
 
 def _check_blocks(spec, images, start_block):
@@ -167,9 +168,9 @@ def _check_blocks(spec, images, start_block):
 
 def _trunk(spec, params, x, start_block, stop_block, *, state=None,
            train=False, impl='fast', deltas=None, in_probes=None,
-           out_probes=None, capture=False):
-  """Runs the stem (when start_block == 0), blocks [start, stop) and, when
-  stop_block == len(spec.blocks), the feature-mix conv.
+           out_probes=None, capture=False, feature_mix=True):
+  """Runs the stem (when start_block == 0), blocks [start, stop) and, with
+  `feature_mix`, the feature-mix conv (spec.feature_mix only).
 
   Returns (x, new BN state, captured activations or None).
   """
@@ -201,7 +202,7 @@ def _trunk(spec, params, x, start_block, stop_block, *, state=None,
       x = run(conv, x)
     if spec.blocks[b].residual:
       x = x + shortcut
-  if spec.feature_mix and stop_block == len(spec.blocks):
+  if spec.feature_mix and feature_mix:
     x = run(spec.convs[-1], x)
   return x, new_state, acts
 
