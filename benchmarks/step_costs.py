@@ -81,15 +81,11 @@ def measure(spec, params, head, batch, mask, dense: bool):
     fn = step
   else:
     plan, idx = sparse_step.make_plan(spec, params, mask)
-    tr = sparse_step.split(params, plan)
-    opt = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
     # The step as `finetune` runs it: the frozen prefix cached once per task.
-    start = ft.prefix_start(spec, plan, cfg)
-    if start:
-      batch = dict(batch, support_h=ft.support_prefix(
-          spec, params, batch['support_x'], start))
-    args = (tr, opt, params, head, {k: jnp.asarray(v) for k, v in idx.items()},
-            batch, jnp.int32(0))
+    t = ft.sparse_task(spec, params, plan, idx, batch, cfg)
+    start = t.start
+    args = (t.trainable, t.opt_state, params, head, t.indices, t.batch,
+            jnp.int32(0))
     fn = jax.jit(functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
                                    start_block=start))
   t0 = time.perf_counter()

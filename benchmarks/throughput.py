@@ -74,24 +74,19 @@ def task_flops(spec, params, head, episode, mask, cfg):
   """
   if mask is None:
     return None
-  batch = ft.episode_arrays(spec, episode)
   plan, idx = sparse_step.make_plan(spec, params, mask)
-  start = ft.prefix_start(spec, plan, cfg)
+  t = ft.sparse_task(spec, params, plan, idx, ft.episode_arrays(spec, episode),
+                     cfg)
   prefix = 0.0
-  if start:
+  if t.start:
     prefix = xla_check.xla_costs(
-        lambda x: models.prefix(spec, params, x, start),
-        batch['support_x'])['flops']
-    batch = dict(batch, support_h=ft.support_prefix(
-        spec, params, batch['support_x'], start))
-  tr = sparse_step.split(params, plan)
-  opt = sparse_step.sparse_optimizer(1.0, cfg.momentum).init(tr)
+        lambda x: models.prefix(spec, params, x, t.start),
+        t.batch['support_x'])['flops']
   step = functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
-                           start_block=start)
-  got = xla_check.xla_costs(step, tr, opt, params, head,
-                            {k: jnp.asarray(v) for k, v in idx.items()},
-                            batch, jnp.int32(0))
-  return cfg.steps * got['flops'] + prefix, start
+                           start_block=t.start)
+  got = xla_check.xla_costs(step, t.trainable, t.opt_state, params, head,
+                            t.indices, t.batch, jnp.int32(0))
+  return cfg.steps * got['flops'] + prefix, t.start
 
 
 def main(argv):

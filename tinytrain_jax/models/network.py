@@ -148,17 +148,21 @@ def prefix(spec: ModelSpec, params: Params, images: jax.Array,
   `apply(spec, params, x)`, so a frozen prefix is computed once per task and
   each fine-tune step runs only the blocks from `b` on.
   """
-  _check_blocks(spec, images, start_block)
+  _check_start(spec, start_block)
+  _check_images(spec, images)
   if start_block == 0:  # block 0's input is the images (the stem is in it)
     return images
   return _trunk(spec, params, images, 0, start_block, impl=impl,
                 feature_mix=False)[0]
 
 
-def _check_blocks(spec, images, start_block):
+def _check_start(spec, start_block):
   if not 0 <= start_block <= len(spec.blocks):
     raise ValueError(f'start_block must be in [0, {len(spec.blocks)}] for '
                      f'{spec.name}, got {start_block}')
+
+
+def _check_images(spec, images):
   if images.ndim != 4 or images.shape[1:] != (spec.resolution,
                                               spec.resolution, 3):
     raise ValueError(f'images must be f32[B, {spec.resolution}, '
@@ -237,11 +241,9 @@ def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
   Returns:
     ModelOutput(features, logits, state, activations).
   """
-  if start_block == 0:
-    _check_blocks(spec, images, 0)
-  elif not 0 < start_block <= len(spec.blocks):
-    raise ValueError(f'start_block must be in [0, {len(spec.blocks)}] for '
-                     f'{spec.name}, got {start_block}')
+  _check_start(spec, start_block)
+  if start_block == 0:  # else `images` is a block's input activation
+    _check_images(spec, images)
   x, new_state, acts = _trunk(
       spec, params, images, start_block, len(spec.blocks), state=state,
       train=train, impl=impl, deltas=deltas, in_probes=in_probes,

@@ -192,6 +192,34 @@ def step_forward_macs(spec, start: int) -> Dict[str, int]:
 support_prefix = jax.jit(network.prefix, static_argnums=(0, 3))
 
 
+class SparseTask(NamedTuple):
+  """Inputs of the sparse step / loop for one task (`sparse_task`).
+
+  start: start_block (static); trainable, opt_state: initial partition and
+  SGD state; indices: {conv name: i32[k]}; batch: `episode_arrays` plus
+  'support_h' (the cached prefix activation) when start > 0.
+  """
+  start: int
+  trainable: Any
+  opt_state: Any
+  indices: Dict[str, jax.Array]
+  batch: Dict[str, jax.Array]
+
+
+def sparse_task(spec, params, plan, indices, batch, cfg,
+                head=None) -> SparseTask:
+  """Everything the sparse step needs for a task, the prefix computed once
+  (`prefix_start`); `head` is trained when given."""
+  start = prefix_start(spec, plan, cfg)
+  if start:
+    batch = dict(batch, support_h=support_prefix(
+        spec, params, batch['support_x'], start))
+  tr = sparse_step.split(params, plan, head)
+  opt_state = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
+  return SparseTask(start, tr, opt_state,
+                    {k: jnp.asarray(v) for k, v in indices.items()}, batch)
+
+
 def task_key(seed, task, step):
   """Augmentation key of fine-tuning step `step` of task `task` (dynamic
   ints, so tasks share one compile): fold_in(fold_in(PRNGKey(seed), task),
@@ -351,18 +379,12 @@ def finetune(spec, params, head, episode, mask,
   costs['step_forward'] = step_forward_macs(spec, start)
   curve = np.zeros((0,), np.float32)
   if trains and config.impl == 'sparse':
-    tr = sparse_step.split(params, plan, head if config.train_head else None)
-    opt_state = sparse_step.sparse_optimizer(config.lr,
-                                             config.momentum).init(tr)
-    idx = {k: jnp.asarray(v) for k, v in indices.items()}
-    static_cfg = dataclasses.replace(config, lr=1.0)
-    step_batch = batch
-    if start:
-      step_batch = dict(batch, support_h=support_prefix(
-          spec, params, batch['support_x'], start))
-    tr, opt_state, losses = sparse_train_loop(
-        spec, plan, static_cfg, start, tr, opt_state, params, head, idx,
-        step_batch, jnp.int32(task), jnp.float32(config.lr))
+    t = sparse_task(spec, params, plan, indices, batch, config,
+                    head if config.train_head else None)
+    tr, _, losses = sparse_train_loop(
+        spec, plan, dataclasses.replace(config, lr=1.0), t.start, t.trainable,
+        t.opt_state, params, head, t.indices, t.batch, jnp.int32(task),
+        jnp.float32(config.lr))
     curve = np.asarray(jax.device_get(losses), np.float32)
     params = sparse_step.fold(params, tr, indices)
     head = tr.get('head', head)
