@@ -50,7 +50,7 @@ class EveryFieldIsAFlagTest(parameterized.TestCase):
                      _fields(meta_train.MetaTrainConfig,
                              config_lib.META_TRAIN_DERIVED) | {'checkpoint'})
     self.assertEqual(set(cd.sampler), _fields(sampler.SamplerConfig))
-    self.assertEqual(set(cd.selection), _fields(config_lib.SelectionConfig))
+    self.assertEqual(set(cd.selection), _fields(config_lib.BudgetConfig))
     self.assertEqual(set(cd.extra_backbones),
                      _fields(config_lib.ExtraBackbones))
     self.assertEqual(set(cd.variable), _fields(config_lib.VariableStudies))

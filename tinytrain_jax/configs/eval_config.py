@@ -121,9 +121,9 @@ def from_config_dict(cfg) -> config_lib.EvalConfig:
                                'extra_backbones.'),
       variable=dc.build(config_lib.VariableStudies, va, 'variable.'),
       finetune=finetune, lr_choice=lr_choice,
-      selection=dc.build(config_lib.SelectionConfig,
+      selection=dc.build(config_lib.BudgetConfig,
                          _section(d, 'selection', dc.field_names(
-                             config_lib.SelectionConfig)), 'selection.')))
+                             config_lib.BudgetConfig)), 'selection.')))
   meta, checkpoints = _meta_train(d, out)
   return dataclasses.replace(out, meta_train=meta,
                              meta_train_checkpoints=checkpoints)

@@ -139,7 +139,7 @@ class LrChoiceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SelectionConfig:
+class BudgetConfig:
   """TinyTrain's budgets: `methods.tinytrain_budgets(spec, budget_scale,
   budget_bytes, budget_macs)` (bytes fp32 batch 1; MACs per sample; 0 = the
   backbone's default x budget_scale)."""
@@ -196,7 +196,7 @@ class EvalConfig:
   meta_train_checkpoints: Tuple[str, ...] = ()
   finetune: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig()
   lr_choice: LrChoiceConfig = LrChoiceConfig()
-  selection: SelectionConfig = SelectionConfig()
+  selection: BudgetConfig = BudgetConfig()
 
   def __post_init__(self):
     _count(self.seed, 'seed', 0)
