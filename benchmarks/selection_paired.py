@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks import common
 from tinytrain_jax import data
 from tinytrain_jax.configs import default
+from tinytrain_jax.configs import eval_config
 from tinytrain_jax.eval import meta_cache, plan
 from tinytrain_jax.models import load_pretrained, protonet
 from tinytrain_jax.train import finetune as ft
@@ -63,8 +64,10 @@ def paired_ci(a, b):
 
 def main(argv):
   del argv
-  cfg = default.get_config('quick' if _QUICK.value else '')
-  res = _RES.value or cfg.resolution
+  cd = default.get_config('quick' if _QUICK.value else '')
+  cd.resolution = _RES.value or cd.resolution  # also meta_train's (0)
+  cfg = eval_config.from_config_dict(cd)
+  res = cfg.resolution
   mix = _MODEL.value in plan.MIX_BACKBONES
   spec, params = load_pretrained(_MODEL.value, res, mix)
   head = protonet.init_head()

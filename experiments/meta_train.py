@@ -9,6 +9,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
+from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.train import meta_train as meta_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
@@ -23,8 +24,7 @@ def main(argv):
     cli.error_exit('--config is required, e.g. '
                    '--config=tinytrain_jax/configs/meta_train.py', 2)
   try:
-    cli.check_resolution(_CONFIG.value.resolution, '--config.resolution')
-    cfg = meta_lib.MetaTrainConfig.from_config(_CONFIG.value)
+    cfg = dataclass_config.meta_train_config(_CONFIG.value)  # validates
     state = meta_lib.meta_train(cfg, _WORKDIR.value)
   except (ValueError, RuntimeError, FileNotFoundError) as e:
     cli.error_exit(str(e))

@@ -12,6 +12,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
+from tinytrain_jax.configs import eval_config
 from tinytrain_jax.configs import sweep_helpers
 from tinytrain_jax.eval import protocol, report
 
@@ -42,8 +43,11 @@ def main(argv):
   root = pathlib.Path(_WORKDIR.value)
   points = []
   try:
-    for point in _get_sweep(flags.FLAGS['config'].config_filename):
-      cfg = sweep_helpers.apply_overrides(_CONFIG.value, point)
+    # Every point is built (and so validated) before the first one runs.
+    todo = [(point, eval_config.from_config_dict(
+        sweep_helpers.apply_overrides(_CONFIG.value, point)))
+            for point in _get_sweep(flags.FLAGS['config'].config_filename)]
+    for point, cfg in todo:
       wd = root / sweep_helpers.point_name(point)
       if (wd / 'results.json').exists():
         rows = json.loads((wd / 'results.json').read_text())['results']

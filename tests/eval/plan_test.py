@@ -2,6 +2,7 @@
 from absl.testing import absltest
 
 from tinytrain_jax.configs import default
+from tinytrain_jax.configs import eval_config
 from tinytrain_jax.eval import plan
 
 
@@ -40,7 +41,7 @@ class VariantTest(absltest.TestCase):
 class StudiesTest(absltest.TestCase):
 
   def test_default_config_studies(self):
-    cfg = default.get_config()
+    cfg = eval_config.from_config_dict(default.get_config())
     st = plan.studies(cfg)
     main = [s for s in st if s.backbone == 'mcunet-5fps' and
             s.sampler.mode == 'fixed']
@@ -64,7 +65,19 @@ class StudiesTest(absltest.TestCase):
     cfg.methods = 'none,magic'
     with self.assertRaisesRegex(ValueError, r"--config.methods: unknown "
                                 r"\['magic'\]"):
-      plan.studies(cfg)
+      eval_config.from_config_dict(cfg)
+
+  def test_samplers(self):
+    cd = default.get_config('quick')
+    cd.sampler.mode, cd.variable.domains = 'variable', 'omniglot'
+    cd.extra_backbones.backbones = 'mbv2'
+    st = plan.studies(eval_config.from_config_dict(cd))
+    # Variable mode samples ways/shots/queries; extra backbones keep the
+    # configured N-way K-shot tasks.
+    self.assertEqual({(s.backbone, s.sampler.mode, s.sampler.ways,
+                       s.sampler.queries) for s in st},
+                     {('mcunet-5fps', 'variable', None, None),
+                      ('mbv2-w0.35', 'fixed', 5, 5)})
 
   def test_unknown_config_arg(self):
     with self.assertRaisesRegex(ValueError, "unknown config argument 'quik'"):

@@ -10,6 +10,7 @@ import numpy as np
 from tinytrain_jax import data
 from tinytrain_jax import masks
 from tinytrain_jax import models
+from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
@@ -198,8 +199,10 @@ class FinetuneTest(absltest.TestCase):
       ft.FinetuneConfig(impl='fast')
     with self.assertRaisesRegex(ValueError, 'steps'):
       ft.FinetuneConfig(steps=-1)
-    with self.assertRaisesRegex(ValueError, 'unknown FinetuneConfig'):
-      ft.FinetuneConfig.from_config({'stepz': 3})
+    with self.assertRaisesRegex(ValueError, r'unknown config key '
+                                r'--config\.finetune\.stepz'):
+      dataclass_config.dataclass_from_config(ft.FinetuneConfig, {'stepz': 3},
+                                             'finetune.')
 
   def test_non_finite_loss_raises(self):
     spec, params = _model()

@@ -20,6 +20,7 @@ import pytest
 
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
+from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.train import meta_train as mt
 
 CFG = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=6,
@@ -163,10 +164,19 @@ class MetaTrainTest(absltest.TestCase):
     self.assertEqual(spec.resolution, 32)
 
   def test_config(self):
-    cd = ml_collections.ConfigDict({'model': 'mcunet', 'steps': 3})
-    self.assertEqual(mt.MetaTrainConfig.from_config(cd).steps, 3)
-    with self.assertRaisesRegex(ValueError, 'unknown MetaTrainConfig'):
-      mt.MetaTrainConfig.from_config({'step': 3})
+    cd = ml_collections.ConfigDict({'model': 'mcunet', 'steps': 3,
+                                    'val_sources': 'omniglot, mini-imagenet'})
+    cfg = dataclass_config.meta_train_config(cd)
+    self.assertEqual((cfg.steps, cfg.val_sources),
+                     (3, ('omniglot', 'mini-imagenet')))
+    with self.assertRaisesRegex(ValueError, r'unknown config key '
+                                r'--config\.step;'):
+      dataclass_config.meta_train_config({'step': 3})
+    with self.assertRaisesRegex(ValueError, r'ways must be an int >= 1, got '
+                                r'0; set --config\.ways$'):
+      dataclass_config.meta_train_config({'ways': 0})
+    with self.assertRaisesRegex(ValueError, 'tuple of source names'):
+      mt.MetaTrainConfig(val_sources='omniglot')
     with self.assertRaisesRegex(ValueError, 'ways'):
       mt.MetaTrainConfig(ways=0)
     with self.assertRaisesRegex(ValueError, 'unknown model'):

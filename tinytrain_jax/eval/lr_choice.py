@@ -20,14 +20,13 @@ from tinytrain_jax.train import methods as methods_lib
 DEV_SEED = 777
 
 
-def dev_episodes(source_name: str, resolution: int, n: int, ways: int,
-                 shots: int, queries: int) -> List[data.Episode]:
-  """`n` fixed dev tasks of the source's valid split."""
+def dev_episodes(source_name: str, resolution: int, n: int,
+                 sampler: data.SamplerConfig) -> List[data.Episode]:
+  """`n` dev tasks of the source's valid split (the evaluation passes its
+  N-way K-shot sampler)."""
   src = data.get_source(source_name, 'valid')
-  cfg = data.SamplerConfig(mode='fixed', ways=ways, shots=shots,
-                           queries=queries)
   return [data.make_episode(src, s, resolution, buckets=None, way_buckets=None)
-          for s in data.sample_episodes(src, cfg, DEV_SEED, n)]
+          for s in data.sample_episodes(src, sampler, DEV_SEED, n)]
 
 
 def choose_lr(method: str, spec, params, head, episodes: Sequence,

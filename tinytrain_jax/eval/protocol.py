@@ -12,9 +12,12 @@ model over the support batch) and backward MACs per sample.
 
 Every finished episode is appended to `<workdir>/episodes.jsonl`; a rerun
 skips what is there, so an interrupted evaluation loses at most one episode.
-`<workdir>/run_config.json` pins the config: a rerun whose settings would
-change any stored number is refused (only the lists of backbones, domains,
-methods and the episode counts may change).
+`<workdir>/run_config.json` pins the config (`run_config`): a rerun whose
+settings would change any stored number is refused (only the lists of
+backbones, domains, methods and the episode counts may change).
+
+  cfg = EvalConfig(domains=('omniglot',), episodes=2)   # eval/config.py
+  rows = run_evaluation(cfg, '/tmp/eval')
 """
 import dataclasses
 import json
@@ -24,36 +27,17 @@ import time
 from typing import Any, Dict, List
 
 from tinytrain_jax import data
+from tinytrain_jax.eval import config as config_lib
 from tinytrain_jax.eval import lr_choice
 from tinytrain_jax.eval import meta_cache
 from tinytrain_jax.eval import plan as plan_lib
 from tinytrain_jax.eval import report
+from tinytrain_jax.eval import run_config
 from tinytrain_jax.models import load_pretrained, protonet
-from tinytrain_jax.train import finetune as finetune_lib
 from tinytrain_jax.train import methods as methods_lib
 
-# Config keys that only select which rows exist; every other key changes the
-# numbers of a row and must match the workdir's run_config.json.
-ROW_SELECTING_KEYS = ('backbones', 'domains', 'methods', 'episodes',
-                      'ablation', 'extra_backbones', 'variable')
-split_list = plan_lib.split_list
-
-
-def parse_lr_overrides(text: str) -> Dict[str, float]:
-  """'lastlayer=1e-2,tinytrain=3e-3' -> {method: lr}; names are checked."""
-  out = {}
-  for item in filter(None, (t.strip() for t in str(text or '').split(','))):
-    name, _, value = item.partition('=')
-    try:
-      out[name.strip()] = float(value)
-    except ValueError:
-      raise ValueError(f'--config.finetune.lr_per_method: bad item {item!r}; '
-                       'use method=lr,method=lr') from None
-  unknown = sorted(set(out) - set(methods_lib.METHODS))
-  if unknown:
-    raise ValueError(f'--config.finetune.lr_per_method: unknown methods '
-                     f'{unknown}; accepted: {", ".join(methods_lib.METHODS)}')
-  return out
+EvalConfig = config_lib.EvalConfig
+ROW_SELECTING_KEYS = run_config.ROW_SELECTING_KEYS
 
 
 class _Progress:
@@ -83,25 +67,6 @@ class _Progress:
       self.bar.close()
 
 
-def _check_run_config(workdir: pathlib.Path, cfg_dict: Dict) -> None:
-  """Pins the row-defining config in the workdir; refuses another one."""
-  pinned = {k: v for k, v in cfg_dict.items() if k not in ROW_SELECTING_KEYS}
-  path = workdir / 'run_config.json'
-  if path.exists():
-    stored = json.loads(path.read_text())
-    for k in sorted(set(stored) | set(pinned)):
-      if stored.get(k) != pinned.get(k):
-        raise ValueError(
-            f'{workdir} holds results of another config ({k}: stored '
-            f'{json.dumps(stored.get(k))[:80]}, now '
-            f'{json.dumps(pinned.get(k))[:80]}); use another --workdir')
-  elif (workdir / 'episodes.jsonl').exists():
-    raise ValueError(f'{workdir}/episodes.jsonl has no run_config.json beside '
-                     'it, so its config is unknown; use another --workdir')
-  else:
-    path.write_text(json.dumps(pinned, indent=1, sort_keys=True))
-
-
 def _read_done(path: pathlib.Path) -> Dict:
   """Rows of episodes.jsonl; a line cut by a kill is removed from the file."""
   done = {}
@@ -125,30 +90,18 @@ def _read_done(path: pathlib.Path) -> Dict:
   return done
 
 
-def _finetune_config(cfg) -> finetune_lib.FinetuneConfig:
-  return finetune_lib.FinetuneConfig(
-      steps=cfg.finetune.steps, lr=cfg.finetune.lr,
-      momentum=cfg.finetune.momentum, augment=cfg.finetune.augment,
-      seed=cfg.seed)
-
-
-def _budgets(cfg, spec):
-  scale = float(cfg.selection.budget_scale)
-  if not 0 < scale < float('inf'):
-    raise ValueError(f'--config.selection.budget_scale must be a finite '
-                     f'number > 0, got {cfg.selection.budget_scale}')
-  return methods_lib.tinytrain_budgets(spec, scale, cfg.selection.budget_bytes,
-                                       cfg.selection.budget_macs)
+def _budgets(cfg: EvalConfig, spec):
+  sel = cfg.selection
+  return methods_lib.tinytrain_budgets(spec, float(sel.budget_scale),
+                                       sel.budget_bytes, sel.budget_macs)
 
 
 def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
   """(backbone, label) -> lr: fixed overrides, else chosen on dev tasks."""
-  fixed = parse_lr_overrides(cfg.finetune.lr_per_method)
-  grid = [float(x) for x in split_list(cfg.finetune.lr_grid,
-                                       'finetune.lr_grid')] if str(
-                                           cfg.finetune.lr_grid) else []
+  fixed = dict(cfg.lr_choice.lr_per_method)
+  grid = list(cfg.lr_choice.lr_grid)
   choices = lr_choice.LrChoices(workdir)
-  ft_cfg = _finetune_config(cfg)
+  ft_cfg = cfg.finetune
   out, eps = {}, {}
   todo = list(dict.fromkeys((s.backbone, v) for s in studies
                             for v in s.variants))
@@ -160,8 +113,8 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
     if got is None:
       if bb not in eps:
         eps[bb] = lr_choice.dev_episodes(
-            cfg.finetune.dev_source, cfg.resolution, cfg.finetune.dev_episodes,
-            cfg.sampler.ways, cfg.sampler.shots, cfg.sampler.queries)
+            cfg.lr_choice.dev_source, cfg.resolution,
+            cfg.lr_choice.dev_episodes, cfg.fixed_sampler)
       params, head = starts[bb][v.start][:2]
       t0 = time.time()
       got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
@@ -175,17 +128,34 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
   return out, choices.table
 
 
-def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
-  """Runs the protocol of `cfg` (configs/default.py) and writes the report.
+def run_evaluation(cfg: EvalConfig, workdir,
+                   progress: bool = True) -> List[Dict[str, Any]]:
+  """Runs the protocol of `cfg` and writes the report.
+
+  Args:
+    cfg: an `EvalConfig`; launchers build it from a config file with
+      `configs.eval_config.from_config_dict`.
+    workdir: results, the episode log and run_config.json go here; a rerun
+      resumes.
+    progress: progress bar (TTY) or log lines on stderr.
 
   Returns:
     result rows (see `report.REQUIRED`), also written to workdir.
+
+  Raises:
+    TypeError: cfg is not an EvalConfig (e.g. a config file's dict).
+    ValueError: one line: the workdir holds results of another config, a
+      checkpoint or source is unusable, ...
   """
+  if not isinstance(cfg, EvalConfig):
+    raise TypeError(f'run_evaluation takes an eval.config.EvalConfig, got '
+                    f'{type(cfg).__name__}; build it with tinytrain_jax.'
+                    'configs.eval_config.from_config_dict')
   workdir = pathlib.Path(workdir)
   studies = plan_lib.studies(cfg)
-  cfg_dict = json.loads(cfg.to_json())
+  cfg_dict = cfg.to_json_dict()
   workdir.mkdir(parents=True, exist_ok=True)
-  _check_run_config(workdir, cfg_dict)
+  run_config.check(workdir, cfg_dict)
   sources = {s.source: data.get_source(s.source, cfg.split) for s in studies}
   backbones = list(dict.fromkeys(s.backbone for s in studies))
   specs, starts, budgets = {}, {}, {}
@@ -195,7 +165,7 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
     specs[bb], budgets[bb] = spec, _budgets(cfg, spec)
     starts[bb] = {'pretrained': (pre, protonet.init_head(), {})}
   need = [b for b, n in plan_lib.needs_metatrained(studies).items() if n]
-  no_meta = cfg.meta_train.steps == 0 and not str(cfg.meta_train.checkpoint)
+  no_meta = cfg.meta_train is None and not cfg.meta_train_checkpoints
   if no_meta:  # nothing to meta-train: those variants use pretrained weights
     for bb in need:
       starts[bb]['metatrained'] = starts[bb]['pretrained'][:2] + (
@@ -207,7 +177,7 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
     starts[bb]['metatrained'] = st
   lrs, lr_table = _choose_lrs(cfg, studies, specs, starts, budgets, workdir,
                               progress)
-  ft_cfg = _finetune_config(cfg)
+  ft_cfg = cfg.finetune
   log_path = workdir / 'episodes.jsonl'
   done = _read_done(log_path)
   rows = []
@@ -263,6 +233,5 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
     report.plot_meta_validation(curves, workdir / 'meta_val.png')
   report.write_report(workdir, rows, dict(
       cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
-      in_domain=split_list(cfg.in_domain, 'in_domain') if cfg.in_domain
-      else ())
+      in_domain=cfg.in_domain)
   return rows

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax import masks as masks_lib
 from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
@@ -57,7 +56,7 @@ class FinetuneConfig:
   def __post_init__(self):
     if not isinstance(self.steps, int) or self.steps < 0:
       raise ValueError(f'FinetuneConfig.steps must be an int >= 0, got '
-                       f'{self.steps!r}; set --config.finetune.steps')
+                       f'{self.steps!r}')
     if not self.lr > 0:
       raise ValueError(f'FinetuneConfig.lr must be > 0, got {self.lr}')
     if not 0 <= self.momentum < 1:
@@ -69,11 +68,6 @@ class FinetuneConfig:
     if self.impl not in IMPLS:
       raise ValueError(f'FinetuneConfig.impl must be one of {IMPLS}, got '
                        f'{self.impl!r}')
-
-  @classmethod
-  def from_config(cls, cfg) -> 'FinetuneConfig':
-    """From a ConfigDict / dict; unknown keys raise ValueError."""
-    return dataclass_config.dataclass_from_config(cls, cfg)
 
 
 class FinetuneResult(NamedTuple):

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
 from tinytrain_jax import models
@@ -78,9 +77,9 @@ class MetaTrainConfig:
 
   def __post_init__(self):
     models.canonical_name(self.model)
-    if isinstance(self.val_sources, str):  # 'a,b' from a command line
-      object.__setattr__(self, 'val_sources', tuple(
-          v.strip() for v in self.val_sources.split(',') if v.strip()))
+    if isinstance(self.val_sources, str):  # tuple('ab') would be ('a', 'b')
+      raise ValueError('MetaTrainConfig.val_sources must be a tuple of source '
+                       f'names, got the string {self.val_sources!r}')
     object.__setattr__(self, 'val_sources', tuple(self.val_sources))
     if self.val_every < 0:
       raise ValueError(f'MetaTrainConfig.val_every must be >= 0, got '
@@ -101,11 +100,6 @@ class MetaTrainConfig:
     if self.init not in ('pretrained', 'random'):
       raise ValueError("MetaTrainConfig.init must be 'pretrained' or "
                        f"'random', got {self.init!r}")
-
-  @classmethod
-  def from_config(cls, cfg) -> 'MetaTrainConfig':
-    """From an ml_collections ConfigDict (or dict); unknown keys raise."""
-    return dataclass_config.dataclass_from_config(cls, cfg)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
