@@ -52,6 +52,7 @@ import numpy as np
 from benchmarks import common
 from tinytrain_jax import cost
 from tinytrain_jax import data
+from tinytrain_jax import mask_partition
 from tinytrain_jax import masks as masks_lib
 from tinytrain_jax import models
 from tinytrain_jax import selection
@@ -143,13 +144,13 @@ def peak_gmacs(n: int, device):
 def _ours_step(spec, params, head, mask, b):
   """A closure running one real sparse fine-tune step (donated state)."""
   cfg = ft.FinetuneConfig(steps=1)
-  plan, idx = sparse_step.make_plan(spec, params, mask)
+  plan, idx = mask_partition.make_plan(spec, params, mask)
   idx = {k: jnp.asarray(v) for k, v in idx.items()}
   batch = {'support_x': jnp.asarray(b.support_x),
            'support_y': jnp.asarray(b.support_y),
            'support_mask': jnp.asarray(b.support_mask),
            'way_mask': jnp.asarray(b.way_mask)}
-  st = {'tr': sparse_step.split(params, plan)}
+  st = {'tr': mask_partition.split(params, plan)}
   st['opt'] = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(st['tr'])
 
   def run():

@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax import data
-from tinytrain_jax import masks as masks_lib
+from tinytrain_jax import mask_partition
 from tinytrain_jax import models
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import methods
-from tinytrain_jax.train import sparse_step
 
 _MODELS = flags.DEFINE_list(
     'models', ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'], 'Backbones.')
@@ -77,16 +76,16 @@ def measure(spec, params, head, batch, mask, dense: bool):
     step, tx, full = ft.make_dense_step(spec, cfg, mask, head, donate=False)
     tr = {'params': params, 'head': head}
     args = (tr, tx.init(tr), batch, jnp.int32(0),
-            masks_lib.to_dense(full, tr))
+            ft.dense_step_mask(spec, full, tr))
     fn = step
   else:
-    plan, idx = sparse_step.make_plan(spec, params, mask)
+    plan, idx = mask_partition.make_plan(spec, params, mask)
     # The step as `finetune` runs it: the frozen prefix cached once per task.
     t = ft.sparse_task(spec, params, plan, idx, batch, cfg)
     start = t.start
     args = (t.trainable, t.opt_state, params, head, t.indices, t.batch,
             jnp.int32(0))
-    fn = jax.jit(functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
+    fn = jax.jit(functools.partial(ft.sparse_step_fn, spec, plan, cfg,
                                    start_block=start))
   t0 = time.perf_counter()
   xla = xla_check.xla_costs(fn, *args)

@@ -30,13 +30,13 @@ import jax.numpy as jnp
 
 from benchmarks import common
 from tinytrain_jax import data
+from tinytrain_jax import mask_partition
 from tinytrain_jax import models
 from tinytrain_jax.configs import cli
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import methods
-from tinytrain_jax.train import sparse_step
 
 _MODELS = flags.DEFINE_list(
     'models', ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'], 'Backbones.')
@@ -74,7 +74,7 @@ def task_flops(spec, params, head, episode, mask, cfg):
   """
   if mask is None:
     return None
-  plan, idx = sparse_step.make_plan(spec, params, mask)
+  plan, idx = mask_partition.make_plan(spec, params, mask)
   t = ft.sparse_task(spec, params, plan, idx, ft.episode_arrays(spec, episode),
                      cfg)
   prefix = 0.0
@@ -82,7 +82,7 @@ def task_flops(spec, params, head, episode, mask, cfg):
     prefix = xla_check.xla_costs(
         lambda x: models.prefix(spec, params, x, t.start),
         t.batch['support_x'])['flops']
-  step = functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
+  step = functools.partial(ft.sparse_step_fn, spec, plan, cfg,
                            start_block=t.start)
   got = xla_check.xla_costs(step, t.trainable, t.opt_state, params, head,
                             t.indices, t.batch, jnp.int32(0))

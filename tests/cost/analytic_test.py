@@ -63,7 +63,8 @@ class BackwardMacsTest(parameterized.TestCase):
   def test_bad_layer_update_names_field(self):
     spec = model_spec('mcunet-5fps')
     with self.assertRaisesRegex(ValueError, 'n_channels=3, expected 576'):
-      analytic.backward_macs(spec, {41: LayerUpdate((0,), 3, True)})
+      analytic.backward_macs(
+          spec, masks.LayerView({41: LayerUpdate((0,), 3, True)}))
 
 
 class BackwardMemoryTest(absltest.TestCase):
@@ -123,7 +124,7 @@ class TinyTrainingModelTest(parameterized.TestCase):
     n_bias, idx, ratios = methods.sparse_update_scheme(spec)
     layers = analytic.sparse_update_to_layers(spec, n_bias, idx, ratios)
     view = _view(spec, 'sparseupdate')
-    self.assertEqual(view, analytic.as_layer_view(spec, layers, False))
+    self.assertEqual(view, layers)
     stored = methods._load_schemes(
         str(methods.SCHEMES_PATH), 0)['mcunet-5fps']['cost_at_128px']
     self.assertAlmostEqual(analytic.tt_memory_bits(spec, view) / 8 / 1024,
@@ -135,7 +136,8 @@ class TinyTrainingModelTest(parameterized.TestCase):
   def test_ratio_keeps_first_channels(self, ratio, c):
     spec = model_spec('mcunet-5fps')
     layers = analytic.sparse_update_to_layers(spec, 1, '41', ratio)
-    self.assertEqual(layers[41].weight_channels, tuple(range(c)))
+    self.assertEqual(layers.layers[spec.conv(41).name].weight_channels,
+                     tuple(range(c)))
     bits = 160 * 8 + 160 * 16 + 160 * 32 + 16 * c * 8 + 160 * c * 8
     self.assertEqual(analytic.tt_memory_bits(spec, layers), bits)
 

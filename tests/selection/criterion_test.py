@@ -8,6 +8,7 @@ import numpy as np
 
 from tinytrain_jax import cost
 from tinytrain_jax import masks
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import network
 from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.models.spec import BlockConfig, ModelSpec
@@ -259,8 +260,8 @@ class StaticMasksTest(absltest.TestCase):
     name = TINY.conv(11).name
     w = np.zeros((1, 1, 32, 24), np.float32)
     w[0, 0, :, 0] = np.arange(32) % 5  # norms 4 at c = 4, 9, 14, ...
-    params = network.set_layer(params, name, {'kernel': w,
-                                              'bias': np.zeros(24)})
+    params = tree_paths.replace(params, name, {'kernel': w,
+                                               'bias': np.zeros(24)})
     m = static_masks.static_l2_mask(TINY, params, {11: 3})
     self.assertEqual(masks.layer_updates(TINY, m)[name].weight_channels,
                      (4, 9, 14))

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax import data
+from tinytrain_jax import mask_partition
 from tinytrain_jax import masks
 from tinytrain_jax import models
+from tinytrain_jax import tree_paths
 from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
@@ -57,7 +59,7 @@ class FinetuneTest(absltest.TestCase):
                                rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(
         a, b, rtol=1e-4, atol=1e-6), sparse.params, dense.params)
-    dense_mask = masks.to_dense(mask, params)
+    dense_mask = masks.to_dense(mask, params, spec)
     for res in (sparse, dense):
       for new, old, m in zip(jax.tree.leaves(res.params),
                              jax.tree.leaves(params),
@@ -96,7 +98,7 @@ class FinetuneTest(absltest.TestCase):
     spec, params = _model()
     head = protonet.init_head()
     mask = _mask(spec, params)
-    plan, _ = sparse_step.make_plan(spec, params, mask)
+    plan, _ = mask_partition.make_plan(spec, params, mask)
     self.assertEqual(ft.start_block(spec, plan), 11)  # blocks_11/pointwise2
     cfg = ft.FinetuneConfig(steps=3, lr=1e-2)
     self.assertEqual(ft.prefix_start(spec, plan, cfg), 11)
@@ -142,16 +144,16 @@ class FinetuneTest(absltest.TestCase):
 
   def test_plan_and_fold(self):
     spec, params = _model()
-    plan, idx = sparse_step.make_plan(spec, params, _mask(spec, params))
+    plan, idx = mask_partition.make_plan(spec, params, _mask(spec, params))
     self.assertIn('blocks_13/pointwise2/kernel', plan.full_leaves)
     self.assertIn('blocks_11/pointwise2/bias', plan.full_leaves)
-    names = {n: (k, s) for n, k, s in plan.delta_layers}
+    names = {d.name: (d.k, d.shape) for d in plan.delta_layers}
     self.assertEqual(names['blocks_13/depthwise'], (4, (3, 3, 1, 4)))
     self.assertEqual(names['blocks_13/pointwise1'], (3, (1, 1, 3, 576)))
     np.testing.assert_array_equal(idx['blocks_13/pointwise1'], [1, 2, 3])
-    tr = sparse_step.split(params, plan)
+    tr = mask_partition.split(params, plan)
     tr['deltas']['blocks_13/pointwise1'] += 1.0
-    out = sparse_step.fold(params, tr, idx)
+    out = mask_partition.fold(params, plan, tr, idx)
     diff = (np.asarray(out['blocks_13']['pointwise1']['kernel']) -
             params['blocks_13']['pointwise1']['kernel'])
     np.testing.assert_allclose(diff[:, :, [1, 2, 3]], 1.0)
@@ -166,10 +168,10 @@ class FinetuneTest(absltest.TestCase):
     for name, mask in (('full', methods.method_mask('fulltrain', spec, params,
                                                     None)),
                        ('sparse', _mask(spec, params))):
-      plan, idx = sparse_step.make_plan(spec, params, mask)
-      tr = sparse_step.split(params, plan)
+      plan, idx = mask_partition.make_plan(spec, params, mask)
+      tr = mask_partition.split(params, plan)
       opt = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
-      fn = functools.partial(ft._sparse_step_impl, spec, plan, cfg)
+      fn = functools.partial(ft.sparse_step_fn, spec, plan, cfg)
       costs[name] = xla_check.xla_costs(
           fn, tr, opt, params, head,
           {k: jnp.asarray(v) for k, v in idx.items()}, batch, jnp.int32(0))
@@ -179,7 +181,8 @@ class FinetuneTest(absltest.TestCase):
                                         donate=False)
     tr = {'params': params, 'head': head}
     costs['dense'] = xla_check.xla_costs(step, tr, tx.init(tr), batch,
-                                         jnp.int32(0), masks.to_dense(full, tr))
+                                         jnp.int32(0),
+                                         ft.dense_step_mask(spec, full, tr))
     self.assertLess(costs['sparse']['flops'], costs['full']['flops'])
     self.assertLess(costs['sparse']['temp_bytes'], costs['full']['temp_bytes'])
     self.assertGreater(costs['dense']['flops'], 2 * costs['sparse']['flops'])
@@ -209,8 +212,9 @@ class FinetuneTest(absltest.TestCase):
     mask = masks.mask_from_layers(spec, params, {41: 'full'})
     w = np.array(params['blocks_13']['pointwise2']['kernel'])
     w[0, 0, 0, 0] = np.nan
-    bad = models.set_layer(params, 'blocks_13/pointwise2',
-                           {'kernel': w, 'bias': np.zeros((160,), np.float32)})
+    bad = tree_paths.replace(params, 'blocks_13/pointwise2',
+                             {'kernel': w,
+                              'bias': np.zeros((160,), np.float32)})
     with self.assertRaisesRegex(RuntimeError, 'non-finite at step 0'):
       ft.finetune(spec, bad, protonet.init_head(), _episode(), mask,
                   ft.FinetuneConfig(steps=2))

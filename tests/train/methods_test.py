@@ -81,9 +81,9 @@ class MethodsTest(absltest.TestCase):
                                                      shots=1, queries=1), 0, 0)
     ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
     mask = methods.method_mask('tinytrain', spec, params, ep)
-    masks.check_mask(mask, params)
-    self.assertGreater(masks.count_trained(mask, params), 0)
-    self.assertLess(masks.count_trained(mask, params),
+    masks.check_mask(mask, params, spec)
+    self.assertGreater(masks.count_trained(mask, params, spec), 0)
+    self.assertLess(masks.count_trained(mask, params, spec),
                     sum(np.size(x) for x in jax.tree.leaves(params)))
 
 

@@ -13,8 +13,8 @@ selection can call them hundreds of times per task:
 * `fulltrain_saved_elements`: TinyTrain's FullTrain MB relation (§3.3).
 
 A `mask` argument is either a params-shaped mask (`tinytrain_jax.masks`) or a
-plain layer view `{conv name or index: LayerUpdate, 'classifier': bool}` (the
-faster form for a selection loop; see `layer_view`).
+`masks.LayerView` (the faster form for a selection loop; `as_layer_view`
+builds one from per-conv choices).
 
 Example:
   spec = model_spec('mcunet-5fps')
@@ -22,15 +22,17 @@ Example:
   backward_macs(spec, as_layer_view(spec, full), True).total_macs  # 44907008
 """
 import functools
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 from typing import Union
 
-from tinytrain_jax import masks as masks_lib
+from tinytrain_jax.masks import as_layer_view
+from tinytrain_jax.masks import CLASSIFIER
+from tinytrain_jax.masks import layer_view
 from tinytrain_jax.masks import LayerUpdate
+from tinytrain_jax.masks import LayerView
 from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.models.spec import ModelSpec
 
-CLASSIFIER = 'classifier'
 
 
 class BackwardMacs(NamedTuple):
@@ -94,61 +96,6 @@ def _ceil_bytes(bits: int) -> int:
   return -(-int(bits) // 8)
 
 
-# ------------------------------------------------------------- layer view
-def as_layer_view(spec: ModelSpec, updates: Mapping[Any, Any],
-                  train_classifier: bool = False) -> Dict[str, Any]:
-  """Layer view from {name|index: 'full' | 'bias' | channel list | LayerUpdate}.
-
-  Same choices as `masks.mask_from_layers`, without building a params tree.
-  """
-  out = {}
-  for key, u in updates.items():
-    conv = spec.conv(key)
-    n = conv.c_out if conv.depthwise else conv.c_in
-    if isinstance(u, LayerUpdate):
-      out[conv.name] = u
-    elif isinstance(u, str):
-      if u not in ('full', 'bias'):
-        raise ValueError(f"update for conv {conv.name} must be 'full', 'bias', "
-                         f'channel indices or a LayerUpdate, got {u!r}')
-      out[conv.name] = LayerUpdate(tuple(range(n)) if u == 'full' else (), n,
-                                   True)
-    else:
-      chans = tuple(sorted({int(i) for i in u}))
-      if chans and (chans[0] < 0 or chans[-1] >= n):
-        raise ValueError(f'channel indices for conv {conv.name} must be in '
-                         f'[0, {n}), got {chans}; pass input-channel indices')
-      out[conv.name] = LayerUpdate(chans, n, True)
-  out[CLASSIFIER] = bool(train_classifier)
-  return out
-
-
-def layer_view(spec: ModelSpec, mask) -> Tuple[Dict[str, LayerUpdate], bool]:
-  """({conv name: LayerUpdate} of updated convs, trains_classifier).
-
-  Args:
-    spec: the model.
-    mask: a params-shaped mask, or a layer view {name|index: LayerUpdate,
-      'classifier': bool} (e.g. from `as_layer_view`).
-  """
-  if isinstance(mask, Mapping) and all(
-      isinstance(v, LayerUpdate) or k == CLASSIFIER for k, v in mask.items()):
-    ups = {}
-    for k, v in mask.items():
-      if k == CLASSIFIER:
-        continue
-      name = spec.conv(k).name
-      n = spec.conv(name).c_out if spec.conv(name).depthwise else spec.conv(
-          name).c_in
-      if v.n_channels != n:
-        raise ValueError(f'LayerUpdate for {name} has n_channels='
-                         f'{v.n_channels}, expected {n}')
-      if v.trains_weight or v.bias:
-        ups[name] = v
-    return ups, bool(mask.get(CLASSIFIER, False)) and bool(spec.num_classes)
-  return masks_lib.layer_updates(spec, mask), masks_lib.trains_classifier(mask)
-
-
 def _lowest_index(spec, updates) -> Optional[int]:
   idx = [spec.conv(n).index for n in updates]
   return min(idx) if idx else None
@@ -159,7 +106,7 @@ def _conv_table(spec: ModelSpec):
   """Per-conv constants: (name, index, macs, n_channels, kk, out_elems, ...)."""
   rows = []
   for c in spec.convs:
-    n = c.c_out if c.depthwise else c.c_in
+    n = c.mask_channels
     per_channel_weights = c.kernel * c.kernel * (1 if c.depthwise else c.c_out)
     rows.append((c.name, c.index, c.macs, n, per_channel_weights,
                  c.h_in * c.h_in, c.output_elements, c.c_out,
@@ -346,8 +293,8 @@ def _parse_list(value, cast, field):
 
 def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
                             manual_weight_idx,
-                            weight_update_ratio) -> Dict[int, LayerUpdate]:
-  """tiny-training's backward_config as {conv index: LayerUpdate}.
+                            weight_update_ratio) -> LayerView:
+  """tiny-training's backward_config as a `masks.LayerView`.
 
   Args:
     spec: the model.
@@ -361,7 +308,7 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
       tiny-training's sliced kernels do; r > 1 is an absolute channel count.
 
   Returns:
-    {conv index: LayerUpdate} for the last n_bias_update convs.
+    LayerView of the last n_bias_update convs (classifier frozen).
   """
   n_conv = len(spec.convs)
   n_bias = n_conv if n_bias_update == 'all' else n_bias_update
@@ -379,7 +326,7 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
                      f'manual_weight_idx has {len(idx)}; give one ratio per '
                      'index or a single number')
   first = n_conv - n_bias
-  out = {i: LayerUpdate((), _channels(spec.convs[i]), True)
+  out = {i: LayerUpdate((), spec.convs[i].mask_channels, True)
          for i in range(first, n_conv)}
   for i, r in zip(idx, ratios):
     if not first <= i < n_conv:
@@ -387,7 +334,7 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
                        f'n_bias_update={n_bias} convs ({first}..{n_conv - 1}) '
                        f'of {spec.name}; a weight-trained conv must also train '
                        'its bias')
-    n = _channels(spec.convs[i])
+    n = spec.convs[i].mask_channels
     if r is None:
       keep = n
     elif r <= 1:
@@ -395,11 +342,7 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
     else:
       keep = min(int(r), n)
     out[i] = LayerUpdate(tuple(range(keep)), n, True)
-  return out
-
-
-def _channels(conv) -> int:
-  return conv.c_out if conv.depthwise else conv.c_in
+  return as_layer_view(spec, out)
 
 
 def sparse_update_memory_kb(model: Union[str, ModelSpec], n_bias_update,

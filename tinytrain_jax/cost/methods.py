@@ -19,6 +19,7 @@ import pathlib
 from typing import Any, Dict, List, Tuple
 
 from tinytrain_jax.cost import analytic
+from tinytrain_jax.masks import LayerView
 from tinytrain_jax.models.spec import ModelSpec
 
 METHODS = ('fulltrain', 'lastlayer', 'biasonly', 'sparseupdate')
@@ -31,8 +32,8 @@ PUBLISHED_CONVENTION = {'fulltrain': True, 'lastlayer': False,
                         'biasonly': False, 'sparseupdate': False}
 
 
-def method_layer_view(spec: ModelSpec, method: str) -> Dict[Any, Any]:
-  """Layer view ({conv name: LayerUpdate, 'classifier': bool}) of a method.
+def method_layer_view(spec: ModelSpec, method: str) -> LayerView:
+  """The `masks.LayerView` of a static method.
 
   Example:
     view = method_layer_view(model_spec('mcunet-5fps'), 'sparseupdate')
@@ -53,7 +54,7 @@ def method_layer_view(spec: ModelSpec, method: str) -> Dict[Any, Any]:
                                   cls)
   n_bias, idx, ratios = sparse_update_scheme(spec)
   layers = analytic.sparse_update_to_layers(spec, n_bias, idx, ratios)
-  return analytic.as_layer_view(spec, layers, cls)
+  return layers._replace(classifier=cls)
 
 
 @functools.lru_cache(maxsize=4)

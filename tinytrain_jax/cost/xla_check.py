@@ -36,7 +36,6 @@ them only to see that sparse steps shrink.
 from typing import Any, Callable, Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax.cost import step as step_lib
@@ -88,13 +87,7 @@ def step_xla_costs(spec, params, mask, batch_size: int = 1) -> Dict[str, Any]:
     'fwd_macs', 'bwd_macs' and 'ratio' = XLA FLOPs / (2 × (fwd + bwd) MACs).
   """
   loss_fn, trainable, _ = step_lib.build_masked_loss(spec, params, mask)
-  state = jax.eval_shape(
-      lambda: step_lib.network.init(spec, jax.random.PRNGKey(0)))[1]
-  images = jax.ShapeDtypeStruct(
-      (batch_size, spec.resolution, spec.resolution, 3), jnp.float32)
-  sds = step_lib._sds  # pylint: disable=protected-access
-  args = tuple(jax.tree.map(sds, a) for a in (trainable, params, state)) + (
-      images,)
+  args = step_lib.step_args(spec, params, trainable, batch_size)
   out = xla_costs(jax.value_and_grad(loss_fn), *args)
   cost = step_lib.analyze_training_step(spec, params, mask, batch_size)
   out['xla_flops_per_sample'] = out['flops'] / batch_size

@@ -31,6 +31,7 @@ import numpy as np
 
 from tinytrain_jax import assets
 from tinytrain_jax.data import sources
+from tinytrain_jax.data import tfds_sources
 
 VALID_ALPHABETS = (
     'Alphabet_of_the_Magi',
@@ -112,8 +113,6 @@ def omniglot_source(split: str, path=None) -> sources.Source:
   if path is None:
     path = assets.asset_path('data', 'omniglot.npz')
     if not path.exists():
-      # pylint: disable-next=g-import-not-at-top
-      from tinytrain_jax.data import tfds_sources
       try:
         # TFDS downloads and prepares it when a network is there.
         return tfds_sources.TfdsSource('omniglot', split, image_size=None,

@@ -26,7 +26,7 @@ on demand) and regrouped by class; the class split is then applied:
 import collections
 import io
 import os
-import pathlib
+import socket
 from typing import Sequence
 
 import numpy as np
@@ -60,7 +60,6 @@ PROBE_HOSTS = ('storage.googleapis.com', 'github.com')
 def network_reachable(hosts: Sequence[str] = PROBE_HOSTS,
                       timeout_s: float = 3.0) -> bool:
   """Whether any of `hosts` accepts a TCP connection on port 443."""
-  import socket  # pylint: disable=g-import-not-at-top
   for host in hosts:
     try:
       socket.create_connection((host, 443), timeout=timeout_s).close()

@@ -51,7 +51,6 @@ import json
 import os
 import pathlib
 import pickle
-import shutil
 import tempfile
 import urllib.error
 import urllib.request

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import layers
 from tinytrain_jax.models.spec import ConvLayer, ModelSpec
 
@@ -38,21 +39,6 @@ class ModelOutput(NamedTuple):
   logits: Optional[jax.Array]
   state: Params
   activations: Optional[Dict[str, Dict[str, jax.Array]]]
-
-
-def get_layer(tree: Params, name: str):
-  """Returns tree[a][b] for name 'a/b'."""
-  for part in name.split('/'):
-    tree = tree[part]
-  return tree
-
-
-def set_layer(tree: Params, name: str, value) -> Params:
-  """Returns a shallow copy of tree with tree[a][b] = value for name 'a/b'."""
-  head, *rest = name.split('/')
-  out = dict(tree)
-  out[head] = set_layer(tree[head], '/'.join(rest), value) if rest else value
-  return out
 
 
 def _he_normal(key, shape, fan_out):
@@ -82,9 +68,9 @@ def init(spec: ModelSpec, key: jax.Array):
   keys = jax.random.split(key, len(spec.convs) + 1)
   for conv, k in zip(spec.convs, keys):
     p, s = init_conv(k, spec, conv)
-    params = _set_new(params, conv.name, p)
+    params = tree_paths.replace(params, conv.name, p)
     if s:
-      state = _set_new(state, conv.name, s)
+      state = tree_paths.replace(state, conv.name, s)
   if spec.num_classes:
     bound = 1.0 / np.sqrt(spec.feature_dim)
     params['classifier'] = {
@@ -93,13 +79,6 @@ def init(spec: ModelSpec, key: jax.Array):
                                      jnp.float32, -bound, bound),
         'bias': jnp.zeros((spec.num_classes,), jnp.float32)}
   return params, state
-
-
-def _set_new(tree, name, value):
-  head, *rest = name.split('/')
-  tree = dict(tree)
-  tree[head] = _set_new(tree.get(head, {}), '/'.join(rest), value) if rest else value
-  return tree
 
 
 def _apply_conv(spec, conv, p, x, *, state, train, impl, delta, in_probe,
@@ -120,7 +99,7 @@ def _apply_conv(spec, conv, p, x, *, state, train, impl, delta, in_probe,
       y = y + layers.conv(xs, dk, conv.stride, False, impl)
   new_s = None
   if spec.batchnorm:
-    s = state[conv.name] if '/' not in conv.name else get_layer(state, conv.name)
+    s = tree_paths.get(state, conv.name)
     y, (m, v) = layers.batchnorm(y, p['scale'], p['bias'], s['mean'], s['var'],
                                  spec.bn_eps, train)
     new_s = {'mean': m, 'var': v}
@@ -185,12 +164,12 @@ def _trunk(spec, params, x, start_block, stop_block, *, state=None,
   def run(conv, x):
     with layers.scope(conv.name):
       x_in, y, s = _apply_conv(
-          spec, conv, get_layer(params, conv.name), x, state=state,
+          spec, conv, tree_paths.get(params, conv.name), x, state=state,
           train=train, impl=impl, delta=deltas.get(conv.name),
           in_probe=in_probes.get(conv.name),
           out_probe=out_probes.get(conv.name))
       if s is not None:
-        new_state.update(_set_new(new_state, conv.name, s))
+        new_state.update(tree_paths.replace(new_state, conv.name, s))
       if capture:
         acts[conv.name] = {'in': x_in, 'out': y}
       return layers.relu6(y) if conv.activation == 'relu6' else y

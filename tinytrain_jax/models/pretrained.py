@@ -22,7 +22,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from tinytrain_jax import assets
-from tinytrain_jax.models import network
+from tinytrain_jax import tree_paths
+from tinytrain_jax.models import download as dl
 from tinytrain_jax.models.registry import canonical_name, model_spec
 from tinytrain_jax.models.spec import ModelSpec
 
@@ -122,7 +123,6 @@ def load_arrays(name: str, path: Optional[str] = None,
     if path or not download:
       raise FileNotFoundError(assets.missing_asset_message(
           file, f'pretrained weights for {name}'))
-    from tinytrain_jax.models import download as dl  # pylint: disable=g-import-not-at-top
     dl.fetch_pretrained_npz(name, file.parent)
   try:
     with np.load(file, allow_pickle=False) as z:
@@ -173,8 +173,8 @@ def params_from_arrays(spec: ModelSpec, arrays: Dict[str, np.ndarray],
     for q in QUANT_KEYS[1:]:
       _check_key(arrays, f'{pre}/{q}', None, source)
     w, b = _dequantize(arrays, pre)
-    params = network._set_new(params, conv.name,  # pylint: disable=protected-access
-                              {'kernel': w.transpose(2, 3, 1, 0), 'bias': b})
+    params = tree_paths.replace(params, conv.name,
+                                {'kernel': w.transpose(2, 3, 1, 0), 'bias': b})
   if spec.feature_mix:
     params['feature_mix'] = init_feature_mix(spec)
   if spec.num_classes:

@@ -60,6 +60,29 @@ def masked_accuracy(logits, labels, mask):
   return jnp.sum(hit * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
+def support_loss(head, features, labels, valid, way_mask,
+                 query_features=None):
+  """ProtoNet cosine loss of the support set on its own prototypes.
+
+  The fine-tuning loss and the Fisher pass's loss: prototypes from
+  `features`, then the cross-entropy of `query_features` (default: the
+  same features; e.g. augmented views of the support images) against them
+  with the support labels.
+
+  Args:
+    head: {'scale', 'bias'} of `init_head`.
+    features: f32[S, D]; labels: i32[S]; valid: bool[S]; way_mask: bool[W].
+    query_features: f32[S, D] or None.
+
+  Returns:
+    f32[] mean cross-entropy over valid rows.
+  """
+  protos = prototypes(features, labels, valid, way_mask.shape[0])
+  q = features if query_features is None else query_features
+  logits = cosine_logits(head, q, protos, way_mask)
+  return masked_cross_entropy(logits, labels, valid)
+
+
 def episode_loss(head, support_features, support_y, support_mask,
                  query_features, query_y, query_mask, way_mask):
   """ProtoNet loss and accuracy of one padded episode from its features.

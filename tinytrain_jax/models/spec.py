@@ -62,6 +62,29 @@ class ConvLayer:
     return self.kind == 'dw'
 
   @property
+  def mask_axis(self) -> int:
+    """Kernel axis that channel masks, deltas and Fisher scores index.
+
+    -2 (input channels) for a dense conv: a weight gradient restricted to
+    some input channels needs only those channels' activations, which is
+    where sparse training saves memory. -1 for a depthwise kernel (k, k, 1,
+    C), whose input and output channels coincide. The one place that decides
+    it; everything else asks the conv.
+    """
+    return -1 if self.depthwise else -2
+
+  @property
+  def mask_channels(self) -> int:
+    """Length of that axis: C_in, or C for depthwise."""
+    return self.kernel_shape[self.mask_axis]
+
+  def delta_shape(self, k: int) -> Tuple[int, int, int, int]:
+    """Kernel shape of a delta trained on k of the `mask_channels`."""
+    shape = list(self.kernel_shape)
+    shape[self.mask_axis] = k
+    return tuple(shape)
+
+  @property
   def groups(self) -> int:
     return self.c_in if self.depthwise else 1
 

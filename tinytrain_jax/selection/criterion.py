@@ -118,7 +118,7 @@ class Selection:
     layers: one dict per selected conv, in selection order: index, name,
       kind, channels_selected, channels_total, channels (sorted indices),
       score (s_i), fisher (P_i), cum_bytes, cum_macs (mask cost after it).
-    view: the layer view {name: LayerUpdate, 'classifier': bool}.
+    view: the selection's `masks.LayerView`.
     bwd_bytes: `cost.backward_memory_bytes` total of the mask (<= budget).
     bwd_macs: `cost.backward_macs` total per sample (<= budget).
     tt_kb: tiny-training's bit-level memory model of the mask, kB.
@@ -129,7 +129,7 @@ class Selection:
   """
   mask: Any
   layers: List[Dict[str, Any]]
-  view: Dict[str, Any]
+  view: masks_lib.LayerView
   bwd_bytes: int
   bwd_macs: int
   tt_kb: float
@@ -215,8 +215,7 @@ class _Coster:
     self.spec, self.config = spec, config
 
   def __call__(self, updates: Mapping[str, LayerUpdate]) -> Tuple[int, int]:
-    view = dict(updates)
-    view[cost.analytic.CLASSIFIER] = self.config.train_classifier
+    view = masks_lib.LayerView(dict(updates), self.config.train_classifier)
     mem = cost.backward_memory_bytes(
         self.spec, view, batch_size=self.config.batch_size,
         optimizer_slots=self.config.optimizer_slots).total_bytes
@@ -237,9 +236,9 @@ def _check_feasible(convs, coster, config):
   """
   rows = []
   for c in convs:
-    k = _channel_counts(_n_channels(c), config.ratios)[-1]
+    k = _channel_counts(c.mask_channels, config.ratios)[-1]
     ok, mem, mac = coster.fits(
-        {c.name: LayerUpdate(tuple(range(k)), _n_channels(c), True)})
+        {c.name: LayerUpdate(tuple(range(k)), c.mask_channels, True)})
     if ok:
       return
     rows.append((mem, mac, c.name, k))
@@ -274,13 +273,9 @@ def _check_feasible(convs, coster, config):
       f'{mac / 1e6:.6g}')
 
 
-def _n_channels(conv) -> int:
-  return conv.c_out if conv.depthwise else conv.c_in
-
-
 def _fit_layer(conv, ranking, chosen, coster, ratios):
   """Largest allowed k for `conv` whose whole candidate mask fits, or None."""
-  n = _n_channels(conv)
+  n = conv.mask_channels
 
   def trial(k):
     ups = dict(chosen)
@@ -346,15 +341,13 @@ def select_from_scores(spec: ModelSpec, params, fisher,
       continue
     k, chosen, mem, mac = fit
     layers.append(dict(index=conv.index, name=conv.name, kind=conv.kind,
-                       channels_selected=k, channels_total=_n_channels(conv),
+                       channels_selected=k, channels_total=conv.mask_channels,
                        channels=list(chosen[conv.name].weight_channels),
                        score=scores[conv.name], fisher=p[conv.name],
                        cum_bytes=mem, cum_macs=mac))
   mem, mac = coster(chosen)
-  view = dict(chosen)
-  view[cost.analytic.CLASSIFIER] = config.train_classifier
-  mask = masks_lib.mask_from_layers(spec, params, chosen,
-                                    config.train_classifier)
+  view = masks_lib.LayerView(dict(chosen), config.train_classifier)
+  mask = masks_lib.mask_from_view(spec, params, view)
   return Selection(mask, layers, view, mem, mac,
                    cost.tt_memory_breakdown(spec, view).kb,
                    config.budget_bytes, config.budget_macs, fisher, scores,

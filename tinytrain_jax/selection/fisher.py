@@ -70,19 +70,9 @@ def fisher_per_channel(act: jax.Array, grad: jax.Array,
       jnp.sum(w), 1.0)
 
 
-def support_loss(head, features, labels, valid, way_mask):
-  """ProtoNet cosine loss of the support set on itself (criterion.md §2.2).
-
-  Args:
-    head: {'scale', 'bias'} of `protonet.init_head`.
-    features: f32[S, D]; labels: i32[S]; valid: bool[S]; way_mask: bool[W].
-
-  Returns:
-    f32[] mean cross-entropy over valid rows.
-  """
-  protos = protonet.prototypes(features, labels, valid, way_mask.shape[0])
-  logits = protonet.cosine_logits(head, features, protos, way_mask)
-  return protonet.masked_cross_entropy(logits, labels, valid)
+# The Fisher pass's loss: the support set on its own prototypes
+# (criterion.md §2.2), the same loss fine-tuning minimises.
+support_loss = protonet.support_loss
 
 
 def _probes(spec: ModelSpec, batch: int):

@@ -71,10 +71,10 @@ class Scheme(NamedTuple):
 
 
 def scheme_view(spec: ModelSpec, n_bias: int, weights: Mapping[int, float]):
-  """Layer view (`cost.as_layer_view` form) of biases-last-n + weights."""
+  """`masks.LayerView` of biases-last-n + weights."""
   layers = cost.sparse_update_to_layers(spec, n_bias, sorted(weights),
                                         [weights[i] for i in sorted(weights)])
-  return cost.as_layer_view(spec, layers)
+  return layers
 
 
 def _costs(spec, n_bias, weights) -> Tuple[int, int]:

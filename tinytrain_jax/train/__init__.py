@@ -27,4 +27,3 @@ from tinytrain_jax.train.methods import METHODS
 from tinytrain_jax.train.methods import method_costs
 from tinytrain_jax.train.methods import method_mask
 from tinytrain_jax.train.methods import run_method
-from tinytrain_jax.train.sparse_step import SparsePlan

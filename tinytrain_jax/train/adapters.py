@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import layers
-from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 
@@ -100,7 +100,7 @@ def _adapter(ap, x):
 def features(spec, params, adapters, images):
   """Pooled features f32[B, D] of the backbone with the given adapters."""
   def run(conv, x):
-    p = network.get_layer(params, conv.name)
+    p = tree_paths.get(params, conv.name)
     y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise) + p['bias']
     return layers.relu6(y) if conv.activation == 'relu6' else y
   by = _block_convs(spec)
@@ -120,8 +120,7 @@ def features(spec, params, adapters, images):
 
 def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
                lr=None):
-  key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
+  key = ft.task_key(cfg.seed, task, step)
   frozen = jax.tree.map(jax.lax.stop_gradient, params)
 
   def loss_fn(t):
@@ -129,12 +128,8 @@ def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
                            jax.lax.stop_gradient(head), batch, key,
                            cfg.augment)
   loss, grads = jax.value_and_grad(loss_fn)(tr)
-  if cfg.weight_decay:
-    grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
-  tx = optax.sgd(cfg.lr if lr is None else lr,
-                 momentum=cfg.momentum or None)
-  updates, opt_state = tx.update(grads, opt_state, tr)
-  return jax.tree.map(jnp.add, tr, updates), opt_state, loss
+  tr, opt_state = ft.sgd_update(cfg, grads, opt_state, tr, lr)
+  return tr, opt_state, loss
 
 
 adapter_step = jax.jit(_step_impl, static_argnums=(0, 1),
@@ -201,7 +196,7 @@ def finetune_adapters(spec, params, head, episode,
                                        jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
-  ft._check_finite(curve, config.steps)  # pylint: disable=protected-access
+  ft.check_finite_curve(curve, config.steps)
   loss, acc = adapter_eval(spec, params, tr, head, batch)
   costs['adapters'] = tr
   return ft.FinetuneResult(float(acc), curve, params, costs, float(loss), head)

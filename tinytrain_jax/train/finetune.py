@@ -11,13 +11,15 @@ prototypes of the clean support set under the fine-tuned weights.
 `impl='dense'` is the dense-masked reference.
 """
 import dataclasses
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax import cost
+from tinytrain_jax import mask_partition
 from tinytrain_jax import masks as masks_lib
 from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
@@ -123,12 +125,11 @@ def episode_arrays(spec, episode) -> Dict[str, jax.Array]:
 def support_loss(features_fn, head, batch, key, augment: bool):
   """ProtoNet support loss (module docstring). features_fn(images) -> f32[B,D].
   """
-  sx, sy, sm = batch['support_x'], batch['support_y'], batch['support_mask']
+  sx = batch['support_x']
   clean = features_fn(sx)
-  protos = protonet.prototypes(clean, sy, sm, batch['way_mask'].shape[0])
-  q = features_fn(augment_jax(sx, key)) if augment else clean
-  logits = protonet.cosine_logits(head, q, protos, batch['way_mask'])
-  return protonet.masked_cross_entropy(logits, sy, sm)
+  q = features_fn(augment_jax(sx, key)) if augment else None
+  return protonet.support_loss(head, clean, batch['support_y'],
+                               batch['support_mask'], batch['way_mask'], q)
 
 
 def _loss(spec, cfg, start_block=0):
@@ -146,14 +147,14 @@ def _loss(spec, cfg, start_block=0):
   return loss_fn
 
 
-def start_block(spec, plan: sparse_step.SparsePlan) -> int:
+def start_block(spec, plan: mask_partition.SparsePlan) -> int:
   """The first block a plan trains: blocks below it are a frozen prefix.
 
   0 when the stem is trained; len(spec.blocks) when no conv is (then only
   the feature-mix conv, if any, and the pooling run per step).
   """
   layers = [p.rsplit('/', 1)[0] for p in plan.full_leaves]
-  layers += [n for n, _, _ in plan.delta_layers]
+  layers += [d.name for d in plan.delta_layers]
   convs = {c.name for c in spec.convs}
   return min((network.block_of(spec, n) for n in layers if n in convs),
              default=len(spec.blocks))
@@ -208,7 +209,7 @@ def sparse_task(spec, params, plan, indices, batch, cfg,
   if start:
     batch = dict(batch, support_h=support_prefix(
         spec, params, batch['support_x'], start))
-  tr = sparse_step.split(params, plan, head)
+  tr = mask_partition.split(params, plan, head)
   opt_state = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
   return SparseTask(start, tr, opt_state,
                     {k: jnp.asarray(v) for k, v in indices.items()}, batch)
@@ -222,14 +223,28 @@ def task_key(seed, task, step):
       jax.random.fold_in(jax.random.PRNGKey(seed), task), step)
 
 
-def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
-                      indices, batch, step, task=0, lr=None, start_block=0):
+def sgd_update(cfg, grads, opt_state, tr, lr=None):
+  """One momentum-SGD update of `tr` with cfg's weight decay (on `tr`
+  itself) and lr (or `lr`, a runtime value): (tr, opt_state). The update of
+  the modules that TinyTL, Transductive and AdapterDrop train."""
+  if cfg.weight_decay:
+    grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
+  tx = sparse_step.sparse_optimizer(cfg.lr if lr is None else lr,
+                                    cfg.momentum)
+  updates, opt_state = tx.update(grads, opt_state, tr)
+  return jax.tree.map(jnp.add, tr, updates), opt_state
+
+
+def sparse_step_fn(spec, plan, cfg, trainable, opt_state, params, head,
+                   indices, batch, step, task=0, lr=None, start_block=0):
+  """One sparse SGD step on the partition (unjitted; `sparse_train_step` is
+  its jit): (trainable, opt_state, loss)."""
   key = task_key(cfg.seed, task, step)
   loss, grads = sparse_step.sparse_value_and_grad(
       _loss(spec, cfg, start_block), trainable, params, head, indices, batch,
       key)
-  grads = sparse_step._weight_decay_grads(  # pylint: disable=protected-access
-      grads, trainable, params, indices, cfg.weight_decay)
+  grads = mask_partition.weight_decay_grads(
+      grads, plan, trainable, params, indices, cfg.weight_decay)
   tx = sparse_step.sparse_optimizer(cfg.lr if lr is None else lr,
                                     cfg.momentum)
   updates, opt_state = tx.update(grads, opt_state, trainable)
@@ -239,7 +254,7 @@ def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
 # One compile per (spec, plan, config); trainable/opt_state are donated.
 # `finetune` passes lr as a runtime argument (and a config with lr=0 as the
 # static one), so an lr grid shares one compile.
-sparse_train_step = jax.jit(_sparse_step_impl, static_argnums=(0, 1, 2),
+sparse_train_step = jax.jit(sparse_step_fn, static_argnums=(0, 1, 2),
                             static_argnames=('start_block',),
                             donate_argnums=(3, 4))
 sparse_train_step.__doc__ = (
@@ -253,7 +268,7 @@ def _sparse_loop_impl(spec, plan, cfg, start, trainable, opt_state, params,
                       head, indices, batch, task, lr):
   def body(carry, i):
     tr, opt = carry
-    tr, opt, loss = _sparse_step_impl(spec, plan, cfg, tr, opt, params, head,
+    tr, opt, loss = sparse_step_fn(spec, plan, cfg, tr, opt, params, head,
                                       indices, batch, i, task, lr, start)
     return (tr, opt), loss
   (tr, opt), losses = jax.lax.scan(
@@ -301,6 +316,16 @@ def make_dense_step(spec, cfg, mask, head, donate: bool = True):
   return jax.jit(step, donate_argnums=(0, 1) if donate else ()), tx, full
 
 
+def dense_step_mask(spec, full, tr):
+  """The 0/1 `dense_mask` argument of `make_dense_step`'s step: `full` (its
+  third result, {'params': mask, 'head': bools}) expanded to the shapes of
+  tr = {'params', 'head'}."""
+  return {'params': masks_lib.to_dense(full['params'], tr['params'], spec),
+          'head': jax.tree.map(
+              lambda m, h: np.full(np.shape(h), m, np.result_type(h)),
+              full['head'], tr['head'])}
+
+
 def episode_loss(spec, params, head, batch):
   """ProtoNet (loss, accuracy) of a padded episode batch (`episode_arrays`)."""
   sf = network.apply(spec, params, batch['support_x']).features
@@ -321,8 +346,6 @@ def evaluate(spec, params, head, episode):
 
 def mask_costs(spec, mask, batch_size: int) -> Dict[str, Any]:
   """Analytic per-sample backward MACs and fp32 bytes at `batch_size`."""
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import cost
   if mask is None:
     return {'bwd_macs': 0, 'bwd_bytes': 0, 'n_trained': 0, 'layers': {}}
   macs = cost.backward_macs(spec, mask)
@@ -335,7 +358,8 @@ def mask_costs(spec, mask, batch_size: int) -> Dict[str, Any]:
                      for n, u in ups.items()}}
 
 
-def _check_finite(curve, steps):
+def check_finite_curve(curve, steps):
+  """Raises RuntimeError naming the first step whose loss is not finite."""
   if not np.all(np.isfinite(curve)):
     bad = int(np.flatnonzero(~np.isfinite(curve))[0])
     raise RuntimeError(f'fine-tuning loss became non-finite at step {bad} of '
@@ -364,10 +388,11 @@ def finetune(spec, params, head, episode, mask,
   batch = episode_arrays(spec, episode)
   n_support = int(np.asarray(batch['support_mask']).sum())
   if mask is not None:
-    masks_lib.check_mask(mask, params)
+    masks_lib.check_mask(mask, params, spec)
   costs = mask_costs(spec, mask, n_support)
-  plan, indices = (sparse_step.make_plan(spec, params, mask) if mask is not None
-                   else (sparse_step.SparsePlan((), ()), {}))
+  plan, indices = (mask_partition.make_plan(spec, params, mask)
+                   if mask is not None
+                   else (mask_partition.SparsePlan((), ()), {}))
   trains = config.steps > 0 and (not plan.empty or config.train_head)
   start = prefix_start(spec, plan, config) if trains else 0
   costs['step_forward'] = step_forward_macs(spec, start)
@@ -380,14 +405,14 @@ def finetune(spec, params, head, episode, mask,
         t.opt_state, params, head, t.indices, t.batch, jnp.int32(task),
         jnp.float32(config.lr))
     curve = np.asarray(jax.device_get(losses), np.float32)
-    params = sparse_step.fold(params, tr, indices)
+    params = mask_partition.fold(params, plan, tr, indices)
     head = tr.get('head', head)
   elif trains:
     m = mask if mask is not None else masks_lib.full_mask(params, False)
     step_fn, tx, full = make_dense_step(spec, config, m, head)
     tr = jax.tree.map(lambda x: jnp.array(x, copy=True),
                       {'params': params, 'head': head})
-    dense_mask = masks_lib.to_dense(full, tr)
+    dense_mask = dense_step_mask(spec, full, tr)
     opt_state = tx.init(tr)
     losses = []
     for i in range(config.steps):
@@ -397,6 +422,6 @@ def finetune(spec, params, head, episode, mask,
     curve = np.asarray(jax.device_get(losses), np.float32)
     params, head = tr['params'], tr['head']
   if trains:
-    _check_finite(curve, config.steps)
+    check_finite_curve(curve, config.steps)
   loss, acc = evaluate_step(spec, params, head, batch)
   return FinetuneResult(float(acc), curve, params, costs, float(loss), head)

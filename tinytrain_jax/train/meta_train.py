@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
+import tqdm
 
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
@@ -224,7 +226,6 @@ class _Progress:
     self.bar, self.enabled = None, enabled
     self.loss = self.acc = None
     if enabled and sys.stderr.isatty():
-      import tqdm  # pylint: disable=g-import-not-at-top
       self.bar = tqdm.tqdm(total=config.steps, initial=start, unit='ep',
                            dynamic_ncols=True)
 
@@ -430,7 +431,6 @@ def load_backbone(path_or_name: str, resolution: Optional[int] = None,
   shapes = jax.eval_shape(lambda: network.init(build_spec(cfg),
                                               jax.random.PRNGKey(0))[0])
   abstract = jax.eval_shape(lambda p: init_state(cfg, p), shapes)
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   out = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract)))
   st = out['state']

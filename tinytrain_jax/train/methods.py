@@ -34,11 +34,20 @@ Methods:
 import dataclasses
 from typing import Any, Callable, Dict, Optional
 
+import jax
 import numpy as np
 
+from tinytrain_jax import cost
 from tinytrain_jax import masks as masks_lib
+from tinytrain_jax import selection
+from tinytrain_jax.cost import methods as cost_methods
+from tinytrain_jax.models import network
+from tinytrain_jax.models.registry import model_spec
+from tinytrain_jax.train import adapters
 from tinytrain_jax.train import collapse
 from tinytrain_jax.train import finetune as finetune_lib
+from tinytrain_jax.train import tinytl
+from tinytrain_jax.train import transductive
 
 
 def _none(spec, params, episode, head=None):
@@ -50,21 +59,16 @@ def _view_mask(name):
   """Mask of a static method from the cost launcher's layer view."""
   def fn(spec, params, episode, head=None):
     del head, episode
-    view = _static_view(spec, name)
-    return masks_lib.mask_from_layers(
-        spec, params, {k: v for k, v in view.items() if k != 'classifier'},
-        bool(view.get('classifier')))
+    return masks_lib.mask_from_view(spec, params, _static_view(spec, name))
   return fn
 
 
 def sparse_update_args(spec):
   """(n_bias_update, manual_weight_idx, weight_update_ratio) for `spec`."""
-  from tinytrain_jax.cost import methods as cost_methods  # pylint: disable=g-import-not-at-top
   return cost_methods.sparse_update_scheme(spec)
 
 
 def _static_view(spec, name):
-  from tinytrain_jax.cost import methods as cost_methods  # pylint: disable=g-import-not-at-top
   return cost_methods.method_layer_view(spec, name)
 
 
@@ -78,7 +82,6 @@ def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
   cover half a full backward and push the selection to the stem), then by
   `scale` (budget sweeps). Positive `budget_bytes` / `budget_macs` override.
   """
-  from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
   b, m = selection.default_budgets(spec.name)
   px = (spec.resolution / 128.0) ** 2
   return (int(budget_bytes) or int(b * px * scale),
@@ -87,7 +90,6 @@ def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
 
 def _tinytrain(channel_rank=None):
   def fn(spec, params, episode, head=None, budgets=None):
-    from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
     budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
     kw = {} if channel_rank is None else {'channel_rank': channel_rank}
     cfg = selection.SelectionConfig(budget_bytes=budget_bytes,
@@ -97,19 +99,16 @@ def _tinytrain(channel_rank=None):
 
 
 def _run_tinytl(spec, params, head, episode, config, task=0):
-  from tinytrain_jax.train import tinytl  # pylint: disable=g-import-not-at-top
   return tinytl.finetune_tinytl(spec, params, head, episode, config, task)
 
 
 def _run_transductive(spec, params, head, episode, config, task=0):
-  from tinytrain_jax.train import transductive  # pylint: disable=g-import-not-at-top
   return transductive.finetune_transductive(spec, params, head, episode,
                                             config, task)
 
 
 def _run_adapterdrop(percent):
   def fn(spec, params, head, episode, config, task=0):
-    from tinytrain_jax.train import adapters  # pylint: disable=g-import-not-at-top
     return adapters.finetune_adapters(spec, params, head, episode, config,
                                       percent, task)
   return fn
@@ -180,14 +179,12 @@ def mask_summary(spec, mask) -> Dict[str, Any]:
   if mask is None:
     return {'n_trained': 0, 'layers': {}}
   ups = masks_lib.layer_updates(spec, mask)
-  return {'n_trained': masks_lib.count_trained(mask, _shapes(spec)),
+  return {'n_trained': masks_lib.count_trained(mask, _shapes(spec), spec),
           'layers': {n: [len(u.weight_channels), u.n_channels, u.bias]
                      for n, u in ups.items()}}
 
 
 def _shapes(spec):
-  import jax  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax.models import network  # pylint: disable=g-import-not-at-top
   return jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
 
 
@@ -210,20 +207,15 @@ def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
   Example:
     method_costs('sparseupdate', model_spec('mcunet-5fps'), 25)
   """
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import cost
   get_method(method)
   if n_support < 1:
     raise ValueError(f'n_support must be >= 1, got {n_support}')
   batch = n_support + (n_query if method == 'transductive' else 0)
   if method == 'tinytl':
-    from tinytrain_jax.train import tinytl
     c = tinytl.tinytl_costs(spec, batch)
   elif method == 'transductive':
-    from tinytrain_jax.train import transductive
     c = transductive.transductive_costs(spec, n_support, n_query)
   elif method.startswith('adapterdrop_'):
-    from tinytrain_jax.train import adapters
     c = adapters.adapter_costs(spec, int(method.split('_')[1]), batch)
   else:
     if method.startswith('tinytrain'):
@@ -315,9 +307,6 @@ def cost_report(model: str, method: str, resolution: int = 128,
   Raises:
     ValueError: unknown model / method, per-task method, bad sizes.
   """
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax.cost import methods as cost_methods
-  from tinytrain_jax.models.registry import model_spec
   get_method(method)
   if method not in STATIC_COST_METHODS:
     raise ValueError(f'method {method!r} selects per task; its cost needs a '

@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax import cost
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import layers
-from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 
@@ -168,7 +169,7 @@ def _branch(spec, b, lp, x):
 def features(spec, params, lite, images):
   """Pooled features f32[B, D] of the backbone with lite-residual branches."""
   def run(conv, x):
-    p = network.get_layer(params, conv.name)
+    p = tree_paths.get(params, conv.name)
     y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise) + p['bias']
     return layers.relu6(y) if conv.activation == 'relu6' else y
   by = _block_convs(spec)
@@ -186,21 +187,18 @@ def features(spec, params, lite, images):
 
 
 def _biases(spec, params):
-  return {c.name: network.get_layer(params, c.name)['bias'] for c in spec.convs}
+  return {c.name: tree_paths.get(params, f'{c.name}/bias') for c in spec.convs}
 
 
 def _with_biases(params, biases):
   for name, b in biases.items():
-    layer = dict(network.get_layer(params, name))
-    layer['bias'] = b
-    params = network.set_layer(params, name, layer)
+    params = tree_paths.replace(params, f'{name}/bias', b)
   return params
 
 
 def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
                lr=None):
-  key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
+  key = ft.task_key(cfg.seed, task, step)
   frozen = jax.tree.map(jax.lax.stop_gradient, params)
 
   def loss_fn(t):
@@ -209,12 +207,8 @@ def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
                            jax.lax.stop_gradient(head), batch, key,
                            cfg.augment)
   loss, grads = jax.value_and_grad(loss_fn)(tr)
-  if cfg.weight_decay:
-    grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
-  tx = optax.sgd(cfg.lr if lr is None else lr,
-                 momentum=cfg.momentum or None)
-  updates, opt_state = tx.update(grads, opt_state, tr)
-  return jax.tree.map(jnp.add, tr, updates), opt_state, loss
+  tr, opt_state = ft.sgd_update(cfg, grads, opt_state, tr, lr)
+  return tr, opt_state, loss
 
 
 tinytl_step = jax.jit(_step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
@@ -256,8 +250,6 @@ def tinytl_costs(spec, batch_size: int) -> Dict[str, int]:
   Backbone: the all-biases mask (`cost` models); branches: `lite_costs` at
   the same batch, 2 x forward MACs, parameters x 3 (weight, grad, momentum).
   """
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import cost
   view = cost.as_layer_view(spec, {c.index: 'bias' for c in spec.convs})
   macs = cost.backward_macs(spec, view)
   mem = cost.backward_memory_bytes(spec, view, batch_size=batch_size)
@@ -290,7 +282,7 @@ def finetune_tinytl(spec, params, head, episode,
                                       jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
-  ft._check_finite(curve, config.steps)  # pylint: disable=protected-access
+  ft.check_finite_curve(curve, config.steps)
   new_params = _with_biases(params, tr['biases'])
   loss, acc = tinytl_eval(spec, new_params, tr['lite'], head, batch)
   costs['lite'] = tr['lite']
