@@ -2,7 +2,7 @@
 
   python -m benchmarks.lr_selection --model=mcunet-5fps --episodes=8
 
-protocol.md §5: one lr per (method, backbone) from a grid, picked on dev
+docs/reference/protocol.md §5: one lr per (method, backbone) from a grid, picked on dev
 episodes disjoint from the test tasks (Omniglot valid alphabets, seed 12345).
 Starts from the pretrained weights. Prints mean accuracy per (method, lr),
 the best lr per method as a `--config.finetune.lr_per_method` string, and

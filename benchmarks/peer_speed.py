@@ -37,6 +37,7 @@ compare with the peak of a large matmul measured in the same run (JAX's and
 torch's). On a GPU nothing changes: JAX uses its default backend and the peer
 moves to CUDA when JAX runs on a GPU and torch sees one. Writes --out (JSON).
 """
+import json
 import os
 import platform
 import statistics
@@ -332,7 +333,6 @@ def _write(payload):
   default = str(common.RESULTS_DIR / 'peer_speed.json')
   if os.path.abspath(out) == os.path.abspath(default):
     return common.write_results('peer_speed', payload)
-  import json  # pylint: disable=g-import-not-at-top
   with open(out, 'w') as f:
     json.dump(payload, f, indent=1)
   return out

@@ -25,7 +25,7 @@ def main(argv):
                    '--config=tinytrain_jax/configs/meta_train.py', 2)
   try:
     cfg = dataclass_config.meta_train_config(_CONFIG.value)  # validates
-    state = meta_lib.meta_train(cfg, _WORKDIR.value)
+    state = meta_lib.run_meta_training(cfg, _WORKDIR.value)
   except (ValueError, RuntimeError, FileNotFoundError) as e:
     cli.error_exit(str(e))
   print(f'meta-trained {cfg.model} for {int(state.step)} steps; checkpoints '

@@ -20,6 +20,13 @@ import time
 from absl import app
 from absl import flags
 
+from tinytrain_jax import data
+from tinytrain_jax import models
+from tinytrain_jax.models import protonet
+from tinytrain_jax.models.registry import canonical_name
+from tinytrain_jax.selection import sparse_update_search as search
+from tinytrain_jax.train import contribution
+
 _MODELS = flags.DEFINE_string('models', 'mcunet-5fps,mbv2-w0.35,proxyless-w0.3',
                               'Comma list of backbones.')
 _SOURCE = flags.DEFINE_string('source', 'mini-imagenet', 'Episode source.')
@@ -52,12 +59,6 @@ MIX_BACKBONES = ('mbv2-w0.35', 'proxyless-w0.3')
 
 
 def _run_model(name):
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import data
-  from tinytrain_jax import models
-  from tinytrain_jax.models import protonet
-  from tinytrain_jax.selection import sparse_update_search as search
-  from tinytrain_jax.train import contribution
   t0 = time.time()
   mix = name in MIX_BACKBONES
   spec, params = models.load_pretrained(name, _RESOLUTION.value, mix)
@@ -106,9 +107,6 @@ def _run_model(name):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax.models.registry import canonical_name
-  from tinytrain_jax.selection import sparse_update_search as search
   try:
     names = [canonical_name(m.strip()) for m in _MODELS.value.split(',')
              if m.strip()]

@@ -96,7 +96,7 @@ class CheckpointTest(parameterized.TestCase):
     # damaged, and the copy's resumed run must end bit-identical to it.
     cls._root = tempfile.mkdtemp()
     cls.killed = os.path.join(cls._root, 'full')
-    cls.full = mt.meta_train(CFG, cls.killed, progress=False,
+    cls.full = mt.run_meta_training(CFG, cls.killed, progress=False,
                              source=_source())
 
   @classmethod
@@ -111,7 +111,7 @@ class CheckpointTest(parameterized.TestCase):
     self.assertEqual(checkpoint.manager(wd).all_steps(), [2, 4])
     _DAMAGE[damage](pathlib.Path(wd) / 'checkpoints' / '4')
     with self.assertLogs(level='WARNING') as logs:
-      resumed = mt.meta_train(CFG, wd, progress=False, source=_source())
+      resumed = mt.run_meta_training(CFG, wd, progress=False, source=_source())
     text = '\n'.join(logs.output)
     self.assertRegex(text, r'step\(s\) \[4\] .* damaged .* resumed from step 2')
     self.assertEqual(int(resumed.step), CFG.steps)

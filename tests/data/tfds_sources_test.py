@@ -14,7 +14,7 @@ from tinytrain_jax.data import sampler
 from tinytrain_jax.data import sources
 from tinytrain_jax.data import tfds_sources
 
-# Meta-Dataset's DTD test classes (reference episodes.md §1.2).
+# Meta-Dataset's DTD test classes (docs/reference/episodes.md §1.2).
 MD_DTD_TEST = ['banded', 'bumpy', 'crosshatched', 'knitted', 'sprinkled',
                'stratified', 'woven']
 

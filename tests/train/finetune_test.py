@@ -51,8 +51,8 @@ class FinetuneTest(absltest.TestCase):
     mask = _mask(spec, params)
     head = protonet.init_head()
     cfg = ft.FinetuneConfig(steps=3, lr=1e-2, weight_decay=1e-3)
-    sparse = ft.finetune(spec, params, head, _episode(), mask, cfg)
-    dense = ft.finetune(spec, params, head, _episode(), mask,
+    sparse = ft.finetune_task(spec, params, head, _episode(), mask, cfg)
+    dense = ft.finetune_task(spec, params, head, _episode(), mask,
                         ft.FinetuneConfig(steps=3, lr=1e-2, weight_decay=1e-3,
                                           impl='dense'))
     np.testing.assert_allclose(sparse.loss_curve, dense.loss_curve,
@@ -89,7 +89,7 @@ class FinetuneTest(absltest.TestCase):
                                         ([5, 9, 40], 1e-2),
                                         ([50, 60, 95], 3e-4))):
       mask = masks.mask_from_layers(spec, params, {39: chans})
-      ft.finetune(spec, params, head, _episode(), mask,
+      ft.finetune_task(spec, params, head, _episode(), mask,
                   dataclasses.replace(cfg, lr=lr), task=task)
     # Channel indices, lr and the task index are runtime data: one compile.
     self.assertEqual(ft.sparse_train_loop._cache_size() - before, 1)  # pylint: disable=protected-access
@@ -104,8 +104,8 @@ class FinetuneTest(absltest.TestCase):
     self.assertEqual(ft.prefix_start(spec, plan, cfg), 11)
     self.assertEqual(ft.prefix_start(
         spec, plan, dataclasses.replace(cfg, augment=True)), 0)
-    cached = ft.finetune(spec, params, head, _episode(), mask, cfg)
-    full = ft.finetune(spec, params, head, _episode(), mask,
+    cached = ft.finetune_task(spec, params, head, _episode(), mask, cfg)
+    full = ft.finetune_task(spec, params, head, _episode(), mask,
                        dataclasses.replace(cfg, cache_prefix=False))
     np.testing.assert_allclose(cached.loss_curve, full.loss_curve, rtol=1e-5,
                                atol=1e-6)
@@ -192,7 +192,7 @@ class FinetuneTest(absltest.TestCase):
     ep = _episode()
     bad = dict(vars(ep), support_x=np.zeros((6, 64, 64, 3), np.float32))
     with self.assertRaisesRegex(ValueError, r'support_x must be f32\[N, 32'):
-      ft.finetune(spec, params, protonet.init_head(), bad, None)
+      ft.finetune_task(spec, params, protonet.init_head(), bad, None)
     bad = dict(vars(ep), support_y=np.zeros((5,), np.int32))
     with self.assertRaisesRegex(ValueError, 'support_y'):
       ft.evaluate(spec, params, protonet.init_head(), bad)
@@ -216,7 +216,7 @@ class FinetuneTest(absltest.TestCase):
                              {'kernel': w,
                               'bias': np.zeros((160,), np.float32)})
     with self.assertRaisesRegex(RuntimeError, 'non-finite at step 0'):
-      ft.finetune(spec, bad, protonet.init_head(), _episode(), mask,
+      ft.finetune_task(spec, bad, protonet.init_head(), _episode(), mask,
                   ft.FinetuneConfig(steps=2))
 
   def test_real_tasks_lastlayer_not_worse_than_none(self):

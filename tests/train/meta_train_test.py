@@ -46,20 +46,20 @@ class MetaTrainTest(absltest.TestCase):
     return d
 
   def test_resume_is_bit_identical_and_deterministic(self):
-    full = mt.meta_train(CFG, self._tmp(),
+    full = mt.run_meta_training(CFG, self._tmp(),
                          progress=False, source=_source())
-    again = mt.meta_train(CFG, self._tmp(),
+    again = mt.run_meta_training(CFG, self._tmp(),
                           progress=False, source=_source())
     self.assertTrue(_same(full, again))
     wd = self._tmp()
-    part = mt.meta_train(CFG, wd, progress=False, stop_at=4, source=_source())
+    part = mt.run_meta_training(CFG, wd, progress=False, stop_at=4, source=_source())
     self.assertEqual(int(part.step), 4)
     self.assertEqual(checkpoint.manager(wd).latest_step(), 4)
-    resumed = mt.meta_train(CFG, wd, progress=False, source=_source())
+    resumed = mt.run_meta_training(CFG, wd, progress=False, source=_source())
     self.assertEqual(int(resumed.step), CFG.steps)
     self.assertTrue(_same(full.params, resumed.params))
     self.assertTrue(_same(full, resumed))
-    other = mt.meta_train(dataclasses.replace(CFG, seed=1),
+    other = mt.run_meta_training(dataclasses.replace(CFG, seed=1),
                           self._tmp(), progress=False,
                           source=_source())
     self.assertFalse(_same(full.params, other.params))
@@ -79,7 +79,7 @@ class MetaTrainTest(absltest.TestCase):
       return np.mean([float(mt.eval_episode(spec, st.params, st.head, b)[0])
                       for b in batches])
     before = mean_loss(mt.init_state(cfg))
-    st = mt.meta_train(cfg, self._tmp(), progress=False,
+    st = mt.run_meta_training(cfg, self._tmp(), progress=False,
                        source=_source())
     after = mean_loss(st)
     self.assertLess(after, before - 0.05)
@@ -91,7 +91,7 @@ class MetaTrainTest(absltest.TestCase):
     checkpoint.save(mngr, 1, {'x': np.zeros(3)}, other.to_json(), wait=True)
     with self.assertRaisesRegex(
         ValueError, "model='mbv2-w0.35'.*model='mcunet-5fps'"):
-      mt.meta_train(CFG, wd, progress=False, source=_source())
+      mt.run_meta_training(CFG, wd, progress=False, source=_source())
 
   def test_non_finite_step_keeps_last_good_checkpoint(self):
     # Step 4 blows up (simulated: whether a huge lr overflows depends on the
@@ -118,7 +118,7 @@ class MetaTrainTest(absltest.TestCase):
         with self.assertRaisesRegex(
             RuntimeError, rf'{what} became non-finite at step 4 \(lr .*\); '
             r'last good checkpoint at step 3 in .*checkpoints') as cm:
-          mt.meta_train(cfg, wd, progress=False, source=_source())
+          mt.run_meta_training(cfg, wd, progress=False, source=_source())
       self._assert_last_checkpoint_good(cfg, wd, str(cm.exception))
 
   def _assert_last_checkpoint_good(self, cfg, wd, message):
@@ -133,20 +133,20 @@ class MetaTrainTest(absltest.TestCase):
 
   def test_resume_under_another_config_is_refused(self):
     wd = self._tmp()
-    mt.meta_train(CFG, wd, progress=False, stop_at=2, source=_source())
+    mt.run_meta_training(CFG, wd, progress=False, stop_at=2, source=_source())
     with self.assertRaisesRegex(ValueError, r'written with lr=0\.001, this run '
                                 r'has lr=0\.01; use another workdir'):
-      mt.meta_train(dataclasses.replace(CFG, lr=1e-2), wd, progress=False,
+      mt.run_meta_training(dataclasses.replace(CFG, lr=1e-2), wd, progress=False,
                     source=_source())
     # Bookkeeping fields may change on resume.
-    mt.meta_train(dataclasses.replace(CFG, log_every=3), wd, progress=False,
+    mt.run_meta_training(dataclasses.replace(CFG, log_every=3), wd, progress=False,
                   stop_at=3, source=_source())
 
   def test_validation_keeps_the_best_step(self):
     wd = self._tmp()
     cfg = dataclasses.replace(CFG, steps=4, val_every=2, val_episodes=2,
                               val_sources=('omniglot',), checkpoint_every=2)
-    mt.meta_train(cfg, wd, progress=False, source=_source())
+    mt.run_meta_training(cfg, wd, progress=False, source=_source())
     rows = [json.loads(l) for l in (pathlib.Path(wd) / 'val.jsonl')
             .read_text().splitlines()]
     self.assertEqual([r['step'] for r in rows], [0, 2, 4])
@@ -193,7 +193,7 @@ import dataclasses
 cfg = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=40,
                          lr=1e-3, warmup_steps=2, checkpoint_every=2,
                          augment=True, log_every=2)
-mt.meta_train(cfg, sys.argv[1], progress=True)
+mt.run_meta_training(cfg, sys.argv[1], progress=True)
 """
 
 

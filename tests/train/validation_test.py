@@ -53,7 +53,7 @@ class ValidationTest(absltest.TestCase):
                              checkpoint_every=1, val_every=1, val_episodes=1,
                              val_sources=(name,))
     wd = self.root / 'run'
-    state = mt.meta_train(cfg, wd, progress=False)
+    state = mt.run_meta_training(cfg, wd, progress=False)
     self.assertEqual(int(state.step), 2)
     self.assertLen(mt.val_log(wd), 3)  # steps 0, 1, 2
 

@@ -1,6 +1,6 @@
 """Analytic backward-pass cost rules from a ModelSpec and a mask (no tracing).
 
-Three named models of reference cost_model.md, all per layer and in pure Python
+Three named models of docs/reference/cost_model.md, all per layer and in pure Python
 (each call is a loop over the convs, well under a millisecond), so the channel
 selection can call them hundreds of times per task:
 
@@ -36,7 +36,7 @@ from tinytrain_jax.models.spec import ModelSpec
 
 
 class BackwardMacs(NamedTuple):
-  """Backward MACs per sample (cost_model.md §2).
+  """Backward MACs per sample (docs/reference/cost_model.md §2).
 
   weight_grad_macs: Σ over trained kernels of r_l · MACs_l.
   input_grad_macs: Σ of MACs_l over the layers above the lowest layer that
@@ -59,7 +59,7 @@ class LayerMemory(NamedTuple):
 
 
 class BackwardMemory(NamedTuple):
-  """The fp32_saved memory model (cost_model.md §3.4), in bytes.
+  """The fp32_saved memory model (docs/reference/cost_model.md §3.4), in bytes.
 
   saved_activation_bytes: Σ saved_input_bytes + Σ mask_bytes, at the batch.
   param_bytes: trained parameters (weight copy being updated).
@@ -77,7 +77,7 @@ class BackwardMemory(NamedTuple):
 
 
 class TTMemory(NamedTuple):
-  """tiny-training's bit-level memory breakdown (cost_model.md §3.1), bits."""
+  """tiny-training's bit-level memory breakdown (docs/reference/cost_model.md §3.1), bits."""
   input_bits: int  # saved input slices of weight-trained convs (8 bit)
   weight_bits: int  # trained weight entries (8 bit)
   bias_bits: int  # trained biases (32 bit)
@@ -117,7 +117,7 @@ def _conv_table(spec: ModelSpec):
 # ------------------------------------------------------------------ compute
 def backward_macs(spec: ModelSpec, mask,
                   count_unneeded_input_grad: bool = False) -> BackwardMacs:
-  """Backward MACs per sample, cost_model.md §2.
+  """Backward MACs per sample, docs/reference/cost_model.md §2.
 
   Weight gradients: Σ over trained kernels of r_l · MACs_l, r_l = the kernel's
   weight_fraction (selected input channels / C_in; depthwise channels / C).
@@ -163,7 +163,7 @@ def backward_macs(spec: ModelSpec, mask,
 def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
                           optimizer_slots: int = 1, act_bits: int = 32,
                           param_bits: int = 32) -> BackwardMemory:
-  """The fp32_saved backward-memory model (cost_model.md §3.2-3.4), bytes.
+  """The fp32_saved backward-memory model (docs/reference/cost_model.md §3.2-3.4), bytes.
 
   Rule, per conv l (l_min = lowest conv with a trained kernel or bias):
     * trained kernel with c selected input channels (depthwise: channels):

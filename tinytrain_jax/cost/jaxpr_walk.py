@@ -5,7 +5,7 @@ names in each equation's `source_info.name_stack` (forward equations carry
 'jvp(blocks_3.depthwise)', backward ones 'transpose(jvp(blocks_3.depthwise))');
 equations inside a sub-jaxpr with an empty name stack inherit the caller's.
 
-MAC rules (reference cost_model.md §4.1):
+MAC rules (docs/reference/cost_model.md §4.1):
   * conv_general_dilated: out elements × rhs window × rhs input features,
     divided by prod(lhs_dilation) (JAX writes a stride-s input gradient as a
     conv over an s-dilated cotangent; the inserted zeros are not real MACs).

@@ -18,8 +18,13 @@ import json
 import pathlib
 from typing import Any, Dict, List, Tuple
 
+import jax
+
 from tinytrain_jax.cost import analytic
+from tinytrain_jax.cost import step
 from tinytrain_jax.masks import LayerView
+from tinytrain_jax.models import network
+from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.models.spec import ModelSpec
 
 METHODS = ('fulltrain', 'lastlayer', 'biasonly', 'sparseupdate')
@@ -99,11 +104,6 @@ def method_report(model: str, method: str, resolution: int = 128,
   bytes at `batch_size`), plus 'analytic' (§2 MACs, fp32_saved bytes at
   `batch_size`, tiny-training kB). Raises ValueError for a bad model/option.
   """
-  # pylint: disable=g-import-not-at-top
-  import jax
-  from tinytrain_jax.cost import step
-  from tinytrain_jax.models import network
-  from tinytrain_jax.models.registry import model_spec
   spec = model_spec(model, resolution=resolution, feature_mix=feature_mix,
                     num_classes=num_classes)
   view = method_layer_view(spec, method)

@@ -38,7 +38,10 @@ from typing import Any, Callable, Dict
 import jax
 import numpy as np
 
+from tinytrain_jax.cost import methods
 from tinytrain_jax.cost import step as step_lib
+from tinytrain_jax.models import network
+from tinytrain_jax.models.registry import model_spec
 
 
 def _first(x):
@@ -99,10 +102,6 @@ def step_xla_costs(spec, params, mask, batch_size: int = 1) -> Dict[str, Any]:
 
 
 def _main():
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax.cost import methods
-  from tinytrain_jax.models import network
-  from tinytrain_jax.models.registry import model_spec
   for name, mix in (('mcunet-5fps', False), ('mbv2-w0.35', True),
                     ('proxyless-w0.3', True)):
     spec = model_spec(name, feature_mix=mix)

@@ -156,6 +156,8 @@ def _decode(value, image_size: int | None) -> np.ndarray:
 
 def _open_builder(dataset: str, data_dir):
   """Returns the TFDS builder, or raises a one-line ValueError."""
+  # Imported on use: it loads TensorFlow (seconds, ~1 GB), which only a
+  # TFDS source needs.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if dataset.startswith('meta_dataset'):
     try:

@@ -98,7 +98,7 @@ def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
       if progress:
         print(f'meta-training {b}: {wd}', file=sys.stderr, flush=True)
       fcntl.flock(lock, fcntl.LOCK_EX)
-      meta_lib.meta_train(mcfg, wd, progress=progress)
+      meta_lib.run_meta_training(mcfg, wd, progress=progress)
     _, params, head = meta_lib.load_backbone(str(wd), resolution)
     out[b] = (params, head, {'cache': wd.name, 'best_step':
                              meta_lib.best_step(wd), 'steps': mcfg.steps,

@@ -27,6 +27,7 @@ import time
 from typing import Any, Dict, List
 
 from tinytrain_jax import data
+from tinytrain_jax import progress as progress_lib
 from tinytrain_jax.eval import config as config_lib
 from tinytrain_jax.eval import lr_choice
 from tinytrain_jax.eval import meta_cache
@@ -38,33 +39,6 @@ from tinytrain_jax.train import methods as methods_lib
 
 EvalConfig = config_lib.EvalConfig
 ROW_SELECTING_KEYS = run_config.ROW_SELECTING_KEYS
-
-
-class _Progress:
-  """tqdm bar with ETA and running accuracy on a TTY; log lines otherwise."""
-
-  def __init__(self, total, desc):
-    self.total, self.desc, self.done, self.t0 = total, desc, 0, time.time()
-    self.bar = None
-    if sys.stderr.isatty():
-      import tqdm  # pylint: disable=g-import-not-at-top
-      self.bar = tqdm.tqdm(total=total, desc=desc, dynamic_ncols=True)
-
-  def update(self, running: Dict[str, float]):
-    self.done += 1
-    post = ' '.join(f'{m}={a:.1f}' for m, a in running.items())
-    if self.bar is not None:
-      self.bar.update(1)
-      self.bar.set_postfix_str(post)
-    elif self.done % max(1, self.total // 10) == 0 or self.done == self.total:
-      el = time.time() - self.t0
-      eta = el / self.done * (self.total - self.done)
-      print(f'{self.desc} {self.done}/{self.total} [{el:.0f}s, eta {eta:.0f}s]'
-            f' acc% {post}', file=sys.stderr, flush=True)
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
 
 
 def _read_done(path: pathlib.Path) -> Dict:
@@ -186,8 +160,9 @@ def run_evaluation(cfg: EvalConfig, workdir,
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       per = {v.label: [] for v in st.variants}
-      bar = (_Progress(len(specs_ep) * len(st.variants), f'{bb} {st.domain}')
-             if progress else None)
+      bar = progress_lib.Progress(len(specs_ep) * len(st.variants),
+                                 f'{bb} {st.domain}', unit='task',
+                                 enabled=progress)
       for i, es in enumerate(specs_ep):
         ep = None
         for v in st.variants:
@@ -211,11 +186,10 @@ def run_evaluation(cfg: EvalConfig, workdir,
             log.write(json.dumps(done[key]) + '\n')
             log.flush()
           per[v.label].append(done[key])
-          if bar:
-            bar.update({m: sum(x['accuracy'] for x in xs) / len(xs)
-                        for m, xs in per.items() if xs})
-      if bar:
-        bar.close()
+          bar.update('acc% ' + ' '.join(
+              f"{m}={sum(x['accuracy'] for x in xs) / len(xs):.1f}"
+              for m, xs in per.items() if xs))
+      bar.close()
       for v in st.variants:
         xs = per[v.label]
         mean, ci = report.mean_ci95([x['accuracy'] for x in xs])

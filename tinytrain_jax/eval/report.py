@@ -12,6 +12,10 @@ import json
 import pathlib
 from typing import Dict, List, Sequence
 
+# The object-oriented API: no pyplot, so no global backend is chosen and
+# importing this module never changes a notebook's matplotlib setup.
+from matplotlib import figure
+from matplotlib import ticker
 import numpy as np
 
 REQUIRED = ('backbone', 'method', 'domain', 'accuracy_mean', 'accuracy_ci95',
@@ -91,14 +95,10 @@ def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
 
 def plot_pareto(rows: List[Dict], path) -> None:
   """Accuracy (avg over domains) vs backward memory and vs MACs, per method."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   _check(rows)
   backbones = list(dict.fromkeys(r['backbone'] for r in rows))
-  fig, axes = plt.subplots(len(backbones), 2, squeeze=False,
-                           figsize=(10, 3.8 * len(backbones)))
+  fig = figure.Figure(figsize=(10, 3.8 * len(backbones)))
+  axes = fig.subplots(len(backbones), 2, squeeze=False)
   for i, bb in enumerate(backbones):
     sub = [r for r in rows if r['backbone'] == bb]
     for m in dict.fromkeys(r['method'] for r in sub):
@@ -118,7 +118,7 @@ def plot_pareto(rows: List[Dict], path) -> None:
                                'backward MACs per sample')):
       ax = axes[i, j]
       ax.set_xscale('log')
-      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+      ax.xaxis.set_minor_formatter(ticker.NullFormatter())
       ax.set_xlabel(label)
       ax.set_ylabel('accuracy (%)')
       ax.set_title(f'{bb}')
@@ -126,16 +126,12 @@ def plot_pareto(rows: List[Dict], path) -> None:
     axes[i, 0].legend(fontsize=7, loc='lower right')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
   """Budget sweep curves: accuracy vs a budget, one line per variant."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = figure.Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for v in dict.fromkeys(p['variant'] for p in points):
     ps = sorted((p for p in points if p['variant'] == v),
                 key=lambda p: p[x_key])
@@ -143,14 +139,13 @@ def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
                 yerr=[p['accuracy_ci95'] for p in ps], marker='o', capsize=3,
                 label=v)
   ax.set_xscale('log')
-  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel(x_key)
   ax.set_ylabel('accuracy (%)')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
@@ -161,11 +156,8 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
       {domain: %}}); step 0 is the pretrained start (dashed line).
     path: PNG file.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, len(curves), squeeze=False,
-                           figsize=(5 * len(curves), 3.6))
+  fig = figure.Figure(figsize=(5 * len(curves), 3.6))
+  axes = fig.subplots(1, len(curves), squeeze=False)
   for ax, (bb, rows) in zip(axes[0], curves.items()):
     rows = sorted(rows, key=lambda r: r['step'])
     for dom in rows[0]['none_accuracy'] if rows else ():
@@ -181,7 +173,6 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def write_report(workdir, rows: List[Dict], config: Dict = None,

@@ -1,4 +1,4 @@
-"""The three TinyTrain backbones by name (block tables of reference backbones.md §2)."""
+"""The three TinyTrain backbones by name (block tables of docs/reference/backbones.md §2)."""
 import dataclasses
 from typing import Optional
 

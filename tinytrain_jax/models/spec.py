@@ -4,7 +4,7 @@ A `ModelSpec` is hashable (usable as a jit static argument) and is the single so
 of truth for layer names and tiny-training conv indices. Everything keyed by layer
 (masks, Fisher scores, costs) uses `ConvLayer.name` or `ConvLayer.index`.
 
-Conv indexing (tiny-training's convention, reference backbones.md §4): stem = 0, then
+Conv indexing (tiny-training's convention, docs/reference/backbones.md §4): stem = 0, then
 per block pointwise1 (absent when expand = 1), depthwise, pointwise2; the optional
 feature-mix conv comes last; the classifier is never counted.
 """

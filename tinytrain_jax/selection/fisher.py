@@ -5,7 +5,7 @@ channel o and spatial position d, with a the activation and g = dL/da:
 
   Δ_o = 1/(2N) · Σ_n ( Σ_d a[n, d, o] · g[n, d, o] )²,    P_i = Σ_o Δ_o.
 
-Which tensor (criterion.md §2.1, reconstructed):
+Which tensor (docs/reference/criterion.md §2.1, reconstructed):
   * `out` (option A): the conv's pre-activation output (incl. folded bias or
     BN); P_i sums it over the layer's output channels.
   * `inp` (option B): the conv's input (post-ReLU6 of the layer below, or the
@@ -13,7 +13,7 @@ Which tensor (criterion.md §2.1, reconstructed):
     only (the residual shortcut path is not included). Used to rank the input
     channels of non-depthwise convs; depthwise convs use `out` (own channels).
 
-Which loss (criterion.md §2.2, reconstructed): the ProtoNet cosine loss on the
+Which loss (docs/reference/criterion.md §2.2, reconstructed): the ProtoNet cosine loss on the
 support set itself (prototypes from the support features, logits for the same
 support images, mean over valid rows), BN frozen, no augmentation. The
 prototype couples the samples, so g is the gradient of the *batch* loss.
@@ -71,7 +71,7 @@ def fisher_per_channel(act: jax.Array, grad: jax.Array,
 
 
 # The Fisher pass's loss: the support set on its own prototypes
-# (criterion.md §2.2), the same loss fine-tuning minimises.
+# (docs/reference/criterion.md §2.2), the same loss fine-tuning minimises.
 support_loss = protonet.support_loss
 
 

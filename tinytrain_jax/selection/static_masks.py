@@ -1,6 +1,6 @@
 """Task-independent masks: static L2 / random channels, last-k, SparseUpdate.
 
-The static channel baselines of criterion.md §4 keep the same layers and
+The static channel baselines of docs/reference/criterion.md §4 keep the same layers and
 channel counts as a dynamic selection and change only which channels:
   * L2: input channel c of a conv ranked by ‖W[:, :, c, :]‖₂ (depthwise:
     ‖W[:, :, 0, c]‖₂), largest first (SparseUpdate's magnitude order);

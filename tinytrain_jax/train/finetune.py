@@ -1,4 +1,4 @@
-"""Per-task fine-tuning on the support set (protocol.md §5) and evaluation.
+"""Per-task fine-tuning on the support set (docs/reference/protocol.md §5) and evaluation.
 
   cfg = FinetuneConfig(steps=40, lr=1e-3)
   res = finetune(spec, params, head, episode, mask, cfg)  # res.accuracy
@@ -366,7 +366,7 @@ def check_finite_curve(curve, steps):
                        f'{steps}; lower FinetuneConfig.lr')
 
 
-def finetune(spec, params, head, episode, mask,
+def finetune_task(spec, params, head, episode, mask,
              config: FinetuneConfig = FinetuneConfig(),
              task: int = 0) -> FinetuneResult:
   """Fine-tunes a copy of `params` on the episode's support set.

@@ -1,4 +1,4 @@
-"""Episodic ProtoNet meta-training of a whole backbone (protocol.md §3).
+"""Episodic ProtoNet meta-training of a whole backbone (docs/reference/protocol.md §3).
 
   cfg = MetaTrainConfig(model='mcunet-5fps', steps=2000)
   state = meta_train(cfg, '/tmp/run')     # resumes from /tmp/run if present
@@ -14,7 +14,6 @@ same params, bit for bit, as an uninterrupted run.
 import dataclasses
 import json
 import sys
-import time
 import pathlib
 from typing import Any, NamedTuple, Optional, Tuple
 
@@ -23,11 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-import tqdm
 
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
 from tinytrain_jax import models
+from tinytrain_jax import progress as progress_lib
 from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
@@ -218,35 +217,17 @@ def make_batch(source, config: MetaTrainConfig, index: int):
   return finetune_lib.episode_arrays(build_spec(config), ep)
 
 
-class _Progress:
-  """tqdm bar on a TTY; periodic log lines otherwise."""
+class _RunningMetrics:
+  """Exponential moving averages of the meta-training loss and accuracy."""
 
-  def __init__(self, config, start, enabled):
-    self.config, self.t0, self.start = config, time.time(), start
-    self.bar, self.enabled = None, enabled
+  def __init__(self):
     self.loss = self.acc = None
-    if enabled and sys.stderr.isatty():
-      self.bar = tqdm.tqdm(total=config.steps, initial=start, unit='ep',
-                           dynamic_ncols=True)
 
-  def update(self, step, loss, acc):
+  def update(self, loss, acc) -> str:
     a = 0.05 if self.loss is not None else 1.0
     self.loss = (1 - a) * (self.loss or 0.0) + a * loss
     self.acc = (1 - a) * (self.acc or 0.0) + a * acc
-    if self.bar is not None:
-      self.bar.update(1)
-      self.bar.set_postfix(loss=f'{self.loss:.3f}', acc=f'{self.acc:.3f}')
-    elif self.enabled and (step % self.config.log_every == 0 or
-                           step == self.config.steps):
-      rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
-      eta = (self.config.steps - step) / max(rate, 1e-9)
-      print(f'meta_train step {step}/{self.config.steps} loss {self.loss:.4f}'
-            f' acc {self.acc:.3f} {rate:.2f} ep/s eta {eta:.0f}s',
-            file=sys.stderr, flush=True)
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
+    return f'loss {self.loss:.4f} acc {self.acc:.3f}'
 
 
 def check_resumable(stored: dict, config: MetaTrainConfig, directory) -> None:
@@ -295,7 +276,7 @@ def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
   return row
 
 
-def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
+def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
                progress: bool = True, stop_at: Optional[int] = None,
                source=None) -> TrainState:
   """Meta-trains (or resumes) in `workdir`; returns the final state.
@@ -340,7 +321,10 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
     val_log.write_text(''.join(json.dumps(r) + '\n' for r in val_rows))
     if not val_rows:
       _validate(config, spec, state, val_set, val_log, best_mngr, val_rows)
-  bar = _Progress(config, start, progress)
+  bar = progress_lib.Progress(config.steps, 'meta_train', initial=start,
+                             unit='ep', log_every=config.log_every,
+                             enabled=progress)
+  running = _RunningMetrics()
   hp, sched = step_hparams(config), schedule(config)
   try:
     for i in range(start, end):
@@ -360,7 +344,7 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
             (f'last good checkpoint at step {last} in {mngr.directory}'
              if last is not None else 'no checkpoint was written yet') +
             '; lower --config.lr')
-      bar.update(i + 1, loss, acc)
+      bar.update(running.update(loss, acc))
       if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps:
         checkpoint.save(mngr, i + 1, state, config.to_json())
       if i + 1 == end:

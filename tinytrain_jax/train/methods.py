@@ -3,7 +3,7 @@
   res = run_method('lastlayer', spec, params, head, episode, FinetuneConfig())
 
 A mask method maps (spec, params, episode) to a mask (`masks`), or None for
-no training; `run_method` fine-tunes with it (`finetune.finetune`). A module
+no training; `run_method` fine-tunes with it (`finetune.finetune_task`). A module
 method (TinyTL, Transductive, AdapterDrop) has its own fine-tune (`run_fn`).
 Every method's backward cost comes from one function, `method_costs`
 (`cost.backward_macs` per sample, `cost.backward_memory_bytes` fp32 at the
@@ -267,7 +267,7 @@ def run_method(method: str, spec, params, head, episode,
   else:
     mask = method_mask(method, spec, params, episode, head, budgets)
     steps = config.steps if mask is not None else 0
-    res = finetune_lib.finetune(spec, params, head, episode, mask,
+    res = finetune_lib.finetune_task(spec, params, head, episode, mask,
                                 dataclasses.replace(config, steps=steps),
                                 task=task)
     summary = mask_summary(spec, mask)
