@@ -12,8 +12,8 @@ from tinytrain_jax.configs import cli
 from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.train import meta_train as meta_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'config file', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/meta', 'checkpoint directory')
 
 
@@ -21,8 +21,9 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CONFIG.value is None:
-    cli.error_exit('--config is required, e.g. '
-                   '--config=tinytrain_jax/configs/meta_train.py', 2)
+    cli.error_exit(
+        '--config is required, e.g. '
+        '--config=tinytrain_jax/configs/meta_train.py', 2)
   try:
     cfg = dataclass_config.meta_train_config(_CONFIG.value)  # validates
     state = meta_lib.run_meta_training(cfg, _WORKDIR.value)

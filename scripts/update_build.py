@@ -39,7 +39,6 @@ DEPS = [
 ]
 '''
 
-
 # Library layers, lowest first: (name, files or subpackages under
 # tinytrain_jax/). A layer may import only the layers before it.
 LAYERS = (
@@ -137,14 +136,17 @@ def generate() -> str:
     out.append(f'py_library(\n    name = "{name}",\n    srcs = {srcs!r},\n'
                f'    deps = {dep!r} + DEPS,\n)\n')
   for d in ('experiments', 'benchmarks'):
-    helpers = sorted(_rel(f) for f in (ROOT / d).glob('*.py')
-                     if f.name in ('__init__.py', 'common.py'))
+    helpers = sorted(
+        _rel(f)
+        for f in (ROOT / d).glob('*.py')
+        if f.name in ('__init__.py', 'common.py'))
     for f in sorted((ROOT / d).glob('*.py')):
       if f.name in ('__init__.py', 'common.py'):
         continue
-      out.append(f'py_binary(\n    name = "{d}_{f.stem}",\n'
-                 f'    srcs = {[_rel(f)] + helpers!r},\n'
-                 f'    main = "{_rel(f)}",\n    deps = [":tinytrain_jax"],\n)\n')
+      out.append(
+          f'py_binary(\n    name = "{d}_{f.stem}",\n'
+          f'    srcs = {[_rel(f)] + helpers!r},\n'
+          f'    main = "{_rel(f)}",\n    deps = [":tinytrain_jax"],\n)\n')
   for f in sorted((ROOT / 'tests').rglob('*_test.py')):
     name = _rel(f)[len('tests/'):-3].replace('/', '_')
     out.append(f'py_test(\n    name = "{name}",\n    size = "medium",\n'

@@ -22,8 +22,10 @@ class BuildTest(absltest.TestCase):
   def test_every_test_file_has_a_py_test(self):
     build = (ROOT / 'BUILD').read_text()
     mains = set(re.findall(r'main = "(tests/[^"]+_test\.py)"', build))
-    files = {p.relative_to(ROOT).as_posix()
-             for p in (ROOT / 'tests').rglob('*_test.py')}
+    files = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / 'tests').rglob('*_test.py')
+    }
     self.assertEqual(files - mains, set(),
                      'run `python scripts/update_build.py`')
     self.assertEqual(mains - files, set(), 'BUILD names missing test files')
@@ -54,14 +56,14 @@ class BuildTest(absltest.TestCase):
         (root / sub).mkdir(parents=True)
         (root / sub / '__init__.py').write_text('')
       (root / 'tinytrain_jax/__init__.py').write_text('')
-      (root / 'tinytrain_jax/models/net.py').write_text(
-          'from tinytrain_jax.train import finetune\n')
-      (root / 'tinytrain_jax/train/finetune.py').write_text(
-          'from tinytrain_jax.models import net\n')
+      (root / 'tinytrain_jax/models/net.py'
+      ).write_text('from tinytrain_jax.train import finetune\n')
+      (root / 'tinytrain_jax/train/finetune.py'
+      ).write_text('from tinytrain_jax.models import net\n')
       ub.ROOT = root
-      with self.assertRaisesRegex(ub.LayerError,
-                                  'tinytrain_jax/models/net.py imports '
-                                  'tinytrain_jax.train.finetune .*back-edge'):
+      with self.assertRaisesRegex(
+          ub.LayerError, 'tinytrain_jax/models/net.py imports '
+          'tinytrain_jax.train.finetune .*back-edge'):
         ub.layer_deps()
 
   def test_requirements_use_tensorflow_cpu(self):

@@ -25,8 +25,8 @@ class SelfContainedTest(absltest.TestCase):
         doc = ROOT / 'docs' / 'reference' / name
         self.assertTrue(doc.exists(), f'{f}: cites missing {doc}')
         if section:
-          heads = re.findall(r'^#+ (?:§)?(\d+(?:\.\d+)?)[. ]',
-                             doc.read_text(), re.M)
+          heads = re.findall(r'^#+ (?:§)?(\d+(?:\.\d+)?)[. ]', doc.read_text(),
+                             re.M)
           self.assertIn(section, heads, f'{f}: {name} has no §{section}')
         cited += 1
     self.assertGreater(cited, 10)

@@ -69,11 +69,13 @@ def channel_flags(mask: masks.Mask, params, spec: ModelSpec) -> Any:
     if ax is not None:
       shape[ax] = np.shape(p)[ax]
     return np.broadcast_to(b, shape).copy()
+
   return jax.tree.unflatten(
-      jax.tree.structure(params),
-      [stable(path, b, p) for path, b, p in zip(
-          tree_paths.leaf_paths(params), jax.tree.leaves(shaped),
-          jax.tree.leaves(params))])
+      jax.tree.structure(params), [
+          stable(path, b, p) for path, b, p in zip(
+              tree_paths.leaf_paths(params), jax.tree.leaves(shaped),
+              jax.tree.leaves(params))
+      ])
 
 
 def _keep(path, m, shape) -> jax.Array:
@@ -85,8 +87,8 @@ def _keep(path, m, shape) -> jax.Array:
   static, so a wrong one raises here, at trace time.
   """
   m = jnp.asarray(m)
-  if m.ndim == 0 or (m.ndim == len(shape) and all(
-      a in (1, b) for a, b in zip(m.shape, shape))):
+  if m.ndim == 0 or (m.ndim == len(shape) and
+                     all(a in (1, b) for a, b in zip(m.shape, shape))):
     return jnp.broadcast_to(m != 0, shape)
   raise ValueError(f'mask leaf {jax.tree_util.keystr(path)} has shape '
                    f'{tuple(m.shape)} but its param has shape {tuple(shape)}; '
@@ -110,8 +112,8 @@ def _zero_frozen(updates, mask):
                      f'{jax.tree.structure(updates).num_leaves}; pass '
                      'channel_flags(mask, params, spec)')
   return jax.tree_util.tree_map_with_path(
-      lambda path, u, m: jnp.where(_keep(path, m, u.shape), u,
-                                   -jnp.zeros_like(u)), updates, mask)
+      lambda path, u, m: jnp.where(
+          _keep(path, m, u.shape), u, -jnp.zeros_like(u)), updates, mask)
 
 
 def dynamic_masked(

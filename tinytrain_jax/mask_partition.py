@@ -91,8 +91,8 @@ def make_plan(spec: ModelSpec, params,
         full.append(path)
         continue
       k = int(chans.size)
-      deltas.append(DeltaLayer(conv.name, k, conv.delta_shape(k),
-                               conv.mask_axis))
+      deltas.append(
+          DeltaLayer(conv.name, k, conv.delta_shape(k), conv.mask_axis))
       index[conv.name] = chans
     elif bool(m):
       full.append(path)
@@ -105,10 +105,15 @@ def split(params, plan: SparsePlan, head=None):
   {'params': {leaf path: array}, 'deltas': {conv name: f32[delta shape]}}
   (+ 'head' when given).
   """
-  tr = {'params': {p: jnp.array(tree_paths.get(params, p), copy=True)
-                   for p in plan.full_leaves},
-        'deltas': {d.name: jnp.zeros(d.shape, jnp.float32)
-                   for d in plan.delta_layers}}
+  tr = {
+      'params': {
+          p: jnp.array(tree_paths.get(params, p), copy=True)
+          for p in plan.full_leaves
+      },
+      'deltas': {
+          d.name: jnp.zeros(d.shape, jnp.float32) for d in plan.delta_layers
+      }
+  }
   if head is not None:
     tr['head'] = jax.tree.map(lambda x: jnp.array(x, copy=True), head)
   return tr
@@ -137,7 +142,8 @@ def fold(params, plan: SparsePlan, trainable, indices):
     path = f'{d.name}/kernel'
     w = jnp.asarray(tree_paths.get(out, path))
     ix = _channel_slice(w.ndim, d.axis, jnp.asarray(indices[d.name]))
-    out = tree_paths.replace(out, path, w.at[ix].add(trainable['deltas'][d.name]))
+    out = tree_paths.replace(out, path,
+                             w.at[ix].add(trainable['deltas'][d.name]))
   return out
 
 
@@ -149,8 +155,12 @@ def effective_params(params, trainable):
 
 def delta_inputs(trainable, indices):
   """The `deltas` argument of `network.apply`, or None without deltas."""
-  ds = {n: {'index': indices[n], 'kernel': d}
-        for n, d in trainable['deltas'].items()}
+  ds = {
+      n: {
+          'index': indices[n],
+          'kernel': d
+      } for n, d in trainable['deltas'].items()
+  }
   return ds or None
 
 
@@ -164,14 +174,15 @@ def weight_decay_grads(grads, plan: SparsePlan, trainable, params, indices,
   if not wd:
     return grads
   g = dict(grads)
-  g['params'] = {p: v + wd * trainable['params'][p]
-                 for p, v in grads['params'].items()}
+  g['params'] = {
+      p: v + wd * trainable['params'][p] for p, v in grads['params'].items()
+  }
   dg = {}
   for d in plan.delta_layers:
     w = jax.lax.stop_gradient(tree_paths.get(params, f'{d.name}/kernel'))
     base = w[_channel_slice(w.ndim, d.axis, indices[d.name])]
-    dg[d.name] = grads['deltas'][d.name] + wd * (base +
-                                                  trainable['deltas'][d.name])
+    dg[d.name] = grads['deltas'][d.name] + wd * (
+        base + trainable['deltas'][d.name])
   g['deltas'] = dg
   if 'head' in grads:
     g['head'] = jax.tree.map(lambda a, b: a + wd * b, grads['head'],

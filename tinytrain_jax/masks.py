@@ -71,20 +71,22 @@ def check_mask(mask: Mask, params, spec: ModelSpec) -> None:
   """Raises ValueError if `mask` does not fit `params` (structure or lengths)."""
   mt, pt = jax.tree.structure(mask), jax.tree.structure(params)
   if mt != pt:
-    raise ValueError('mask structure does not match the params: mask has '
-                     f'{mt.num_leaves} leaves, params {pt.num_leaves}; build it '
-                     'with full_mask(params) / mask_from_layers(spec, params, ...)')
+    raise ValueError(
+        'mask structure does not match the params: mask has '
+        f'{mt.num_leaves} leaves, params {pt.num_leaves}; build it '
+        'with full_mask(params) / mask_from_layers(spec, params, ...)')
   axes = channel_axes(spec, params)
-  for path, m, p in zip(tree_paths.leaf_paths(params), jax.tree.leaves(mask),
-                        jax.tree.leaves(params)):
+  for path, m, p in zip(
+      tree_paths.leaf_paths(params), jax.tree.leaves(mask),
+      jax.tree.leaves(params)):
     if _is_vector(m):
       ax = axes[path]
       if ax is None or m.shape[0] != _shape(p)[ax]:
         raise ValueError(f'mask leaf {path} has {m.shape[0]} channel flags but '
-                         f'the param has shape {_shape(p)}'
-                         + ('' if ax is not None else
-                            '; only conv kernels and 1-D leaves take channel '
-                            'flags, use a bool'))
+                         f'the param has shape {_shape(p)}' +
+                         ('' if ax is not None else
+                          '; only conv kernels and 1-D leaves take channel '
+                          'flags, use a bool'))
     elif not isinstance(m, (bool, np.bool_)):
       raise ValueError(f'mask leaf {path} must be a bool or bool vector, got '
                        f'{type(m).__name__}')
@@ -112,11 +114,13 @@ def broadcastable(mask: Mask, params, spec: ModelSpec) -> Mask:
       shape[axes[path]] = m.shape[0]
       return np.asarray(m, bool).reshape(shape)
     return np.full(shape, bool(m))
+
   return jax.tree.unflatten(
-      jax.tree.structure(params),
-      [one(path, m, p) for path, m, p in zip(
-          tree_paths.leaf_paths(params), jax.tree.leaves(mask),
-          jax.tree.leaves(params))])
+      jax.tree.structure(params), [
+          one(path, m, p) for path, m, p in zip(
+              tree_paths.leaf_paths(params), jax.tree.leaves(mask),
+              jax.tree.leaves(params))
+      ])
 
 
 def to_dense(mask: Mask, params, spec: ModelSpec) -> Mask:
@@ -138,8 +142,10 @@ def apply_mask(updates, mask: Mask, spec: ModelSpec):
 
 def count_trained(mask: Mask, params, spec: ModelSpec) -> int:
   """Number of trained scalar parameters."""
-  return int(sum(np.asarray(d).sum() for d in
-                 jax.tree.leaves(to_dense(mask, params, spec))))
+  return int(
+      sum(
+          np.asarray(d).sum()
+          for d in jax.tree.leaves(to_dense(mask, params, spec))))
 
 
 def mask_to_json(mask: Mask) -> Dict[str, Any]:
@@ -147,7 +153,10 @@ def mask_to_json(mask: Mask) -> Dict[str, Any]:
   out = {}
   for path, m in zip(tree_paths.leaf_paths(mask), jax.tree.leaves(mask)):
     if _is_vector(m):
-      out[path] = {'channels': np.flatnonzero(m).tolist(), 'of': int(m.shape[0])}
+      out[path] = {
+          'channels': np.flatnonzero(m).tolist(),
+          'of': int(m.shape[0])
+      }
     else:
       out[path] = bool(m)
   return out
@@ -158,9 +167,14 @@ def save_mask(path: str, mask: Mask, metadata: Optional[dict] = None) -> None:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps({'format': 'tinytrain_jax.mask/1',
-                             'mask': mask_to_json(mask),
-                             'metadata': metadata or {}}, indent=1))
+  tmp.write_text(
+      json.dumps(
+          {
+              'format': 'tinytrain_jax.mask/1',
+              'mask': mask_to_json(mask),
+              'metadata': metadata or {}
+          },
+          indent=1))
   tmp.replace(path)
 
 
@@ -189,8 +203,7 @@ def _leaf_from_json(path, key: str, v, shape, ax):
                      f'0..{n - 1}')
   bad = [c for c in channels if not _is_int(c) or not 0 <= c < n]
   if bad or len(set(channels)) != len(channels):
-    what = (f'channel {json.dumps(bad[0])}' if bad else
-            'a repeated channel')
+    what = (f'channel {json.dumps(bad[0])}' if bad else 'a repeated channel')
     raise ValueError(f'mask file {path}: key {key!r} has {what} in '
                      f'"channels"; accepted: distinct integers 0..{n - 1}')
   m = np.zeros((n,), bool)
@@ -220,12 +233,15 @@ def load_mask(path: str, params, spec: ModelSpec) -> Mask:
   if set(flat) != set(paths):
     missing = sorted(set(paths) - set(flat))[:3]
     extra = sorted(set(flat) - set(paths))[:3]
-    raise ValueError(f'mask file {path} does not match the params (missing '
-                     f'{missing}, unexpected {extra}); was it saved for another '
-                     'model or feature_mix setting?')
+    raise ValueError(
+        f'mask file {path} does not match the params (missing '
+        f'{missing}, unexpected {extra}); was it saved for another '
+        'model or feature_mix setting?')
   axes = channel_axes(spec, params)
-  out = [_leaf_from_json(path, pth, flat[pth], _shape(leaf), axes[pth])
-         for pth, leaf in zip(paths, leaves)]
+  out = [
+      _leaf_from_json(path, pth, flat[pth], _shape(leaf), axes[pth])
+      for pth, leaf in zip(paths, leaves)
+  ]
   mask = jax.tree.unflatten(jax.tree.structure(params), out)
   check_mask(mask, params, spec)
   return mask
@@ -292,7 +308,8 @@ def layer_choice(conv: ConvLayer, choice) -> LayerUpdate:
   return LayerUpdate(chans, n, True)
 
 
-def as_layer_view(spec: ModelSpec, updates: Mapping[Any, Any],
+def as_layer_view(spec: ModelSpec,
+                  updates: Mapping[Any, Any],
                   train_classifier: bool = False) -> LayerView:
   """LayerView from {conv name | index: choice} (see `layer_choice`).
 
@@ -341,14 +358,14 @@ def layer_view(spec: ModelSpec, mask_or_view) -> LayerView:
       u = layer_choice(conv, u)
       if u.trains_anything:
         layers[conv.name] = u
-    return LayerView(layers, bool(mask_or_view.classifier)
-                     and bool(spec.num_classes))
+    return LayerView(layers,
+                     bool(mask_or_view.classifier) and bool(spec.num_classes))
   if isinstance(mask_or_view, Mapping) and any(
       isinstance(v, LayerUpdate) for v in mask_or_view.values()):
     raise ValueError('a dict of LayerUpdates is not a mask; build a LayerView '
                      'with masks.as_layer_view(spec, updates)')
-  return LayerView(layer_updates(spec, mask_or_view),
-                   trains_classifier(mask_or_view))
+  return LayerView(
+      layer_updates(spec, mask_or_view), trains_classifier(mask_or_view))
 
 
 def mask_from_view(spec: ModelSpec, params, view: LayerView) -> Mask:
@@ -372,7 +389,9 @@ def mask_from_view(spec: ModelSpec, params, view: LayerView) -> Mask:
   return mask
 
 
-def mask_from_layers(spec: ModelSpec, params, updates: Mapping[Any, Any],
+def mask_from_layers(spec: ModelSpec,
+                     params,
+                     updates: Mapping[Any, Any],
                      train_classifier: bool = False) -> Mask:
   """Builds a mask from per-conv choices.
 

@@ -29,16 +29,24 @@ class Progress:
     enabled: False = silent.
   """
 
-  def __init__(self, total: int, desc: str, initial: int = 0,
-               unit: str = 'it', log_every: Optional[int] = None,
+  def __init__(self,
+               total: int,
+               desc: str,
+               initial: int = 0,
+               unit: str = 'it',
+               log_every: Optional[int] = None,
                enabled: bool = True):
     self.total, self.desc, self.unit = int(total), desc, unit
     self.done = self.start = int(initial)
     self.log_every = max(1, int(log_every or self.total // 10 or 1))
     self.enabled, self.t0, self.bar = enabled, time.time(), None
     if enabled and sys.stderr.isatty():
-      self.bar = tqdm.tqdm(total=self.total, initial=self.done, desc=desc,
-                           unit=unit, dynamic_ncols=True)
+      self.bar = tqdm.tqdm(
+          total=self.total,
+          initial=self.done,
+          desc=desc,
+          unit=unit,
+          dynamic_ncols=True)
 
   def update(self, postfix: str = '') -> None:
     """One update; `postfix` is shown after the bar / at the line's end."""
@@ -51,9 +59,11 @@ class Progress:
       el = time.time() - self.t0
       rate = (self.done - self.start) / max(el, 1e-9)
       eta = (self.total - self.done) / max(rate, 1e-9)
-      print(f'{self.desc} {self.done}/{self.total} [{el:.0f}s, {rate:.2f} '
-            f'{self.unit}/s, eta {eta:.0f}s] {postfix}'.rstrip(),
-            file=sys.stderr, flush=True)
+      print(
+          f'{self.desc} {self.done}/{self.total} [{el:.0f}s, {rate:.2f} '
+          f'{self.unit}/s, eta {eta:.0f}s] {postfix}'.rstrip(),
+          file=sys.stderr,
+          flush=True)
 
   def close(self) -> None:
     if self.bar is not None:

@@ -16,8 +16,11 @@ SEP = '/'
 
 def leaf_paths(tree) -> List[str]:
   """Paths of all leaves, in `jax.tree.leaves(tree)` order."""
-  return [SEP.join(str(getattr(k, 'key', k)) for k in kp)
-          for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [
+      SEP.join(str(getattr(k, 'key', k))
+               for k in kp)
+      for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+  ]
 
 
 def get(tree, path: str) -> Any:

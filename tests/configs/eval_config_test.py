@@ -38,24 +38,24 @@ def _flat(d, prefix=''):
 
 class EveryFieldIsAFlagTest(parameterized.TestCase):
 
-  @parameterized.parameters(
-      (default.get_config,), (sweep.get_config,))
+  @parameterized.parameters((default.get_config,), (sweep.get_config,))
   def test_eval_config_files(self, get_config):
     cd = get_config()
-    self.assertEqual(set(cd.finetune),
-                     _fields(finetune.FinetuneConfig,
-                             config_lib.FINETUNE_DERIVED) |
-                     _fields(config_lib.LrChoiceConfig))
-    self.assertEqual(set(cd.meta_train),
-                     _fields(meta_train.MetaTrainConfig,
-                             config_lib.META_TRAIN_DERIVED) | {'checkpoint'})
+    self.assertEqual(
+        set(cd.finetune),
+        _fields(finetune.FinetuneConfig, config_lib.FINETUNE_DERIVED)
+        | _fields(config_lib.LrChoiceConfig))
+    self.assertEqual(
+        set(cd.meta_train),
+        _fields(meta_train.MetaTrainConfig, config_lib.META_TRAIN_DERIVED)
+        | {'checkpoint'})
     self.assertEqual(set(cd.sampler), _fields(sampler.SamplerConfig))
     self.assertEqual(set(cd.selection), _fields(config_lib.BudgetConfig))
-    self.assertEqual(set(cd.extra_backbones),
-                     _fields(config_lib.ExtraBackbones))
+    self.assertEqual(
+        set(cd.extra_backbones), _fields(config_lib.ExtraBackbones))
     self.assertEqual(set(cd.variable), _fields(config_lib.VariableStudies))
-    top = _fields(config_lib.EvalConfig, ('lr_choice',
-                                          'meta_train_checkpoints'))
+    top = _fields(config_lib.EvalConfig,
+                  ('lr_choice', 'meta_train_checkpoints'))
     self.assertEqual(set(cd), top)
     # Each flag lands in the EvalConfig: its JSON has exactly the flags.
     self.assertEqual(
@@ -66,9 +66,9 @@ class EveryFieldIsAFlagTest(parameterized.TestCase):
     cd = meta_train_config.get_config()
     self.assertEqual(set(cd), _fields(meta_train.MetaTrainConfig))
     cfg = dataclass_config.meta_train_config(cd)
-    self.assertEqual(dataclasses.asdict(cfg),
-                     dict(cd.to_dict(), val_sources=('mini-imagenet',
-                                                     'omniglot')))
+    self.assertEqual(
+        dataclasses.asdict(cfg),
+        dict(cd.to_dict(), val_sources=('mini-imagenet', 'omniglot')))
 
 
 class FromConfigDictTest(parameterized.TestCase):
@@ -104,10 +104,12 @@ class FromConfigDictTest(parameterized.TestCase):
   def test_meta_cache_keys_unchanged(self):
     # Meta-trainings cached before EvalConfig existed stay valid: the key of
     # an unchanged config is the one computed from the old ConfigDict path.
-    want = {('', 'mcunet-5fps'): 'b9ef24388244',
-            ('', 'mbv2-w0.35'): '8f9cc1ce3912',
-            ('', 'proxyless-w0.3'): '8aae40a3f921',
-            ('quick', 'mcunet-5fps'): '8e2dd78fddd4'}
+    want = {
+        ('', 'mcunet-5fps'): 'b9ef24388244',
+        ('', 'mbv2-w0.35'): '8f9cc1ce3912',
+        ('', 'proxyless-w0.3'): '8aae40a3f921',
+        ('quick', 'mcunet-5fps'): '8e2dd78fddd4'
+    }
     for (arg, backbone), key in want.items():
       cfg = eval_config.from_config_dict(default.get_config(arg))
       mcfg = meta_cache.metatrain_config(cfg.meta_train, backbone, cfg.seed)
@@ -154,26 +156,32 @@ class FromConfigDictTest(parameterized.TestCase):
     cd = default.get_config('quick')
     with cd.unlocked():
       cd.finetune.stepz = 3
-    with self.assertRaisesRegex(ValueError, r'unknown config key '
-                                r'--config\.finetune\.stepz; accepted in '
-                                r'--config\.finetune\.\*: augment'):
+    with self.assertRaisesRegex(
+        ValueError, r'unknown config key '
+        r'--config\.finetune\.stepz; accepted in '
+        r'--config\.finetune\.\*: augment'):
       eval_config.from_config_dict(cd)
 
   def test_launcher_flags(self):
     # New flags exist on the command line, and their errors are one line.
     with tempfile.TemporaryDirectory() as wd:
-      out = subprocess.run(
-          [sys.executable, '-m', 'experiments.evaluate',
-           '--config=tinytrain_jax/configs/default.py:quick',
-           '--config.finetune.lr_per_method=lastlayer=1e-2',
-           '--config.domains=omniglot,cifar10_subset',
-           '--config.meta_train.weight_decay=0.1',
-           '--config.finetune.weight_decay=-1', f'--workdir={wd}'],
-          cwd=ROOT, capture_output=True, text=True, check=False)
+      out = subprocess.run([
+          sys.executable, '-m', 'experiments.evaluate',
+          '--config=tinytrain_jax/configs/default.py:quick',
+          '--config.finetune.lr_per_method=lastlayer=1e-2',
+          '--config.domains=omniglot,cifar10_subset',
+          '--config.meta_train.weight_decay=0.1',
+          '--config.finetune.weight_decay=-1', f'--workdir={wd}'
+      ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           check=False)
     self.assertEqual(out.returncode, 1, out.stderr)
-    self.assertEqual(out.stderr.strip().splitlines()[-1],
-                     'error: FinetuneConfig.weight_decay must be >= 0, got '
-                     '-1.0; set --config.finetune.weight_decay')
+    self.assertEqual(
+        out.stderr.strip().splitlines()[-1],
+        'error: FinetuneConfig.weight_decay must be >= 0, got '
+        '-1.0; set --config.finetune.weight_decay')
 
 
 if __name__ == '__main__':

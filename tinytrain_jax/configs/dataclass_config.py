@@ -29,7 +29,8 @@ def field_names(cls) -> Tuple[str, ...]:
   return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def check_keys(d: Dict[str, Any], accepted: Iterable[str],
+def check_keys(d: Dict[str, Any],
+               accepted: Iterable[str],
                prefix: str = '') -> None:
   """Raises a one-line ValueError for a key of `d` not in `accepted`."""
   accepted = tuple(accepted)
@@ -75,7 +76,9 @@ def dataclass_from_config(cls, cfg, prefix: str = ''):
   return build(cls, d, prefix)
 
 
-def split_list(value, flag: str, accepted: Optional[Sequence[str]] = None,
+def split_list(value,
+               flag: str,
+               accepted: Optional[Sequence[str]] = None,
                empty_ok: bool = False) -> Tuple[str, ...]:
   """'a,b' (or a sequence) -> ('a', 'b'), checking names; errors name the
   flag `--config.<flag>`."""
@@ -127,6 +130,6 @@ def meta_train_config(cfg) -> meta_lib.MetaTrainConfig:
   if 'resolution' in d:
     cli.check_resolution(d['resolution'], '--config.resolution')
   if 'val_sources' in d:
-    d['val_sources'] = split_list(d['val_sources'], 'val_sources',
-                                  empty_ok=True)
+    d['val_sources'] = split_list(
+        d['val_sources'], 'val_sources', empty_ok=True)
   return build(meta_lib.MetaTrainConfig, d)

@@ -36,23 +36,23 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   quick = arg == 'quick'
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.backbones = 'mcunet-5fps'          # comma list
+  c.backbones = 'mcunet-5fps'  # comma list
   c.domains = 'omniglot,cifar10_subset,mini-imagenet'  # comma list: omniglot,
-                                       # cifar10_subset, mini-imagenet[:PATH],
-                                       # tfds:<name>, dir:<path>
-  c.in_domain = 'mini-imagenet'        # reference rows, left out of Avg.
+  # cifar10_subset, mini-imagenet[:PATH],
+  # tfds:<name>, dir:<path>
+  c.in_domain = 'mini-imagenet'  # reference rows, left out of Avg.
   c.methods = 'none,lastlayer,tinytl,sparseupdate,tinytrain,fulltrain'
   # Start weights per method: '' = the paper's Table 1 (baselines from the
   # pretrained weights, TinyTrain from the meta-trained ones), or
   # 'pretrained' / 'metatrained'.
   c.starts = ml_collections.ConfigDict({m: '' for m in methods_lib.METHODS})
-  c.ablation = True                    # also every method from the other start
+  c.ablation = True  # also every method from the other start
   c.resolution = 32 if quick else 64
-  c.episodes = 2 if quick else 20      # the paper: 200 per target
+  c.episodes = 2 if quick else 20  # the paper: 200 per target
   c.split = 'test'
 
   c.sampler = ml_collections.ConfigDict()
-  c.sampler.mode = 'fixed'             # 'variable' = Meta-Dataset sampler
+  c.sampler.mode = 'fixed'  # 'variable' = Meta-Dataset sampler
   c.sampler.ways = 5
   c.sampler.shots = 5
   c.sampler.queries = 5 if quick else 10
@@ -70,7 +70,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.extra_backbones = ml_collections.ConfigDict()
   c.extra_backbones.backbones = '' if quick else 'mbv2-w0.35,proxyless-w0.3'
   c.extra_backbones.domains = 'cifar10_subset'
-  c.extra_backbones.episodes = 0       # 0 = c.episodes
+  c.extra_backbones.episodes = 0  # 0 = c.episodes
 
   # Meta-Dataset's variable-way variable-shot tasks on some targets (first
   # backbone), rows labelled '<domain> (MD)'.
@@ -82,8 +82,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.meta_train = ml_collections.ConfigDict()
   c.meta_train.source = 'mini-imagenet'
   c.meta_train.split = 'train'
-  c.meta_train.init = 'pretrained'     # or 'random'
-  c.meta_train.resolution = 0          # 0 = c.resolution
+  c.meta_train.init = 'pretrained'  # or 'random'
+  c.meta_train.resolution = 0  # 0 = c.resolution
   c.meta_train.steps = 4 if quick else 400  # 0 = no meta-training
   # (model, feature_mix and seed: each backbone's, and c.seed)
   c.meta_train.ways = 3 if quick else 5
@@ -100,25 +100,25 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.meta_train.val_every = 2 if quick else 100
   c.meta_train.val_episodes = 2 if quick else 40
   c.meta_train.val_sources = 'mini-imagenet,omniglot'
-  c.meta_train.checkpoint = ''         # meta-train workdirs to reuse, one per
-                                       # backbone (comma list)
+  c.meta_train.checkpoint = ''  # meta-train workdirs to reuse, one per
+  # backbone (comma list)
 
   c.finetune = ml_collections.ConfigDict()
   c.finetune.steps = 3 if quick else 40
-  c.finetune.lr = 1e-3                 # used when lr_grid is empty
+  c.finetune.lr = 1e-3  # used when lr_grid is empty
   c.finetune.lr_grid = '1e-3,1e-2' if quick else '3e-4,1e-3,3e-3,1e-2'
   c.finetune.dev_source = 'mini-imagenet'  # its valid split, never a target
   c.finetune.dev_episodes = 1 if quick else 4
-  c.finetune.lr_per_method = ''        # 'method=lr,...' fixes an lr (no search)
+  c.finetune.lr_per_method = ''  # 'method=lr,...' fixes an lr (no search)
   c.finetune.momentum = 0.9
   c.finetune.augment = False
   c.finetune.weight_decay = 0.0
-  c.finetune.impl = 'sparse'           # or 'dense' (the masked reference)
-  c.finetune.train_head = False        # also train the cosine head
-  c.finetune.cache_prefix = True       # frozen blocks once per task
+  c.finetune.impl = 'sparse'  # or 'dense' (the masked reference)
+  c.finetune.train_head = False  # also train the cosine head
+  c.finetune.cache_prefix = True  # frozen blocks once per task
 
   c.selection = ml_collections.ConfigDict()
-  c.selection.budget_scale = 1.0       # x per-backbone default_budgets()
-  c.selection.budget_bytes = 0         # > 0 overrides (bytes, fp32 batch 1)
-  c.selection.budget_macs = 0          # > 0 overrides (MACs per sample)
+  c.selection.budget_scale = 1.0  # x per-backbone default_budgets()
+  c.selection.budget_bytes = 0  # > 0 overrides (bytes, fp32 batch 1)
+  c.selection.budget_macs = 0  # > 0 overrides (MACs per sample)
   return c

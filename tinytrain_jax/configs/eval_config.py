@@ -23,10 +23,10 @@ from tinytrain_jax.train import meta_train as meta_lib
 from tinytrain_jax.train import methods as methods_lib
 
 _LIST_KEYS = ('backbones', 'domains', 'in_domain', 'methods')
-_SECTIONS = ('sampler', 'extra_backbones', 'variable', 'meta_train',
-             'finetune', 'selection', 'starts')
-_TOP_KEYS = ('seed', 'ablation', 'resolution', 'episodes', 'split'
-             ) + _LIST_KEYS + _SECTIONS
+_SECTIONS = ('sampler', 'extra_backbones', 'variable', 'meta_train', 'finetune',
+             'selection', 'starts')
+_TOP_KEYS = ('seed', 'ablation', 'resolution', 'episodes',
+             'split') + _LIST_KEYS + _SECTIONS
 _FINETUNE_KEYS = tuple(
     f for f in dc.field_names(finetune_lib.FinetuneConfig)
     if f not in config_lib.FINETUNE_DERIVED)
@@ -69,18 +69,21 @@ def _meta_train(d, cfg: config_lib.EvalConfig):
   if 'meta_train' not in d:
     return None, ()
   mt = _section(d, 'meta_train', _META_KEYS)
-  checkpoints = dc.split_list(mt.pop('checkpoint', ''),
-                              'meta_train.checkpoint', empty_ok=True)
+  checkpoints = dc.split_list(
+      mt.pop('checkpoint', ''), 'meta_train.checkpoint', empty_ok=True)
   if mt.get('steps') == 0:
     return None, checkpoints
   if mt.get('resolution'):
     cli.check_resolution(mt['resolution'], '--config.meta_train.resolution')
   if 'val_sources' in mt:
-    mt['val_sources'] = dc.split_list(mt['val_sources'],
-                                      'meta_train.val_sources', empty_ok=True)
+    mt['val_sources'] = dc.split_list(
+        mt['val_sources'], 'meta_train.val_sources', empty_ok=True)
   model = cfg.backbones[0]  # a template: each backbone sets its own
-  mt.update(resolution=mt.get('resolution') or cfg.resolution, model=model,
-            feature_mix=model in plan_lib.MIX_BACKBONES, seed=cfg.seed)
+  mt.update(
+      resolution=mt.get('resolution') or cfg.resolution,
+      model=model,
+      feature_mix=model in plan_lib.MIX_BACKBONES,
+      seed=cfg.seed)
   return dc.build(meta_lib.MetaTrainConfig, mt, 'meta_train.'), checkpoints
 
 
@@ -95,15 +98,19 @@ def from_config_dict(cfg) -> config_lib.EvalConfig:
   dc.check_keys(d, _TOP_KEYS)
   if 'resolution' in d:
     cli.check_resolution(d['resolution'], '--config.resolution')
-  top = {k: d[k] for k in ('seed', 'ablation', 'resolution', 'episodes',
-                           'split') if k in d}
+  top = {
+      k: d[k]
+      for k in ('seed', 'ablation', 'resolution', 'episodes', 'split')
+      if k in d
+  }
   for k in _LIST_KEYS:
     if k in d:
       top[k] = dc.split_list(
-          d[k], k, list(methods_lib.METHODS) if k == 'methods' else None,
+          d[k],
+          k,
+          list(methods_lib.METHODS) if k == 'methods' else None,
           empty_ok=k == 'in_domain')
-  ex = _section(d, 'extra_backbones',
-                dc.field_names(config_lib.ExtraBackbones))
+  ex = _section(d, 'extra_backbones', dc.field_names(config_lib.ExtraBackbones))
   va = _section(d, 'variable', dc.field_names(config_lib.VariableStudies))
   for sec, key, flag in ((ex, 'backbones', 'extra_backbones.backbones'),
                          (ex, 'domains', 'extra_backbones.domains'),
@@ -111,19 +118,26 @@ def from_config_dict(cfg) -> config_lib.EvalConfig:
                          (va, 'methods', 'variable.methods')):
     if key in sec:
       sec[key] = dc.split_list(
-          sec[key], flag, list(methods_lib.METHODS) if key == 'methods'
-          else None, empty_ok=True)
+          sec[key],
+          flag,
+          list(methods_lib.METHODS) if key == 'methods' else None,
+          empty_ok=True)
   finetune, lr_choice = _finetune(d)
-  out = dc.build(config_lib.EvalConfig, dict(
-      top, starts=tuple(dict(d.get('starts') or {}).items()),
-      sampler=_sampler(d),
-      extra_backbones=dc.build(config_lib.ExtraBackbones, ex,
-                               'extra_backbones.'),
-      variable=dc.build(config_lib.VariableStudies, va, 'variable.'),
-      finetune=finetune, lr_choice=lr_choice,
-      selection=dc.build(config_lib.BudgetConfig,
-                         _section(d, 'selection', dc.field_names(
-                             config_lib.BudgetConfig)), 'selection.')))
+  out = dc.build(
+      config_lib.EvalConfig,
+      dict(
+          top,
+          starts=tuple(dict(d.get('starts') or {}).items()),
+          sampler=_sampler(d),
+          extra_backbones=dc.build(config_lib.ExtraBackbones, ex,
+                                   'extra_backbones.'),
+          variable=dc.build(config_lib.VariableStudies, va, 'variable.'),
+          finetune=finetune,
+          lr_choice=lr_choice,
+          selection=dc.build(
+              config_lib.BudgetConfig,
+              _section(d, 'selection', dc.field_names(config_lib.BudgetConfig)),
+              'selection.')))
   meta, checkpoints = _meta_train(d, out)
-  return dataclasses.replace(out, meta_train=meta,
-                             meta_train_checkpoints=checkpoints)
+  return dataclasses.replace(
+      out, meta_train=meta, meta_train_checkpoints=checkpoints)

@@ -34,7 +34,6 @@ from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.models.spec import ModelSpec
 
 
-
 class BackwardMacs(NamedTuple):
   """Backward MACs per sample (docs/reference/cost_model.md §2).
 
@@ -108,14 +107,15 @@ def _conv_table(spec: ModelSpec):
   for c in spec.convs:
     n = c.mask_channels
     per_channel_weights = c.kernel * c.kernel * (1 if c.depthwise else c.c_out)
-    rows.append((c.name, c.index, c.macs, n, per_channel_weights,
-                 c.h_in * c.h_in, c.output_elements, c.c_out,
-                 c.activation == 'relu6'))
+    rows.append(
+        (c.name, c.index, c.macs, n, per_channel_weights, c.h_in * c.h_in,
+         c.output_elements, c.c_out, c.activation == 'relu6'))
   return tuple(rows)
 
 
 # ------------------------------------------------------------------ compute
-def backward_macs(spec: ModelSpec, mask,
+def backward_macs(spec: ModelSpec,
+                  mask,
                   count_unneeded_input_grad: bool = False) -> BackwardMacs:
   """Backward MACs per sample, docs/reference/cost_model.md §2.
 
@@ -160,8 +160,11 @@ def backward_macs(spec: ModelSpec, mask,
 
 
 # ------------------------------------------------------------------- memory
-def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
-                          optimizer_slots: int = 1, act_bits: int = 32,
+def backward_memory_bytes(spec: ModelSpec,
+                          mask,
+                          batch_size: int = 1,
+                          optimizer_slots: int = 1,
+                          act_bits: int = 32,
                           param_bits: int = 32) -> BackwardMemory:
   """The fp32_saved backward-memory model (docs/reference/cost_model.md §3.2-3.4), bytes.
 
@@ -212,16 +215,18 @@ def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
           in_bits += out_el * act_bits
     if relu and lmin is not None and idx >= lmin:
       mask_bits = out_el
-    lm = LayerMemory(_ceil_bytes(in_bits * batch_size),
-                     _ceil_bytes(mask_bits * batch_size), trained)
+    lm = LayerMemory(
+        _ceil_bytes(in_bits * batch_size), _ceil_bytes(mask_bits * batch_size),
+        trained)
     per_layer[name] = lm
     saved += lm.saved_input_bytes + lm.mask_bytes
     n_params += trained
   if spec.num_classes:
     lm = LayerMemory(0, 0, 0)
     if cls:
-      lm = LayerMemory(_ceil_bytes(spec.feature_dim * act_bits * batch_size),
-                       0, spec.classifier_params)
+      lm = LayerMemory(
+          _ceil_bytes(spec.feature_dim * act_bits * batch_size), 0,
+          spec.classifier_params)
     per_layer[CLASSIFIER] = lm
     saved += lm.saved_input_bytes
     n_params += lm.trained_params
@@ -230,8 +235,11 @@ def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
   return BackwardMemory(saved, p, p, opt, saved + 2 * p + opt, per_layer)
 
 
-def tt_memory_breakdown(spec: ModelSpec, mask, act_bits: int = 8,
-                        weight_bits: int = 8, bias_bits: int = 32,
+def tt_memory_breakdown(spec: ModelSpec,
+                        mask,
+                        act_bits: int = 8,
+                        weight_bits: int = 8,
+                        bias_bits: int = 32,
                         momentum_bits: int = 0,
                         count_pass_through_masks: bool = False) -> TTMemory:
   """tiny-training's `nelem_saved_for_backward` for an arbitrary mask.
@@ -291,8 +299,7 @@ def _parse_list(value, cast, field):
                      f'number, got {value!r}') from None
 
 
-def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
-                            manual_weight_idx,
+def sparse_update_to_layers(spec: ModelSpec, n_bias_update, manual_weight_idx,
                             weight_update_ratio) -> LayerView:
   """tiny-training's backward_config as a `masks.LayerView`.
 
@@ -326,8 +333,10 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
                      f'manual_weight_idx has {len(idx)}; give one ratio per '
                      'index or a single number')
   first = n_conv - n_bias
-  out = {i: LayerUpdate((), spec.convs[i].mask_channels, True)
-         for i in range(first, n_conv)}
+  out = {
+      i: LayerUpdate((), spec.convs[i].mask_channels, True)
+      for i in range(first, n_conv)
+  }
   for i, r in zip(idx, ratios):
     if not first <= i < n_conv:
       raise ValueError(f'manual_weight_idx {i} is not among the last '
@@ -345,7 +354,8 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
   return as_layer_view(spec, out)
 
 
-def sparse_update_memory_kb(model: Union[str, ModelSpec], n_bias_update,
+def sparse_update_memory_kb(model: Union[str, ModelSpec],
+                            n_bias_update,
                             manual_weight_idx: Sequence[int],
                             weight_update_ratio,
                             resolution: int = 128) -> float:

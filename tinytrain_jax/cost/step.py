@@ -90,16 +90,20 @@ def build_masked_loss(spec: ModelSpec, params, mask):
 
   def loss_fn(trainable, frozen, state, images):
     p = mask_partition.effective_params(frozen, trainable)
-    out = network.apply(spec, p, images, state=state, impl='lax',
-                        deltas=mask_partition.delta_inputs(trainable, index))
+    out = network.apply(
+        spec,
+        p,
+        images,
+        state=state,
+        impl='lax',
+        deltas=mask_partition.delta_inputs(trainable, index))
     y = out.logits if out.logits is not None else out.features
     return jnp.sum(y * target)
 
   return loss_fn, trainable, {'kernels': kernels}
 
 
-def step_args(spec: ModelSpec, params, trainable, batch_size: int,
-              state=None):
+def step_args(spec: ModelSpec, params, trainable, batch_size: int, state=None):
   """Abstract (trainable, params, state, images) arguments of a
   `build_masked_loss` loss at `batch_size` (state: BN statistics, default
   from `network.init`'s shapes)."""
@@ -107,17 +111,21 @@ def step_args(spec: ModelSpec, params, trainable, batch_size: int,
     state = jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[1]
   images = jax.ShapeDtypeStruct(
       (batch_size, spec.resolution, spec.resolution, 3), jnp.float32)
-  return tuple(jax.tree.map(_sds, a) for a in (trainable, params, state)) + (
-      images,)
+  return tuple(
+      jax.tree.map(_sds, a) for a in (trainable, params, state)) + (images,)
 
 
 def _div(x, n):
   return x // n if x % n == 0 else x / n
 
 
-def analyze_training_step(spec: ModelSpec, params, mask, batch_size: int = 1,
+def analyze_training_step(spec: ModelSpec,
+                          params,
+                          mask,
+                          batch_size: int = 1,
                           count_unneeded_input_grad: bool = False,
-                          state=None, optimizer_slots: int = 1) -> StepCost:
+                          state=None,
+                          optimizer_slots: int = 1) -> StepCost:
   """Traces the masked training step and counts its cost (module docstring).
 
   Args:
@@ -177,13 +185,19 @@ def analyze_training_step(spec: ModelSpec, params, mask, batch_size: int = 1,
   fwd = sum(l['fwd_macs'] for l in layers)
   wg = sum(l['bwd_weight_grad_macs'] for l in layers)
   ig = sum(l['bwd_input_grad_macs'] for l in layers)
-  pbytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
-               for s in jax.tree.leaves(args[0]))
+  pbytes = sum(
+      int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
+      for s in jax.tree.leaves(args[0]))
   return StepCost(
-      fwd_macs=fwd, bwd_macs=wg + ig, bwd_weight_grad_macs=wg,
-      bwd_input_grad_macs=ig, saved_bytes=sum(saved.values()),
+      fwd_macs=fwd,
+      bwd_macs=wg + ig,
+      bwd_weight_grad_macs=wg,
+      bwd_input_grad_macs=ig,
+      saved_bytes=sum(saved.values()),
       saved_conv_input_bytes=conv_in,
       peak_bytes=jaxpr_walk.peak_live_bytes_of(closed.jaxpr),
-      param_bytes=pbytes, grad_bytes=pbytes,
-      optimizer_bytes=optimizer_slots * pbytes, batch_size=batch_size,
+      param_bytes=pbytes,
+      grad_bytes=pbytes,
+      optimizer_bytes=optimizer_slots * pbytes,
+      batch_size=batch_size,
       layers=layers)

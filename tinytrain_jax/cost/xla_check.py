@@ -96,8 +96,8 @@ def step_xla_costs(spec, params, mask, batch_size: int = 1) -> Dict[str, Any]:
   out['xla_flops_per_sample'] = out['flops'] / batch_size
   out['fwd_macs'] = cost.fwd_macs
   out['bwd_macs'] = cost.bwd_macs
-  out['ratio'] = out['xla_flops_per_sample'] / (2 * (cost.fwd_macs +
-                                                     cost.bwd_macs))
+  out['ratio'] = out['xla_flops_per_sample'] / (2 *
+                                                (cost.fwd_macs + cost.bwd_macs))
   return out
 
 
@@ -105,15 +105,17 @@ def _main():
   for name, mix in (('mcunet-5fps', False), ('mbv2-w0.35', True),
                     ('proxyless-w0.3', True)):
     spec = model_spec(name, feature_mix=mix)
-    params = jax.eval_shape(lambda s=spec: network.init(
-        s, jax.random.PRNGKey(0)))[0]
+    params = jax.eval_shape(
+        lambda s=spec: network.init(s, jax.random.PRNGKey(0)))[0]
     for method in ('fulltrain', 'lastlayer'):
       view = methods.method_layer_view(spec, method)
       c = step_xla_costs(spec, params, view, batch_size=2)
       two_macs = 2 * (c['fwd_macs'] + c['bwd_macs'])
-      print(f"| {name}{'+mix' if mix else ''} | {method} | "
-            f"{c['xla_flops_per_sample'] / 1e9:.3f} | {two_macs / 1e9:.3f} | "
-            f"{c['ratio']:.2f} | {c['temp_bytes'] / 1e6:.1f} |", flush=True)
+      print(
+          f"| {name}{'+mix' if mix else ''} | {method} | "
+          f"{c['xla_flops_per_sample'] / 1e9:.3f} | {two_macs / 1e9:.3f} | "
+          f"{c['ratio']:.2f} | {c['temp_bytes'] / 1e6:.1f} |",
+          flush=True)
 
 
 if __name__ == '__main__':

@@ -35,7 +35,10 @@ META_TRAIN_DERIVED = ('model', 'feature_mix', 'seed')
 FINETUNE_DERIVED = ('seed',)
 
 
-def _names(obj, field: str, flag: str, accepted=None,
+def _names(obj,
+           field: str,
+           flag: str,
+           accepted=None,
            empty_ok: bool = False) -> Tuple[str, ...]:
   """obj.<field> as a tuple of names, checked; sets it on the frozen obj."""
   value = getattr(obj, field)
@@ -99,8 +102,12 @@ class VariableStudies:
 
   def __post_init__(self):
     _names(self, 'domains', 'variable.domains', empty_ok=True)
-    _names(self, 'methods', 'variable.methods', list(methods_lib.METHODS),
-           empty_ok=True)
+    _names(
+        self,
+        'methods',
+        'variable.methods',
+        list(methods_lib.METHODS),
+        empty_ok=True)
     _count(self.episodes, 'variable.episodes', 0)
 
 
@@ -124,8 +131,8 @@ class LrChoiceConfig:
       raise ValueError(f'--config.finetune.lr_grid: every lr must be a '
                        f'finite number > 0, got {list(grid)}')
     object.__setattr__(self, 'lr_grid', grid)
-    pairs = tuple((str(m), float(lr)) for m, lr in dict(
-        self.lr_per_method).items())
+    pairs = tuple(
+        (str(m), float(lr)) for m, lr in dict(self.lr_per_method).items())
     unknown = sorted(m for m, _ in pairs if m not in methods_lib.METHODS)
     if unknown:
       raise ValueError(f'--config.finetune.lr_per_method: unknown methods '
@@ -148,8 +155,8 @@ class BudgetConfig:
   budget_macs: int = 0
 
   def __post_init__(self):
-    if not (isinstance(self.budget_scale, (int, float)) and
-            0 < self.budget_scale < math.inf):
+    if not (isinstance(self.budget_scale,
+                       (int, float)) and 0 < self.budget_scale < math.inf):
       raise ValueError(f'--config.selection.budget_scale must be a finite '
                        f'number > 0, got {self.budget_scale}')
     _count(self.budget_bytes, 'selection.budget_bytes', 0)
@@ -188,8 +195,8 @@ class EvalConfig:
   resolution: int = 64
   episodes: int = 20
   split: str = 'test'
-  sampler: data.SamplerConfig = data.SamplerConfig(mode='fixed', ways=5,
-                                                   shots=5, queries=10)
+  sampler: data.SamplerConfig = data.SamplerConfig(
+      mode='fixed', ways=5, shots=5, queries=10)
   extra_backbones: ExtraBackbones = ExtraBackbones()
   variable: VariableStudies = VariableStudies()
   meta_train: Optional[meta_lib.MetaTrainConfig] = None
@@ -205,19 +212,18 @@ class EvalConfig:
     _names(self, 'in_domain', 'in_domain', empty_ok=True)
     _names(self, 'methods', 'methods', list(methods_lib.METHODS))
     plan_lib.start_map((), dict(self.starts))  # checks names and starts
-    starts = tuple((str(m), str(s)) for m, s in dict(self.starts).items()
-                   if s)
+    starts = tuple((str(m), str(s)) for m, s in dict(self.starts).items() if s)
     object.__setattr__(self, 'starts', starts)
     _count(self.episodes, 'episodes', 1)
     _count(self.resolution, 'resolution', 32)
-    _names(self, 'meta_train_checkpoints', 'meta_train.checkpoint',
-           empty_ok=True)
+    _names(
+        self, 'meta_train_checkpoints', 'meta_train.checkpoint', empty_ok=True)
     # One seed drives everything, as in the config file.
-    object.__setattr__(self, 'finetune', dataclasses.replace(
-        self.finetune, seed=self.seed))
+    object.__setattr__(self, 'finetune',
+                       dataclasses.replace(self.finetune, seed=self.seed))
     if self.meta_train is not None:
-      object.__setattr__(self, 'meta_train', dataclasses.replace(
-          self.meta_train, seed=self.seed))
+      object.__setattr__(self, 'meta_train',
+                         dataclasses.replace(self.meta_train, seed=self.seed))
 
   @property
   def fixed_sampler(self) -> data.SamplerConfig:
@@ -227,29 +233,43 @@ class EvalConfig:
   @property
   def variable_sampler(self) -> data.SamplerConfig:
     """Meta-Dataset's sampler (ways, shots and queries sampled)."""
-    return dataclasses.replace(self.sampler, mode='variable', ways=None,
-                               shots=None, queries=None)
+    return dataclasses.replace(
+        self.sampler, mode='variable', ways=None, shots=None, queries=None)
 
   def to_json_dict(self) -> Dict[str, Any]:
     """The config in the layout of its flags (lists for comma lists)."""
-    finetune = {k: v for k, v in dataclasses.asdict(self.finetune).items()
-                if k not in FINETUNE_DERIVED}
-    finetune.update(dataclasses.asdict(self.lr_choice),
-                    lr_per_method=dict(self.lr_choice.lr_per_method))
+    finetune = {
+        k: v
+        for k, v in dataclasses.asdict(self.finetune).items()
+        if k not in FINETUNE_DERIVED
+    }
+    finetune.update(
+        dataclasses.asdict(self.lr_choice),
+        lr_per_method=dict(self.lr_choice.lr_per_method))
     if self.meta_train is None:
       meta = {'steps': 0}
     else:
-      meta = {k: v for k, v in dataclasses.asdict(self.meta_train).items()
-              if k not in META_TRAIN_DERIVED}
+      meta = {
+          k: v
+          for k, v in dataclasses.asdict(self.meta_train).items()
+          if k not in META_TRAIN_DERIVED
+      }
     meta['checkpoint'] = self.meta_train_checkpoints
     out = dict(
-        seed=self.seed, backbones=self.backbones, domains=self.domains,
-        in_domain=self.in_domain, methods=self.methods,
+        seed=self.seed,
+        backbones=self.backbones,
+        domains=self.domains,
+        in_domain=self.in_domain,
+        methods=self.methods,
         starts={m: dict(self.starts).get(m, '') for m in methods_lib.METHODS},
-        ablation=self.ablation, resolution=self.resolution,
-        episodes=self.episodes, split=self.split,
+        ablation=self.ablation,
+        resolution=self.resolution,
+        episodes=self.episodes,
+        split=self.split,
         sampler=dataclasses.asdict(self.sampler),
         extra_backbones=dataclasses.asdict(self.extra_backbones),
-        variable=dataclasses.asdict(self.variable), meta_train=meta,
-        finetune=finetune, selection=dataclasses.asdict(self.selection))
+        variable=dataclasses.asdict(self.variable),
+        meta_train=meta,
+        finetune=finetune,
+        selection=dataclasses.asdict(self.selection))
     return json.loads(json.dumps(out))  # tuples -> lists, as stored

@@ -27,8 +27,10 @@ def metatrain_config(template: meta_lib.MetaTrainConfig, backbone: str,
   """The MetaTrainConfig of `backbone`: the evaluation's `meta_train` with
   the backbone's model and mix conv and the evaluation's seed."""
   return dataclasses.replace(
-      template, model=backbone,
-      feature_mix=backbone in plan_lib.MIX_BACKBONES, seed=seed)
+      template,
+      model=backbone,
+      feature_mix=backbone in plan_lib.MIX_BACKBONES,
+      seed=seed)
 
 
 def cache_dir(config: meta_lib.MetaTrainConfig) -> pathlib.Path:
@@ -63,9 +65,11 @@ def _checkpoint_dirs(paths: Sequence[str],
   return by_model
 
 
-def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
-                        progress: bool = True
-                        ) -> Dict[str, Tuple[object, object, dict]]:
+def meta_trained_starts(
+    cfg,
+    backbones: Sequence[str],
+    resolution: int,
+    progress: bool = True) -> Dict[str, Tuple[object, object, dict]]:
   """backbone -> (params, head, info) of its meta-trained start weights.
 
   `cfg` is an `eval.config.EvalConfig` (its meta_train, meta_train_checkpoints
@@ -81,15 +85,16 @@ def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
     dirs = _checkpoint_dirs(cfg.meta_train_checkpoints, backbones)
     for b in backbones:
       _, params, head = meta_lib.load_backbone(dirs[b], resolution)
-      out[b] = (params, head, {'checkpoint': dirs[b],
-                               'best_step': meta_lib.best_step(dirs[b]),
-                               'val': meta_lib.val_log(dirs[b])})
+      out[b] = (params, head, {
+          'checkpoint': dirs[b],
+          'best_step': meta_lib.best_step(dirs[b]),
+          'val': meta_lib.val_log(dirs[b])
+      })
     return out
   if cfg.meta_train is None:
     raise ValueError('meta-trained starts need --config.meta_train.steps > 0 '
                      'or --config.meta_train.checkpoint')
-  configs = {b: metatrain_config(cfg.meta_train, b, cfg.seed)
-             for b in backbones}
+  configs = {b: metatrain_config(cfg.meta_train, b, cfg.seed) for b in backbones}
   for b, mcfg in configs.items():
     wd = cache_dir(mcfg)
     wd.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +105,10 @@ def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
       fcntl.flock(lock, fcntl.LOCK_EX)
       meta_lib.run_meta_training(mcfg, wd, progress=progress)
     _, params, head = meta_lib.load_backbone(str(wd), resolution)
-    out[b] = (params, head, {'cache': wd.name, 'best_step':
-                             meta_lib.best_step(wd), 'steps': mcfg.steps,
-                             'val': meta_lib.val_log(wd)})
+    out[b] = (params, head, {
+        'cache': wd.name,
+        'best_step': meta_lib.best_step(wd),
+        'steps': mcfg.steps,
+        'val': meta_lib.val_log(wd)
+    })
   return out

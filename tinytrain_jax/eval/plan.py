@@ -52,8 +52,8 @@ class Study:
   variants: Tuple[Variant, ...]
 
 
-def start_map(methods: Sequence[str], overrides: Mapping[str, str]
-              ) -> Dict[str, str]:
+def start_map(methods: Sequence[str],
+              overrides: Mapping[str, str]) -> Dict[str, str]:
   """Each method's start: `overrides[m]` when set, else Table 1's.
 
   Raises:
@@ -87,21 +87,28 @@ def studies(cfg) -> List[Study]:
   """The studies of an `eval.config.EvalConfig` (validated on construction)."""
   main = variants(cfg.methods, dict(cfg.starts), cfg.ablation)
   plain = variants(cfg.methods, dict(cfg.starts), False)
-  sampler = (cfg.fixed_sampler if cfg.sampler.mode == 'fixed'
-             else cfg.variable_sampler)
-  out = [Study(b, d, d, sampler, cfg.episodes, main) for b in cfg.backbones
-         for d in cfg.domains]
+  sampler = (
+      cfg.fixed_sampler
+      if cfg.sampler.mode == 'fixed' else cfg.variable_sampler)
+  out = [
+      Study(b, d, d, sampler, cfg.episodes, main)
+      for b in cfg.backbones
+      for d in cfg.domains
+  ]
   ex = cfg.extra_backbones
   if ex.backbones and ex.domains:
-    out += [Study(b, d, d, cfg.fixed_sampler, ex.episodes or cfg.episodes,
-                  plain)
-            for b in ex.backbones for d in ex.domains]
+    out += [
+        Study(b, d, d, cfg.fixed_sampler, ex.episodes or cfg.episodes, plain)
+        for b in ex.backbones
+        for d in ex.domains
+    ]
   va = cfg.variable
   if va.domains:
     vv = variants(va.methods or cfg.methods, dict(cfg.starts), False)
-    out += [Study(cfg.backbones[0], f'{d} (MD)', d, cfg.variable_sampler,
-                  va.episodes or cfg.episodes, vv)
-            for d in va.domains]
+    out += [
+        Study(cfg.backbones[0], f'{d} (MD)', d, cfg.variable_sampler,
+              va.episodes or cfg.episodes, vv) for d in va.domains
+    ]
   return out
 
 

@@ -77,8 +77,8 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
   choices = lr_choice.LrChoices(workdir)
   ft_cfg = cfg.finetune
   out, eps = {}, {}
-  todo = list(dict.fromkeys((s.backbone, v) for s in studies
-                            for v in s.variants))
+  todo = list(
+      dict.fromkeys((s.backbone, v) for s in studies for v in s.variants))
   for bb, v in todo:
     if v.method == 'none' or v.method in fixed or not grid:
       out[(bb, v.label)] = fixed.get(v.method, ft_cfg.lr)
@@ -86,23 +86,27 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
     got = choices.get(bb, v.label)
     if got is None:
       if bb not in eps:
-        eps[bb] = lr_choice.dev_episodes(
-            cfg.lr_choice.dev_source, cfg.resolution,
-            cfg.lr_choice.dev_episodes, cfg.fixed_sampler)
+        eps[bb] = lr_choice.dev_episodes(cfg.lr_choice.dev_source,
+                                         cfg.resolution,
+                                         cfg.lr_choice.dev_episodes,
+                                         cfg.fixed_sampler)
       params, head = starts[bb][v.start][:2]
       t0 = time.time()
       got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
                                 ft_cfg, budgets[bb], grid)
       choices.put(bb, v.label, got)
       if progress:
-        print(f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
-              f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)',
-              file=sys.stderr, flush=True)
+        print(
+            f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
+            f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)',
+            file=sys.stderr,
+            flush=True)
     out[(bb, v.label)] = got['lr']
   return out, choices.table
 
 
-def run_evaluation(cfg: EvalConfig, workdir,
+def run_evaluation(cfg: EvalConfig,
+                   workdir,
                    progress: bool = True) -> List[Dict[str, Any]]:
   """Runs the protocol of `cfg` and writes the report.
 
@@ -134,16 +138,17 @@ def run_evaluation(cfg: EvalConfig, workdir,
   backbones = list(dict.fromkeys(s.backbone for s in studies))
   specs, starts, budgets = {}, {}, {}
   for bb in backbones:
-    spec, pre = load_pretrained(bb, cfg.resolution,
-                                bb in plan_lib.MIX_BACKBONES)
+    spec, pre = load_pretrained(bb, cfg.resolution, bb
+                                in plan_lib.MIX_BACKBONES)
     specs[bb], budgets[bb] = spec, _budgets(cfg, spec)
     starts[bb] = {'pretrained': (pre, protonet.init_head(), {})}
   need = [b for b, n in plan_lib.needs_metatrained(studies).items() if n]
   no_meta = cfg.meta_train is None and not cfg.meta_train_checkpoints
   if no_meta:  # nothing to meta-train: those variants use pretrained weights
     for bb in need:
-      starts[bb]['metatrained'] = starts[bb]['pretrained'][:2] + (
-          {'note': 'meta_train.steps=0: the pretrained weights'},)
+      starts[bb]['metatrained'] = starts[bb]['pretrained'][:2] + ({
+          'note': 'meta_train.steps=0: the pretrained weights'
+      },)
     need = []
   # Meta-train (or load) before any task, so the progress ETAs are honest.
   for bb, st in meta_cache.meta_trained_starts(cfg, need, cfg.resolution,
@@ -160,52 +165,81 @@ def run_evaluation(cfg: EvalConfig, workdir,
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       per = {v.label: [] for v in st.variants}
-      bar = progress_lib.Progress(len(specs_ep) * len(st.variants),
-                                 f'{bb} {st.domain}', unit='task',
-                                 enabled=progress)
+      bar = progress_lib.Progress(
+          len(specs_ep) * len(st.variants),
+          f'{bb} {st.domain}',
+          unit='task',
+          enabled=progress)
       for i, es in enumerate(specs_ep):
         ep = None
         for v in st.variants:
           key = (bb, st.domain, v.label, i)
           if key not in done:
             if ep is None:
-              ep = data.make_episode(src, es, cfg.resolution, buckets=None,
-                                     way_buckets=None)
+              ep = data.make_episode(
+                  src, es, cfg.resolution, buckets=None, way_buckets=None)
             params, head, _ = starts[bb][v.start]
             lr = lrs[(bb, v.label)]
             r = methods_lib.run_method(
-                v.method, spec, params, head, ep,
-                dataclasses.replace(ft_cfg, lr=lr), budgets[bb], task=i)
-            done[key] = dict(backbone=bb, domain=st.domain, method=v.label,
-                             base_method=v.method, start=v.start, episode=i,
-                             accuracy=100.0 * float(r['accuracy']),
-                             bwd_bytes=int(r['bwd_bytes']),
-                             bwd_macs=int(r['bwd_macs']), lr=lr,
-                             meta_trained=v.start == 'metatrained' and
-                             not no_meta, ways=int(ep.ways), mask=r['mask'])
+                v.method,
+                spec,
+                params,
+                head,
+                ep,
+                dataclasses.replace(ft_cfg, lr=lr),
+                budgets[bb],
+                task=i)
+            done[key] = dict(
+                backbone=bb,
+                domain=st.domain,
+                method=v.label,
+                base_method=v.method,
+                start=v.start,
+                episode=i,
+                accuracy=100.0 * float(r['accuracy']),
+                bwd_bytes=int(r['bwd_bytes']),
+                bwd_macs=int(r['bwd_macs']),
+                lr=lr,
+                meta_trained=v.start == 'metatrained' and not no_meta,
+                ways=int(ep.ways),
+                mask=r['mask'])
             log.write(json.dumps(done[key]) + '\n')
             log.flush()
           per[v.label].append(done[key])
           bar.update('acc% ' + ' '.join(
               f"{m}={sum(x['accuracy'] for x in xs) / len(xs):.1f}"
-              for m, xs in per.items() if xs))
+              for m, xs in per.items()
+              if xs))
       bar.close()
       for v in st.variants:
         xs = per[v.label]
         mean, ci = report.mean_ci95([x['accuracy'] for x in xs])
-        rows.append(dict(
-            backbone=bb, method=v.label, base_method=v.method, start=v.start,
-            domain=st.domain, sampler=st.sampler.mode, accuracy_mean=mean,
-            accuracy_ci95=ci, episodes=len(xs), lr=lrs[(bb, v.label)],
-            bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
-            bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
-            meta_trained=v.start == 'metatrained' and not no_meta))
-  meta_info = {bb: st['metatrained'][2] for bb, st in starts.items()
-               if 'metatrained' in st}
+        rows.append(
+            dict(
+                backbone=bb,
+                method=v.label,
+                base_method=v.method,
+                start=v.start,
+                domain=st.domain,
+                sampler=st.sampler.mode,
+                accuracy_mean=mean,
+                accuracy_ci95=ci,
+                episodes=len(xs),
+                lr=lrs[(bb, v.label)],
+                bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
+                bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
+                meta_trained=v.start == 'metatrained' and not no_meta))
+  meta_info = {
+      bb: st['metatrained'][2]
+      for bb, st in starts.items()
+      if 'metatrained' in st
+  }
   curves = {bb: i['val'] for bb, i in meta_info.items() if i.get('val')}
   if curves:
     report.plot_meta_validation(curves, workdir / 'meta_val.png')
-  report.write_report(workdir, rows, dict(
-      cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
+  report.write_report(
+      workdir,
+      rows,
+      dict(cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
       in_domain=cfg.in_domain)
   return rows

@@ -47,8 +47,7 @@ def _fmt_bytes(b):
 def avg_domains(domains: Sequence[str], in_domain: Sequence[str] = ()):
   """The domains an "Avg." column averages: the cross-domain targets with the
   fixed sampler (not the in-domain reference, not the '(MD)' rows)."""
-  return [d for d in domains if d not in in_domain and
-          not d.endswith(' (MD)')]
+  return [d for d in domains if d not in in_domain and not d.endswith(' (MD)')]
 
 
 def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
@@ -76,12 +75,13 @@ def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
           cells.append(f"{r['accuracy_mean']:.1f} ± {r['accuracy_ci95']:.1f}")
           if d in avg_over:
             means.append(r['accuracy_mean'])
-      avg = (f'{np.mean(means):.1f}' if avg_over and
-             len(means) == len(avg_over) else '–')
+      avg = (f'{np.mean(means):.1f}'
+             if avg_over and len(means) == len(avg_over) else '–')
       out.append(f'| {m} | ' + ' | '.join(cells) + f' | {avg} |')
     out.append(f'\n### {bb}: backward memory and compute\n')
-    out.append('| method | bwd memory (fp32, support batch) | bwd MACs / sample '
-               '| episodes |')
+    out.append(
+        '| method | bwd memory (fp32, support batch) | bwd MACs / sample '
+        '| episodes |')
     out.append('|---|---|---|---|')
     for m in methods:
       rs = [r for r in sub if r['method'] == m]
@@ -104,7 +104,7 @@ def plot_pareto(rows: List[Dict], path) -> None:
     for m in dict.fromkeys(r['method'] for r in sub):
       rs = [r for r in sub if r['method'] == m]
       acc = np.mean([r['accuracy_mean'] for r in rs])
-      ci = np.sqrt(np.mean([r['accuracy_ci95'] ** 2 for r in rs]))
+      ci = np.sqrt(np.mean([r['accuracy_ci95']**2 for r in rs]))
       mem = np.mean([r['bwd_bytes'] for r in rs])
       mac = np.mean([r['bwd_macs'] for r in rs])
       for ax, x in ((axes[i, 0], mem), (axes[i, 1], mac)):
@@ -112,8 +112,8 @@ def plot_pareto(rows: List[Dict], path) -> None:
           ax.axhline(acc, ls='--', color='grey', lw=1, label=f'{m} (no bwd)')
           continue
         ax.errorbar([x], [acc], yerr=[ci], fmt='o', capsize=3, label=m)
-        ax.annotate(m, (x, acc), textcoords='offset points', xytext=(4, 4),
-                    fontsize=8)
+        ax.annotate(
+            m, (x, acc), textcoords='offset points', xytext=(4, 4), fontsize=8)
     for j, label in enumerate(('backward memory (bytes, fp32, support batch)',
                                'backward MACs per sample')):
       ax = axes[i, j]
@@ -136,7 +136,9 @@ def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
     ps = sorted((p for p in points if p['variant'] == v),
                 key=lambda p: p[x_key])
     ax.errorbar([p[x_key] for p in ps], [p['accuracy_mean'] for p in ps],
-                yerr=[p['accuracy_ci95'] for p in ps], marker='o', capsize=3,
+                yerr=[p['accuracy_ci95'] for p in ps],
+                marker='o',
+                capsize=3,
                 label=v)
   ax.set_xscale('log')
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -162,10 +164,11 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
     rows = sorted(rows, key=lambda r: r['step'])
     for dom in rows[0]['none_accuracy'] if rows else ():
       line, = ax.plot([r['step'] for r in rows],
-                      [r['none_accuracy'][dom] for r in rows], marker='o',
+                      [r['none_accuracy'][dom] for r in rows],
+                      marker='o',
                       label=f'{dom} (valid)')
-      ax.axhline(rows[0]['none_accuracy'][dom], ls='--', lw=1,
-                 color=line.get_color())
+      ax.axhline(
+          rows[0]['none_accuracy'][dom], ls='--', lw=1, color=line.get_color())
     ax.set_title(f'{bb}: None accuracy during meta-training')
     ax.set_xlabel('meta-training step (0 = pretrained)')
     ax.set_ylabel('accuracy (%)')
@@ -175,7 +178,9 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
   fig.savefig(path, dpi=110)
 
 
-def write_report(workdir, rows: List[Dict], config: Dict = None,
+def write_report(workdir,
+                 rows: List[Dict],
+                 config: Dict = None,
                  in_domain: Sequence[str] = ()) -> Dict:
   """Writes results.json, results.md, pareto.png into workdir; returns paths.
 
@@ -184,14 +189,20 @@ def write_report(workdir, rows: List[Dict], config: Dict = None,
   _check(rows)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  paths = {k: workdir / v for k, v in (('json', 'results.json'),
-                                       ('md', 'results.md'),
-                                       ('pareto', 'pareto.png'))}
+  paths = {
+      k: workdir / v
+      for k, v in (('json', 'results.json'), ('md', 'results.md'),
+                   ('pareto', 'pareto.png'))
+  }
   tmp = paths['json'].with_suffix('.json.tmp')
-  tmp.write_text(json.dumps({'config': config or {}, 'results': rows},
-                            indent=1))
+  tmp.write_text(
+      json.dumps({
+          'config': config or {},
+          'results': rows
+      }, indent=1))
   tmp.replace(paths['json'])
-  paths['md'].write_text('# TinyTrain evaluation\n\n' + markdown_tables(rows, in_domain)
-                         + '\n![Pareto](pareto.png)\n')
+  paths['md'].write_text('# TinyTrain evaluation\n\n' +
+                         markdown_tables(rows, in_domain) +
+                         '\n![Pareto](pareto.png)\n')
   plot_pareto(rows, paths['pareto'])
   return paths

@@ -17,19 +17,26 @@ from typing import Any, Dict
 
 # Config keys that only select which rows exist; every other key changes the
 # numbers of a row and must match the workdir's run_config.json.
-ROW_SELECTING_KEYS = ('backbones', 'domains', 'methods', 'episodes',
-                      'ablation', 'extra_backbones', 'variable')
+ROW_SELECTING_KEYS = ('backbones', 'domains', 'methods', 'episodes', 'ablation',
+                      'extra_backbones', 'variable')
 FORMAT = 2
 # Fields that format-1 files lack, with the value the evaluation used for
 # them then (they could not be set).
 _FORMAT1_ADDED = {
-    'finetune.weight_decay': 0.0, 'finetune.impl': 'sparse',
-    'finetune.train_head': False, 'finetune.cache_prefix': True,
-    'meta_train.init': 'pretrained', 'meta_train.split': 'train',
-    'meta_train.momentum': 0.9, 'meta_train.weight_decay': 0.0,
-    'meta_train.keep': 3, 'meta_train.log_every': 50,
-    'sampler.bilevel': None, 'sampler.min_ways': 5,
-    'sampler.max_ways_upper_bound': 50, 'sampler.max_num_query': 10,
+    'finetune.weight_decay': 0.0,
+    'finetune.impl': 'sparse',
+    'finetune.train_head': False,
+    'finetune.cache_prefix': True,
+    'meta_train.init': 'pretrained',
+    'meta_train.split': 'train',
+    'meta_train.momentum': 0.9,
+    'meta_train.weight_decay': 0.0,
+    'meta_train.keep': 3,
+    'meta_train.log_every': 50,
+    'sampler.bilevel': None,
+    'sampler.min_ways': 5,
+    'sampler.max_ways_upper_bound': 50,
+    'sampler.max_num_query': 10,
     'sampler.max_support_set_size': 500,
     'sampler.max_support_size_contrib_per_class': 100,
     'sampler.min_log_weight': math.log(0.5),
@@ -67,8 +74,9 @@ def _from_format1(flat: Dict[str, Any]) -> Dict[str, Any]:
       if isinstance(out.get(k), str):
         out[k] = _items(out[k])
     if isinstance(out.get('finetune.lr_grid'), str):
-      out['finetune.lr_grid'] = [float(x)
-                                 for x in _items(out['finetune.lr_grid'])]
+      out['finetune.lr_grid'] = [
+          float(x) for x in _items(out['finetune.lr_grid'])
+      ]
     if isinstance(out.get('finetune.lr_per_method'), str):
       for item in _items(out.pop('finetune.lr_per_method')):
         name, _, lr = item.partition('=')
@@ -78,8 +86,12 @@ def _from_format1(flat: Dict[str, Any]) -> Dict[str, Any]:
   if out.get('meta_train.resolution') == 0:
     out['meta_train.resolution'] = out.get('resolution')
   if out.get('meta_train.steps') == 0:  # nothing was meta-trained
-    out = {k: v for k, v in out.items() if not k.startswith('meta_train.')
-           or k in ('meta_train.steps', 'meta_train.checkpoint')}
+    out = {
+        k: v
+        for k, v in out.items()
+        if not k.startswith('meta_train.') or k in ('meta_train.steps',
+                                                    'meta_train.checkpoint')
+    }
   return out
 
 
@@ -109,5 +121,5 @@ def check(workdir: pathlib.Path, config_dict: Dict[str, Any]) -> None:
     raise ValueError(f'{workdir}/episodes.jsonl has no run_config.json beside '
                      'it, so its config is unknown; use another --workdir')
   else:
-    path.write_text(json.dumps(dict(now, format=FORMAT), indent=1,
-                               sort_keys=True))
+    path.write_text(
+        json.dumps(dict(now, format=FORMAT), indent=1, sort_keys=True))

@@ -13,8 +13,10 @@ NEG_LOGIT = -1e9
 
 def init_head(scale: float = 10.0, bias: float = 0.0):
   """{'scale': f32[], 'bias': f32[]}; tau = 10 as in P>M>F-style cosine heads."""
-  return {'scale': jnp.asarray(scale, jnp.float32),
-          'bias': jnp.asarray(bias, jnp.float32)}
+  return {
+      'scale': jnp.asarray(scale, jnp.float32),
+      'bias': jnp.asarray(bias, jnp.float32)
+  }
 
 
 def prototypes(features, labels, mask, num_ways: int):
@@ -60,8 +62,7 @@ def masked_accuracy(logits, labels, mask):
   return jnp.sum(hit * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def support_loss(head, features, labels, valid, way_mask,
-                 query_features=None):
+def support_loss(head, features, labels, valid, way_mask, query_features=None):
   """ProtoNet cosine loss of the support set on its own prototypes.
 
   The fine-tuning loss and the Fisher pass's loss: prototypes from

@@ -160,8 +160,9 @@ class ModelSpec:
     def add(name, kind, block, c_in, c_out, k, s, act):
       nonlocal h
       h_out = conv_out_size(h, k, s)
-      layers.append(ConvLayer(len(layers), name, kind, block, c_in, c_out, k,
-                              s, h, h_out, act))
+      layers.append(
+          ConvLayer(
+              len(layers), name, kind, block, c_in, c_out, k, s, h, h_out, act))
       h = h_out
 
     add('first_conv', 'first', None, 3, self.stem_channels, 3, 2, 'relu6')

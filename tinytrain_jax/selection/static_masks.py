@@ -47,7 +47,9 @@ def _from_counts(spec, params, counts, order_fn, train_classifier):
   return masks_lib.mask_from_layers(spec, params, updates, train_classifier)
 
 
-def static_l2_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
+def static_l2_mask(spec: ModelSpec,
+                   params,
+                   counts: Mapping[Any, int],
                    train_classifier: bool = False):
   """Mask with the top-k L2-norm channels of each listed conv (+ its bias).
 
@@ -63,14 +65,20 @@ def static_l2_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
                       train_classifier)
 
 
-def random_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
-                seed: int = 0, train_classifier: bool = False):
+def random_mask(spec: ModelSpec,
+                params,
+                counts: Mapping[Any, int],
+                seed: int = 0,
+                train_classifier: bool = False):
   """Mask with k seeded-random channels of each listed conv (+ its bias)."""
   return _from_counts(spec, params, counts, lambda c: random_order(c, seed),
                       train_classifier)
 
 
-def last_k_mask(spec: ModelSpec, params, k: int, ratio: float = 1.0,
+def last_k_mask(spec: ModelSpec,
+                params,
+                k: int,
+                ratio: float = 1.0,
                 train_classifier: bool = False):
   """Weights (first max(1, int(C · ratio)) input channels) and biases of the
   last k convs.
@@ -87,13 +95,18 @@ def last_k_mask(spec: ModelSpec, params, k: int, ratio: float = 1.0,
     raise ValueError(f'k must be in [1, {n}] for {spec.name}, got {k}')
   if not 0 < ratio <= 1:
     raise ValueError(f'ratio must be in (0, 1], got {ratio}')
-  updates = {c.index: list(range(max(1, int(c.mask_channels * ratio))))
-             for c in spec.convs[n - k:]}
+  updates = {
+      c.index: list(range(max(1, int(c.mask_channels * ratio))))
+      for c in spec.convs[n - k:]
+  }
   return masks_lib.mask_from_layers(spec, params, updates, train_classifier)
 
 
-def sparse_update_mask(spec: ModelSpec, params, n_bias_update,
-                       manual_weight_idx, weight_update_ratio,
+def sparse_update_mask(spec: ModelSpec,
+                       params,
+                       n_bias_update,
+                       manual_weight_idx,
+                       weight_update_ratio,
                        train_classifier: bool = False):
   """tiny-training's SparseUpdate scheme (backward_config) as a mask.
 
@@ -108,8 +121,7 @@ def sparse_update_mask(spec: ModelSpec, params, n_bias_update,
   Example:
     sparse_update_mask(spec, params, 12, '36-39-41', '1-0.5-0.25')
   """
-  layers = cost.sparse_update_to_layers(spec, n_bias_update,
-                                        manual_weight_idx,
+  layers = cost.sparse_update_to_layers(spec, n_bias_update, manual_weight_idx,
                                         weight_update_ratio)
-  return masks_lib.mask_from_view(
-      spec, params, layers._replace(classifier=train_classifier))
+  return masks_lib.mask_from_view(spec, params,
+                                  layers._replace(classifier=train_classifier))

@@ -128,16 +128,21 @@ def _mask_tree(spec, plan, params, on: Dict[str, int]) -> Dict[str, np.ndarray]:
       if c < 0:
         m[...] = 1.0
       else:
-        m[tuple(slice(0, c) if a == axes[path] else slice(None)
-                for a in range(len(shape)))] = 1.0
+        m[tuple(
+            slice(0, c) if a == axes[path] else slice(None)
+            for a in range(len(shape)))] = 1.0
     out[path] = m
   return out
 
 
 def _run_impl(spec, plan, cfg, params, head, batch, dmask):
   """Fine-tunes `plan`'s leaves under `dmask` for cfg.steps; query accuracy."""
-  tr = {'params': {p: tree_paths.get(params, p) for p in plan.full_leaves},
-        'deltas': {}}
+  tr = {
+      'params': {
+          p: tree_paths.get(params, p) for p in plan.full_leaves
+      },
+      'deltas': {}
+  }
   tx = optax.sgd(cfg.lr, momentum=cfg.momentum or None)
   key = jax.random.PRNGKey(0)  # unused: no augmentation
 
@@ -150,11 +155,9 @@ def _run_impl(spec, plan, cfg, params, head, batch, dmask):
     t, s = carry
     _, g = sparse_step.sparse_value_and_grad(loss_fn, t, params, head, {},
                                              batch, key)
-    g = {'params': jax.tree.map(jnp.multiply, g['params'], dmask),
-         'deltas': {}}
+    g = {'params': jax.tree.map(jnp.multiply, g['params'], dmask), 'deltas': {}}
     u, s = tx.update(g, s, t)
-    u = {'params': jax.tree.map(jnp.multiply, u['params'], dmask),
-         'deltas': {}}
+    u = {'params': jax.tree.map(jnp.multiply, u['params'], dmask), 'deltas': {}}
     return jax.tree.map(jnp.add, t, u), s
 
   tr, _ = jax.lax.fori_loop(0, cfg.steps, body, (tr, tx.init(tr)))
@@ -168,8 +171,10 @@ _run = jax.jit(_run_impl, static_argnums=(0, 1, 2))
 
 def _accuracy(spec, plan, cfg, params, head, batch, on):
   dmask = _mask_tree(spec, plan, params, on)
-  return float(_run(spec, plan, cfg, params, head, batch,
-                    {k: jnp.asarray(v) for k, v in dmask.items()}))
+  return float(
+      _run(spec, plan, cfg, params, head, batch, {
+          k: jnp.asarray(v) for k, v in dmask.items()
+      }))
 
 
 def measure_contributions(spec, params, head, episodes,
@@ -194,8 +199,8 @@ def measure_contributions(spec, params, head, episodes,
   convs = spec.convs
   bias_plan = _plan([_bias_path(c) for c in convs[n - max(cfg.bias_ks):]])
   ref = {_bias_path(c): -1 for c in convs[n - cfg.ref_bias_k:]}
-  weight_plan = _plan(list(ref) + [_kernel_path(convs[i])
-                                   for i in cfg.weight_convs])
+  weight_plan = _plan(
+      list(ref) + [_kernel_path(convs[i]) for i in cfg.weight_convs])
   per = {}
 
   def record(name, acc):
@@ -209,14 +214,13 @@ def measure_contributions(spec, params, head, episodes,
       record(f'bias{k}', _accuracy(spec, bias_plan, cfg, params, head, batch,
                                    on))
     if cfg.weight_convs:
-      record('ref', _accuracy(spec, weight_plan, cfg, params, head, batch,
-                              ref))
+      record('ref', _accuracy(spec, weight_plan, cfg, params, head, batch, ref))
     for i in cfg.weight_convs:
       for r in cfg.ratios:
         on = dict(ref)
         on[_kernel_path(convs[i])] = n_kept(convs[i], r)
-        record(f'w{i}@{r}', _accuracy(spec, weight_plan, cfg, params, head,
-                                      batch, on))
+        record(f'w{i}@{r}',
+               _accuracy(spec, weight_plan, cfg, params, head, batch, on))
   mean = {k: float(np.mean(v)) for k, v in per.items()}
   base = mean['none']
   ref_acc = mean.get('ref', base)
@@ -225,6 +229,9 @@ def measure_contributions(spec, params, head, episodes,
       bias_accuracy={k: mean[f'bias{k}'] for k in cfg.bias_ks},
       bias_gain={k: mean[f'bias{k}'] - base for k in cfg.bias_ks},
       ref_accuracy=ref_acc,
-      weight_gain={i: {r: mean[f'w{i}@{r}'] - ref_acc for r in cfg.ratios}
-                   for i in cfg.weight_convs},
+      weight_gain={
+          i: {
+              r: mean[f'w{i}@{r}'] - ref_acc for r in cfg.ratios
+          } for i in cfg.weight_convs
+      },
       per_episode=per)

@@ -107,8 +107,8 @@ class MetaTrainConfig:
 
   @property
   def sampler(self) -> data.SamplerConfig:
-    return data.SamplerConfig(mode='fixed', ways=self.ways, shots=self.shots,
-                              queries=self.queries)
+    return data.SamplerConfig(
+        mode='fixed', ways=self.ways, shots=self.shots, queries=self.queries)
 
 
 class TrainState(NamedTuple):
@@ -131,8 +131,8 @@ class StepHParams(NamedTuple):
 
 
 def step_hparams(config: MetaTrainConfig) -> StepHParams:
-  return StepHParams(bool(config.augment), float(config.momentum),
-                     float(config.weight_decay))
+  return StepHParams(
+      bool(config.augment), float(config.momentum), float(config.weight_decay))
 
 
 def schedule(config: MetaTrainConfig) -> optax.Schedule:
@@ -168,8 +168,10 @@ def init_state(config: MetaTrainConfig, init_params=None) -> TrainState:
     params = network.init(spec, jax.random.PRNGKey(config.seed))[0]
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
   head = protonet.init_head()
-  opt_state = optimizer(step_hparams(config)).init(
-      {'params': params, 'head': head})
+  opt_state = optimizer(step_hparams(config)).init({
+      'params': params,
+      'head': head
+  })
   return TrainState(params, head, opt_state, jnp.zeros((), jnp.int32),
                     jax.random.PRNGKey(config.seed))
 
@@ -178,11 +180,14 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
   if hp.augment:
     k = jax.random.fold_in(state.key, state.step)
     ks, kq = jax.random.split(k)
-    batch = dict(batch, support_x=augment_jax(batch['support_x'], ks),
-                 query_x=augment_jax(batch['query_x'], kq))
+    batch = dict(
+        batch,
+        support_x=augment_jax(batch['support_x'], ks),
+        query_x=augment_jax(batch['query_x'], kq))
 
   def f(tr):
     return finetune_lib.episode_loss(spec, tr['params'], tr['head'], batch)
+
   tr = {'params': state.params, 'head': state.head}
   (loss, acc), grads = jax.value_and_grad(f, has_aux=True)(tr)
   updates, opt_state = optimizer(hp).update(grads, state.opt_state, tr)
@@ -195,12 +200,12 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
 @jax.jit
 def all_finite(tree) -> jax.Array:
   """bool[]: every entry of every leaf of `tree` is finite."""
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                            for x in jax.tree.leaves(tree)]))
+  return jnp.all(
+      jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-meta_train_step = jax.jit(_meta_train_step, static_argnums=(0, 1),
-                          donate_argnums=(2,))
+meta_train_step = jax.jit(
+    _meta_train_step, static_argnums=(0, 1), donate_argnums=(2,))
 meta_train_step.__doc__ = (
     'meta_train_step(spec, hp, state, batch, lr) -> (state, metrics); one '
     'episode; static: spec, hp (StepHParams); lr: f32[]; the state is '
@@ -212,8 +217,8 @@ eval_episode = finetune_lib.evaluate_step
 def make_batch(source, config: MetaTrainConfig, index: int):
   """Episode `index` of the run as a dict of arrays (pure in seed, index)."""
   es = data.sample_episode(source, config.sampler, config.seed, index)
-  ep = data.make_episode(source, es, config.resolution, buckets=None,
-                         way_buckets=None)
+  ep = data.make_episode(
+      source, es, config.resolution, buckets=None, way_buckets=None)
   return finetune_lib.episode_arrays(build_spec(config), ep)
 
 
@@ -265,8 +270,11 @@ def _read_val_log(path: pathlib.Path):
 def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
   accs = validation.none_accuracy(spec, state.params, state.head, val_set)
   step = int(state.step)
-  row = {'step': step, 'none_accuracy': accs,
-         'mean': float(np.mean(list(accs.values())))}
+  row = {
+      'step': step,
+      'none_accuracy': accs,
+      'mean': float(np.mean(list(accs.values())))
+  }
   best = max((r['mean'] for r in rows), default=-1.0)
   rows.append(row)
   if row['mean'] > best:
@@ -276,9 +284,13 @@ def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
   return row
 
 
-def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
-               progress: bool = True, stop_at: Optional[int] = None,
-               source=None) -> TrainState:
+def run_meta_training(config: MetaTrainConfig,
+                      workdir,
+                      *,
+                      init_params=None,
+                      progress: bool = True,
+                      stop_at: Optional[int] = None,
+                      source=None) -> TrainState:
   """Meta-trains (or resumes) in `workdir`; returns the final state.
 
   With `config.val_every`, the run validates at step 0, every val_every
@@ -304,8 +316,9 @@ def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
   if mngr.latest_step() is not None:
     check_resumable(checkpoint.read_config(mngr), config, mngr.directory)
   source = source or data.get_source(config.source, config.split)
-  state, _ = checkpoint.restore_or_init(
-      mngr, lambda: init_state(config, init_params), config.to_json())
+  state, _ = checkpoint.restore_or_init(mngr,
+                                        lambda: init_state(config, init_params),
+                                        config.to_json())
   state = jax.tree.map(jnp.asarray, state)
   norm0 = collapse.param_norm(state.params)  # the step donates state
   start, end = int(state.step), config.steps
@@ -321,9 +334,13 @@ def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
     val_log.write_text(''.join(json.dumps(r) + '\n' for r in val_rows))
     if not val_rows:
       _validate(config, spec, state, val_set, val_log, best_mngr, val_rows)
-  bar = progress_lib.Progress(config.steps, 'meta_train', initial=start,
-                             unit='ep', log_every=config.log_every,
-                             enabled=progress)
+  bar = progress_lib.Progress(
+      config.steps,
+      'meta_train',
+      initial=start,
+      unit='ep',
+      log_every=config.log_every,
+      enabled=progress)
   running = _RunningMetrics()
   hp, sched = step_hparams(config), schedule(config)
   try:
@@ -355,10 +372,11 @@ def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
         row = _validate(config, spec, state, val_set, val_log, best_mngr,
                         val_rows)
         if progress:
-          print(f'meta_train val step {row["step"]}: None accuracy ' +
-                ' '.join(f'{k}={v:.2f}' for k, v in
-                         row['none_accuracy'].items()),
-                file=sys.stderr, flush=True)
+          print(
+              f'meta_train val step {row["step"]}: None accuracy ' +
+              ' '.join(f'{k}={v:.2f}' for k, v in row['none_accuracy'].items()),
+              file=sys.stderr,
+              flush=True)
   finally:
     bar.close()
     mngr.wait_until_finished()
@@ -378,8 +396,10 @@ def best_step(workdir) -> Optional[int]:
   return max(rows, key=lambda r: (r['mean'], -r['step']))['step']
 
 
-def load_backbone(path_or_name: str, resolution: Optional[int] = None,
-                  feature_mix: Optional[bool] = None, step: Optional[int] = None):
+def load_backbone(path_or_name: str,
+                  resolution: Optional[int] = None,
+                  feature_mix: Optional[bool] = None,
+                  step: Optional[int] = None):
   """(spec, params, head) from a meta-train workdir or a pretrained name.
 
   Args:
@@ -393,8 +413,9 @@ def load_backbone(path_or_name: str, resolution: Optional[int] = None,
     try:
       models.canonical_name(path_or_name)
     except ValueError:
-      raise ValueError(f'{path_or_name!r} is neither a meta-train workdir '
-                       '(no checkpoints/ inside) nor a known model name') from None
+      raise ValueError(
+          f'{path_or_name!r} is neither a meta-train workdir '
+          '(no checkpoints/ inside) nor a known model name') from None
     spec, params = models.load_pretrained(path_or_name, resolution or 128,
                                           bool(feature_mix))
     return spec, params, protonet.init_head()
@@ -412,10 +433,10 @@ def load_backbone(path_or_name: str, resolution: Optional[int] = None,
   cfg = MetaTrainConfig(**stored)
   if resolution is not None:
     cfg = dataclasses.replace(cfg, resolution=resolution)
-  shapes = jax.eval_shape(lambda: network.init(build_spec(cfg),
-                                              jax.random.PRNGKey(0))[0])
+  shapes = jax.eval_shape(
+      lambda: network.init(build_spec(cfg), jax.random.PRNGKey(0))[0])
   abstract = jax.eval_shape(lambda p: init_state(cfg, p), shapes)
-  out = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))
+  out = mngr.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   st = out['state']
   return build_spec(cfg), st.params, st.head

@@ -57,9 +57,11 @@ def _none(spec, params, episode, head=None):
 
 def _view_mask(name):
   """Mask of a static method from the cost launcher's layer view."""
+
   def fn(spec, params, episode, head=None):
     del head, episode
     return masks_lib.mask_from_view(spec, params, _static_view(spec, name))
+
   return fn
 
 
@@ -72,7 +74,9 @@ def _static_view(spec, name):
   return cost_methods.method_layer_view(spec, name)
 
 
-def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
+def tinytrain_budgets(spec,
+                      scale: float = 1.0,
+                      budget_bytes: int = 0,
                       budget_macs: int = 0):
   """(bytes, MACs) budgets of TinyTrain's selection for `spec`.
 
@@ -83,18 +87,20 @@ def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
   `scale` (budget sweeps). Positive `budget_bytes` / `budget_macs` override.
   """
   b, m = selection.default_budgets(spec.name)
-  px = (spec.resolution / 128.0) ** 2
-  return (int(budget_bytes) or int(b * px * scale),
-          int(budget_macs) or int(m * px * scale))
+  px = (spec.resolution / 128.0)**2
+  return (int(budget_bytes) or int(b * px * scale), int(budget_macs) or
+          int(m * px * scale))
 
 
 def _tinytrain(channel_rank=None):
+
   def fn(spec, params, episode, head=None, budgets=None):
     budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
     kw = {} if channel_rank is None else {'channel_rank': channel_rank}
-    cfg = selection.SelectionConfig(budget_bytes=budget_bytes,
-                                    budget_macs=budget_macs, **kw)
+    cfg = selection.SelectionConfig(
+        budget_bytes=budget_bytes, budget_macs=budget_macs, **kw)
     return selection.select(spec, params, episode, cfg, head=head).mask
+
   return fn
 
 
@@ -103,14 +109,16 @@ def _run_tinytl(spec, params, head, episode, config, task=0):
 
 
 def _run_transductive(spec, params, head, episode, config, task=0):
-  return transductive.finetune_transductive(spec, params, head, episode,
-                                            config, task)
+  return transductive.finetune_transductive(spec, params, head, episode, config,
+                                            task)
 
 
 def _run_adapterdrop(percent):
+
   def fn(spec, params, head, episode, config, task=0):
     return adapters.finetune_adapters(spec, params, head, episode, config,
                                       percent, task)
+
   return fn
 
 
@@ -132,27 +140,35 @@ class Method:
 
 
 METHODS: Dict[str, Method] = {
-    'none': Method('none', _none),
-    'fulltrain': Method('fulltrain', _view_mask('fulltrain')),
-    'lastlayer': Method('lastlayer', _view_mask('lastlayer')),
-    'biasonly': Method('biasonly', _view_mask('biasonly')),
-    'sparseupdate': Method('sparseupdate', _view_mask('sparseupdate')),
-    'tinytrain': Method('tinytrain', _tinytrain(), 'metatrained'),
-    'tinytrain_l2': Method('tinytrain_l2', _tinytrain('l2'), 'metatrained'),
-    'tinytrain_random': Method('tinytrain_random', _tinytrain('random'),
-                               'metatrained'),
-    'tinytl': Method('tinytl', None, run_fn=_run_tinytl),
-    'transductive': Method('transductive', None, run_fn=_run_transductive),
-    'adapterdrop_25': Method('adapterdrop_25', None,
-                             run_fn=_run_adapterdrop(25)),
-    'adapterdrop_50': Method('adapterdrop_50', None,
-                             run_fn=_run_adapterdrop(50)),
-    'adapterdrop_75': Method('adapterdrop_75', None,
-                             run_fn=_run_adapterdrop(75)),
+    'none':
+        Method('none', _none),
+    'fulltrain':
+        Method('fulltrain', _view_mask('fulltrain')),
+    'lastlayer':
+        Method('lastlayer', _view_mask('lastlayer')),
+    'biasonly':
+        Method('biasonly', _view_mask('biasonly')),
+    'sparseupdate':
+        Method('sparseupdate', _view_mask('sparseupdate')),
+    'tinytrain':
+        Method('tinytrain', _tinytrain(), 'metatrained'),
+    'tinytrain_l2':
+        Method('tinytrain_l2', _tinytrain('l2'), 'metatrained'),
+    'tinytrain_random':
+        Method('tinytrain_random', _tinytrain('random'), 'metatrained'),
+    'tinytl':
+        Method('tinytl', None, run_fn=_run_tinytl),
+    'transductive':
+        Method('transductive', None, run_fn=_run_transductive),
+    'adapterdrop_25':
+        Method('adapterdrop_25', None, run_fn=_run_adapterdrop(25)),
+    'adapterdrop_50':
+        Method('adapterdrop_50', None, run_fn=_run_adapterdrop(50)),
+    'adapterdrop_75':
+        Method('adapterdrop_75', None, run_fn=_run_adapterdrop(75)),
 }
 # Methods whose cost does not depend on the task (`experiments.cost`).
-STATIC_COST_METHODS = tuple(m for m in METHODS
-                            if not m.startswith('tinytrain'))
+STATIC_COST_METHODS = tuple(m for m in METHODS if not m.startswith('tinytrain'))
 
 
 def get_method(name: str) -> Method:
@@ -179,16 +195,23 @@ def mask_summary(spec, mask) -> Dict[str, Any]:
   if mask is None:
     return {'n_trained': 0, 'layers': {}}
   ups = masks_lib.layer_updates(spec, mask)
-  return {'n_trained': masks_lib.count_trained(mask, _shapes(spec), spec),
-          'layers': {n: [len(u.weight_channels), u.n_channels, u.bias]
-                     for n, u in ups.items()}}
+  return {
+      'n_trained': masks_lib.count_trained(mask, _shapes(spec), spec),
+      'layers': {
+          n: [len(u.weight_channels), u.n_channels, u.bias]
+          for n, u in ups.items()
+      }
+  }
 
 
 def _shapes(spec):
   return jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
 
 
-def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
+def method_costs(method: str,
+                 spec,
+                 n_support: int = 1,
+                 n_query: int = 0,
                  mask=None) -> Dict[str, int]:
   """Backward cost of `method`: the evaluation's cost columns.
 
@@ -230,22 +253,36 @@ def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
     if view is None:
       c = {'bwd_macs': 0, 'bwd_bytes': 0}
     else:
-      c = {'bwd_macs': int(cost.backward_macs(spec, view).total_macs),
-           'bwd_bytes': int(cost.backward_memory_bytes(
-               spec, view, batch_size=batch).total_bytes)}
-  return {'bwd_macs': int(c['bwd_macs']), 'bwd_bytes': int(c['bwd_bytes']),
-          'batch': int(batch)}
+      c = {
+          'bwd_macs':
+              int(cost.backward_macs(spec, view).total_macs),
+          'bwd_bytes':
+              int(
+                  cost.backward_memory_bytes(spec, view,
+                                             batch_size=batch).total_bytes)
+      }
+  return {
+      'bwd_macs': int(c['bwd_macs']),
+      'bwd_bytes': int(c['bwd_bytes']),
+      'batch': int(batch)
+  }
 
 
 def episode_ways(episode):
   """bool[W] valid ways of an Episode or episode dict."""
-  return (episode['way_mask'] if isinstance(episode, dict)
-          else episode.way_mask)
+  return (episode['way_mask']
+          if isinstance(episode, dict) else episode.way_mask)
 
 
-def run_method(method: str, spec, params, head, episode,
-               config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
-               budgets=None, task: int = 0) -> Dict[str, Any]:
+def run_method(
+    method: str,
+    spec,
+    params,
+    head,
+    episode,
+    config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
+    budgets=None,
+    task: int = 0) -> Dict[str, Any]:
   """Runs one method on one task (`budgets`: TinyTrain's (bytes, MACs);
   default `tinytrain_budgets(spec)`; `task`: the task's index in its
   evaluation, folded into the fine-tuning augmentation key).
@@ -262,27 +299,38 @@ def run_method(method: str, spec, params, head, episode,
   if m.run_fn is not None:
     res = m.run_fn(spec, params, head, episode, config, task)
     mask = None
-    summary = {'n_trained': int(res.costs.get('n_trained', 0)),
-               'layers': _MODULE_SUMMARY.get(method, method)}
+    summary = {
+        'n_trained': int(res.costs.get('n_trained', 0)),
+        'layers': _MODULE_SUMMARY.get(method, method)
+    }
   else:
     mask = method_mask(method, spec, params, episode, head, budgets)
     steps = config.steps if mask is not None else 0
-    res = finetune_lib.finetune_task(spec, params, head, episode, mask,
-                                dataclasses.replace(config, steps=steps),
-                                task=task)
+    res = finetune_lib.finetune_task(
+        spec,
+        params,
+        head,
+        episode,
+        mask,
+        dataclasses.replace(config, steps=steps),
+        task=task)
     summary = mask_summary(spec, mask)
   costs = method_costs(method, spec, n_s, n_q, mask)
   curve = np.asarray(res.loss_curve)
   if curve.size and getattr(res, 'params', None) is not None:
     ways = int(np.asarray(episode_ways(episode)).sum())
-    collapse.warn_if_collapsed(f'fine-tuning (method {method})',
-                               config.lr, ways, float(res.query_loss),
+    collapse.warn_if_collapsed(f'fine-tuning (method {method})', config.lr,
+                               ways, float(res.query_loss),
                                collapse.param_norm(params), res.params)
-  return {'method': method, 'accuracy': res.accuracy,
-          'query_loss': res.query_loss,
-          'bwd_macs': costs['bwd_macs'], 'bwd_bytes': costs['bwd_bytes'],
-          'final_support_loss': float(curve[-1]) if curve.size else None,
-          'mask': summary}
+  return {
+      'method': method,
+      'accuracy': res.accuracy,
+      'query_loss': res.query_loss,
+      'bwd_macs': costs['bwd_macs'],
+      'bwd_bytes': costs['bwd_bytes'],
+      'final_support_loss': float(curve[-1]) if curve.size else None,
+      'mask': summary
+  }
 
 
 _MODULE_SUMMARY = {
@@ -294,8 +342,11 @@ _MODULE_SUMMARY = {
 }
 
 
-def cost_report(model: str, method: str, resolution: int = 128,
-                feature_mix: bool = False, batch_size: int = 1,
+def cost_report(model: str,
+                method: str,
+                resolution: int = 128,
+                feature_mix: bool = False,
+                batch_size: int = 1,
                 query_size: int = 0) -> Dict[str, Any]:
   """JSON-able costs of a static-cost method (`experiments.cost --json`).
 
@@ -321,8 +372,15 @@ def cost_report(model: str, method: str, resolution: int = 128,
   if method in cost_methods.METHODS:
     measured = cost_methods.method_report(model, method, resolution,
                                           feature_mix, costs['batch'])
-  return {'model': spec.name, 'method': method, 'resolution': resolution,
-          'feature_mix': bool(feature_mix), 'batch_size': batch_size,
-          'query_size': query_size, 'cost_batch': costs['batch'],
-          'bwd_macs': costs['bwd_macs'], 'bwd_bytes': costs['bwd_bytes'],
-          'measured': measured}
+  return {
+      'model': spec.name,
+      'method': method,
+      'resolution': resolution,
+      'feature_mix': bool(feature_mix),
+      'batch_size': batch_size,
+      'query_size': query_size,
+      'cost_batch': costs['batch'],
+      'bwd_macs': costs['bwd_macs'],
+      'bwd_bytes': costs['bwd_bytes'],
+      'measured': measured
+  }

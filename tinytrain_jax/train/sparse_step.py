@@ -15,7 +15,8 @@ import optax
 from tinytrain_jax import mask_partition
 
 
-def sparse_optimizer(lr: float, momentum: float) -> optax.GradientTransformation:
+def sparse_optimizer(lr: float,
+                     momentum: float) -> optax.GradientTransformation:
   return optax.sgd(lr, momentum=momentum or None)
 
 
@@ -26,15 +27,19 @@ def sparse_value_and_grad(loss_fn, trainable, params, head, indices, *args):
   loss_fn receives the effective params (frozen leaves stop_gradient'ed),
   the head and the `deltas` dict for `network.apply`.
   """
+
   def f(tr):
     p = mask_partition.effective_params(params, tr)
     h = tr['head'] if 'head' in tr else jax.lax.stop_gradient(head)
     return loss_fn(p, h, mask_partition.delta_inputs(tr, indices), *args)
+
   return jax.value_and_grad(f)(trainable)
 
 
 def dense_value_and_grad(loss_fn, params, head, *args):
   """(loss, grads) of loss_fn(params, head, None, *args) w.r.t. both."""
+
   def f(tr):
     return loss_fn(tr['params'], tr['head'], None, *args)
+
   return jax.value_and_grad(f)({'params': params, 'head': head})

@@ -46,7 +46,11 @@ def query_entropy(logits, mask):
   return jnp.sum(h * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def transductive_loss(features_fn, head, batch, key, augment: bool = False,
+def transductive_loss(features_fn,
+                      head,
+                      batch,
+                      key,
+                      augment: bool = False,
                       entropy_weight: float = 1.0):
   """Support cross-entropy + entropy_weight x query entropy (module doc).
 
@@ -71,21 +75,21 @@ def transductive_loss(features_fn, head, batch, key, augment: bool = False,
   return ce + entropy_weight * query_entropy(qlog, batch['query_mask'])
 
 
-def _step_impl(spec, cfg, params, opt_state, head, batch, step, task,
-               lr=None):
+def _step_impl(spec, cfg, params, opt_state, head, batch, step, task, lr=None):
   key = ft.task_key(cfg.seed, task, step)
 
   def loss_fn(p):
-    return transductive_loss(
-        lambda x: network.apply(spec, p, x).features,
-        jax.lax.stop_gradient(head), batch, key, cfg.augment)
+    return transductive_loss(lambda x: network.apply(spec, p, x).features,
+                             jax.lax.stop_gradient(head), batch, key,
+                             cfg.augment)
+
   loss, grads = jax.value_and_grad(loss_fn)(params)
   params, opt_state = ft.sgd_update(cfg, grads, opt_state, params, lr)
   return params, opt_state, loss
 
 
-transductive_step = jax.jit(_step_impl, static_argnums=(0, 1),
-                            donate_argnums=(2, 3))
+transductive_step = jax.jit(
+    _step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
 
 
 def transductive_costs(spec, n_support: int, n_query: int) -> Dict[str, int]:
@@ -94,14 +98,18 @@ def transductive_costs(spec, n_support: int, n_query: int) -> Dict[str, int]:
     raise ValueError(f'n_support must be >= 1 and n_query >= 0, got '
                      f'{n_support} and {n_query}')
   view = cost.as_layer_view(spec, {c.index: 'full' for c in spec.convs})
-  mem = cost.backward_memory_bytes(spec, view,
-                                   batch_size=n_support + n_query)
-  return {'bwd_macs': int(cost.backward_macs(spec, view).total_macs),
-          'bwd_bytes': int(mem.total_bytes),
-          'n_trained': int(spec.backbone_params)}
+  mem = cost.backward_memory_bytes(spec, view, batch_size=n_support + n_query)
+  return {
+      'bwd_macs': int(cost.backward_macs(spec, view).total_macs),
+      'bwd_bytes': int(mem.total_bytes),
+      'n_trained': int(spec.backbone_params)
+  }
 
 
-def finetune_transductive(spec, params, head, episode,
+def finetune_transductive(spec,
+                          params,
+                          head,
+                          episode,
                           config: ft.FinetuneConfig = ft.FinetuneConfig(),
                           task: int = 0) -> ft.FinetuneResult:
   """Transductive fine-tuning of one task (costs at support + query)."""
