@@ -32,5 +32,9 @@ def write_results(name: str, payload) -> pathlib.Path:
 
 def device_info() -> dict:
   d = jax.devices()[0]
-  return {'platform': d.platform, 'device': d.device_kind,
-          'jax': jax.__version__, 'num_devices': jax.device_count()}
+  return {
+      'platform': d.platform,
+      'device': d.device_kind,
+      'jax': jax.__version__,
+      'num_devices': jax.device_count()
+  }

@@ -14,34 +14,41 @@ from tinytrain_jax.models import apply, init, model_spec
 _BATCH = flags.DEFINE_integer('batch', 100, 'images per step')
 _RES = flags.DEFINE_integer('resolution', 128, 'input size')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'timed runs (median)')
-_MODELS = flags.DEFINE_list('models', ['mcunet-5fps', 'mbv2-w0.35',
-                                       'proxyless-w0.3'], 'backbones')
+_MODELS = flags.DEFINE_list('models',
+                            ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'],
+                            'backbones')
 
 
 def main(argv):
   del argv
   rows = []
-  x = jax.random.uniform(jax.random.PRNGKey(1),
-                         (_BATCH.value, _RES.value, _RES.value, 3), minval=-1)
+  x = jax.random.uniform(
+      jax.random.PRNGKey(1), (_BATCH.value, _RES.value, _RES.value, 3),
+      minval=-1)
   for name in _MODELS.value:
     spec = model_spec(name, _RES.value, feature_mix=name != 'mcunet-5fps')
     params, _ = init(spec, jax.random.PRNGKey(0))
     for impl in ('fast', 'lax'):
-      fwd = jax.jit(lambda p, x, impl=impl, spec=spec:
-                    apply(spec, p, x, impl=impl).features)
-      grad = jax.jit(jax.grad(lambda p, x, impl=impl, spec=spec: jnp.sum(
-          apply(spec, p, x, impl=impl).features ** 2)))
-      row = dict(model=name, impl=impl, batch=_BATCH.value,
-                 resolution=_RES.value,
-                 fwd_s=common.median_seconds(fwd, params, x,
-                                             repeats=_REPEATS.value),
-                 fwd_bwd_s=common.median_seconds(grad, params, x,
-                                                 repeats=_REPEATS.value))
+      fwd = jax.jit(lambda p, x, impl=impl, spec=spec: apply(
+          spec, p, x, impl=impl).features)
+      grad = jax.jit(
+          jax.grad(lambda p, x, impl=impl, spec=spec: jnp.sum(
+              apply(spec, p, x, impl=impl).features**2)))
+      row = dict(
+          model=name,
+          impl=impl,
+          batch=_BATCH.value,
+          resolution=_RES.value,
+          fwd_s=common.median_seconds(fwd, params, x, repeats=_REPEATS.value),
+          fwd_bwd_s=common.median_seconds(
+              grad, params, x, repeats=_REPEATS.value))
       rows.append(row)
-      print(f"{name:<15} {impl:<5} fwd {row['fwd_s']:.3f} s   "
-            f"fwd+bwd {row['fwd_bwd_s']:.3f} s", flush=True)
-  path = common.write_results('model_speed', dict(device=common.device_info(),
-                                                  rows=rows))
+      print(
+          f"{name:<15} {impl:<5} fwd {row['fwd_s']:.3f} s   "
+          f"fwd+bwd {row['fwd_bwd_s']:.3f} s",
+          flush=True)
+  path = common.write_results('model_speed',
+                              dict(device=common.device_info(), rows=rows))
   print('wrote', path)
 
 

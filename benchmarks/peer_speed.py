@@ -37,6 +37,7 @@ compare with the peak of a large matmul measured in the same run (JAX's and
 torch's). On a GPU nothing changes: JAX uses its default backend and the peer
 moves to CUDA when JAX runs on a GPU and torch sees one. Writes --out (JSON).
 """
+import json
 import os
 import platform
 import statistics
@@ -52,6 +53,7 @@ import numpy as np
 from benchmarks import common
 from tinytrain_jax import cost
 from tinytrain_jax import data
+from tinytrain_jax import mask_partition
 from tinytrain_jax import masks as masks_lib
 from tinytrain_jax import models
 from tinytrain_jax import selection
@@ -77,8 +79,9 @@ _BATCHES = flags.DEFINE_list('batches', ['25', '100'], 'Batch sizes.')
 _RES = flags.DEFINE_integer('resolution', 128, 'Input size in pixels.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs of each side.')
 _OPS = flags.DEFINE_list('ops', list(OPS), f'Subset of {OPS}.')
-_THREADS = flags.DEFINE_integer('threads', 0, 'torch intra-op threads (0 = '
-                                'per row the faster of 1 and the default).')
+_THREADS = flags.DEFINE_integer(
+    'threads', 0, 'torch intra-op threads (0 = '
+    'per row the faster of 1 and the default).')
 _MATMUL = flags.DEFINE_integer('matmul', 2048, 'Side of the peak matmul.')
 _OUT = flags.DEFINE_string('out', str(common.RESULTS_DIR / 'peer_speed.json'),
                            'Results JSON.')
@@ -98,10 +101,11 @@ def _sync(device):
 def _task_episode(spec):
   """A real Omniglot test task (TinyTrain's mask depends on the data)."""
   src = data.get_source('omniglot', 'test')
-  es = data.sample_episode(src, data.SamplerConfig(mode='fixed', ways=WAYS,
-                                                   shots=5, queries=5), 0, 0)
-  return data.make_episode(src, es, resolution=spec.resolution, buckets=None,
-                           way_buckets=None)
+  es = data.sample_episode(
+      src, data.SamplerConfig(mode='fixed', ways=WAYS, shots=5, queries=5), 0,
+      0)
+  return data.make_episode(
+      src, es, resolution=spec.resolution, buckets=None, way_buckets=None)
 
 
 def _batch(spec, n, seed=0):
@@ -110,15 +114,16 @@ def _batch(spec, n, seed=0):
   return types.SimpleNamespace(
       support_x=x.astype(np.float32),
       support_y=(np.arange(n) % WAYS).astype(np.int32),
-      support_mask=np.ones((n,), bool), way_mask=np.ones((WAYS,), bool))
+      support_mask=np.ones((n,), bool),
+      way_mask=np.ones((WAYS,), bool))
 
 
 def _macs(spec, mask, n, input_grads=False):
   """Cost-model MACs of forward + backward (mask None: forward only)."""
   per = spec.backbone_macs
   if mask is not None:
-    per += cost.backward_macs(spec, mask,
-                              count_unneeded_input_grad=input_grads).total_macs
+    per += cost.backward_macs(
+        spec, mask, count_unneeded_input_grad=input_grads).total_macs
   return int(per) * n
 
 
@@ -128,8 +133,10 @@ def peak_gmacs(n: int, device):
   mm = jax.jit(jnp.matmul)
   ta = torch.randn(n, n, device=device)
   times = {'jax': [], 'torch': []}
-  fns = {'jax': lambda: jax.block_until_ready(mm(a, a)),
-         'torch': lambda: (torch.mm(ta, ta), _sync(device))}
+  fns = {
+      'jax': lambda: jax.block_until_ready(mm(a, a)),
+      'torch': lambda: (torch.mm(ta, ta), _sync(device))
+  }
   for f in fns.values():
     f()
   for _ in range(5):
@@ -137,34 +144,37 @@ def peak_gmacs(n: int, device):
       t = time.perf_counter()
       f()
       times[k].append(time.perf_counter() - t)
-  return {k: n ** 3 / statistics.median(v) / 1e9 for k, v in times.items()}
+  return {k: n**3 / statistics.median(v) / 1e9 for k, v in times.items()}
 
 
 def _ours_step(spec, params, head, mask, b):
   """A closure running one real sparse fine-tune step (donated state)."""
   cfg = ft.FinetuneConfig(steps=1)
-  plan, idx = sparse_step.make_plan(spec, params, mask)
+  plan, idx = mask_partition.make_plan(spec, params, mask)
   idx = {k: jnp.asarray(v) for k, v in idx.items()}
-  batch = {'support_x': jnp.asarray(b.support_x),
-           'support_y': jnp.asarray(b.support_y),
-           'support_mask': jnp.asarray(b.support_mask),
-           'way_mask': jnp.asarray(b.way_mask)}
-  st = {'tr': sparse_step.split(params, plan)}
+  batch = {
+      'support_x': jnp.asarray(b.support_x),
+      'support_y': jnp.asarray(b.support_y),
+      'support_mask': jnp.asarray(b.support_mask),
+      'way_mask': jnp.asarray(b.way_mask)
+  }
+  st = {'tr': mask_partition.split(params, plan)}
   st['opt'] = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(st['tr'])
 
   def run():
-    st['tr'], st['opt'], loss = ft.sparse_train_step(
-        spec, plan, cfg, st['tr'], st['opt'], params, head, idx, batch,
-        jnp.int32(0))
+    st['tr'], st['opt'], loss = ft.sparse_train_step(spec, plan, cfg, st['tr'],
+                                                     st['opt'], params, head,
+                                                     idx, batch, jnp.int32(0))
     jax.block_until_ready(loss)
+
   return run
 
 
 def _peer_step(net, spec, mask, b, device, dense):
   x = torch_peer.to_nchw(b.support_x).to(device)
   y = torch.from_numpy(b.support_y.astype(np.int64)).to(device)
-  names = ([c.name for c in spec.convs] if dense else
-           torch_peer.trained_layers(spec, mask))
+  names = ([c.name for c in spec.convs] if dense else torch_peer.trained_layers(
+      spec, mask))
   torch_peer.set_trainable(net, names)
   opt = torch_peer.make_sgd(net)
   gm = torch_peer.dense_masks(net, spec, mask) if dense else None
@@ -175,6 +185,7 @@ def _peer_step(net, spec, mask, b, device, dense):
     else:
       torch_peer.train_step(net, opt, x, y, WAYS)
     _sync(device)
+
   return run
 
 
@@ -197,16 +208,17 @@ def _ops(spec, params, peer_params, head, masks, b, device):
       with torch.no_grad():
         net(tx)
       _sync(device)
-    out['forward'] = (lambda: jax.block_until_ready(fwd(params, xs)),
-                      peer_fwd, _macs(spec, None, n))
-  for op, key, dense in (('fulltrain', 'fulltrain', False),
-                         ('lastlayer', 'lastlayer', False),
-                         ('tinytrain_strong', 'tinytrain', False),
-                         ('tinytrain_dense', 'tinytrain', True)):
+
+    out['forward'] = (lambda: jax.block_until_ready(fwd(params, xs)), peer_fwd,
+                      _macs(spec, None, n))
+  for op, key, dense in (('fulltrain', 'fulltrain',
+                          False), ('lastlayer', 'lastlayer', False),
+                         ('tinytrain_strong', 'tinytrain',
+                          False), ('tinytrain_dense', 'tinytrain', True)):
     if op in _OPS.value:
       out[op] = (_ours_step(spec, params, head, masks[key], b),
-                 _peer_step(peer_net(), spec, masks[key], b, device, dense),
-                 _macs(spec, masks[key], n))
+                 _peer_step(peer_net(), spec, masks[key], b, device,
+                            dense), _macs(spec, masks[key], n))
   if 'selection' in _OPS.value:
     cfg = selection.SelectionConfig(*methods.tinytrain_budgets(spec))
     net = peer_net()
@@ -217,8 +229,9 @@ def _ops(spec, params, peer_params, head, masks, b, device):
       layer = {k: float(np.sum(v, dtype=np.float64)) for k, v in o.items()}
       fs = selection.FisherScores(o, i, layer, loss, n)
       selection.select_from_scores(spec, params, fs, cfg)
-    bias_only = masks_lib.mask_from_layers(
-        spec, params, {c.name: 'bias' for c in spec.convs})
+
+    bias_only = masks_lib.mask_from_layers(spec, params,
+                                           {c.name: 'bias' for c in spec.convs})
     out['selection'] = (lambda: selection.select(spec, params, b, cfg, head),
                         peer_sel, _macs(spec, bias_only, n, input_grads=True))
   return out
@@ -277,14 +290,18 @@ def main(argv):
   head = protonet.init_head()
   load0 = os.getloadavg()
   peak = peak_gmacs(_MATMUL.value, device)
-  print(f'peak {_MATMUL.value}^3 matmul: JAX {peak["jax"]:.1f} GMAC/s, '
-        f'torch {peak["torch"]:.1f} GMAC/s', flush=True)
+  print(
+      f'peak {_MATMUL.value}^3 matmul: JAX {peak["jax"]:.1f} GMAC/s, '
+      f'torch {peak["torch"]:.1f} GMAC/s',
+      flush=True)
   rows = []
   for name in _MODELS.value:
     spec, np_params = models.load_pretrained(name, _RES.value, MIX[name])
     params = jax.tree.map(jnp.asarray, np_params)
-    masks = {k: methods.method_mask(k, spec, params, None)
-             for k in ('fulltrain', 'lastlayer')}
+    masks = {
+        k: methods.method_mask(k, spec, params, None)
+        for k in ('fulltrain', 'lastlayer')
+    }
     if any(o.startswith('tinytrain') for o in _OPS.value):
       masks['tinytrain'] = methods.method_mask('tinytrain', spec, params,
                                                _task_episode(spec), head)
@@ -294,18 +311,29 @@ def main(argv):
                                          b, device).items():
         t_ours, t_peer, threads = _time_pair(ours, peer, _REPEATS.value)
         o, p = statistics.median(t_ours), statistics.median(t_peer)
-        row = dict(model=spec.name + ('+mix' if spec.feature_mix else ''),
-                   op=op, batch=n, ours_s=o, peer_s=p, ratio=o / p,
-                   resolution=_RES.value, macs=macs,
-                   ours_gmacs=macs / o / 1e9, peer_gmacs=macs / p / 1e9,
-                   peer_threads=threads, ours_runs=t_ours, peer_runs=t_peer,
-                   ours_spread=_spread(t_ours), peer_spread=_spread(t_peer))
+        row = dict(
+            model=spec.name + ('+mix' if spec.feature_mix else ''),
+            op=op,
+            batch=n,
+            ours_s=o,
+            peer_s=p,
+            ratio=o / p,
+            resolution=_RES.value,
+            macs=macs,
+            ours_gmacs=macs / o / 1e9,
+            peer_gmacs=macs / p / 1e9,
+            peer_threads=threads,
+            ours_runs=t_ours,
+            peer_runs=t_peer,
+            ours_spread=_spread(t_ours),
+            peer_spread=_spread(t_peer))
         rows.append(row)
-        print(f'{row["model"]:<20} {op:<17} {n:>4} ours {o:8.4f} s  peer '
-              f'{p:8.4f} s  ratio {o / p:5.2f}  ({row["ours_gmacs"]:.1f} vs '
-              f'{row["peer_gmacs"]:.1f} GMAC/s; spread '
-              f'{row["ours_spread"]:.0%} / {row["peer_spread"]:.0%})',
-              flush=True)
+        print(
+            f'{row["model"]:<20} {op:<17} {n:>4} ours {o:8.4f} s  peer '
+            f'{p:8.4f} s  ratio {o / p:5.2f}  ({row["ours_gmacs"]:.1f} vs '
+            f'{row["peer_gmacs"]:.1f} GMAC/s; spread '
+            f'{row["ours_spread"]:.0%} / {row["peer_spread"]:.0%})',
+            flush=True)
         _write(_payload(rows, device, peak, load0))
   print('wrote', _write(_payload(rows, device, peak, load0)))
 
@@ -313,17 +341,27 @@ def main(argv):
 def _payload(rows, device, peak, load0):
   return {
       'command': 'python -m benchmarks.peer_speed',
-      'flags': {'models': _MODELS.value, 'batches': _BATCHES.value,
-                'resolution': _RES.value, 'repeats': _REPEATS.value},
-      'device': common.device_info(), 'peer_device': str(device),
+      'flags': {
+          'models': _MODELS.value,
+          'batches': _BATCHES.value,
+          'resolution': _RES.value,
+          'repeats': _REPEATS.value
+      },
+      'device': common.device_info(),
+      'peer_device': str(device),
       'cpu': platform.processor() or platform.machine(),
-      'cores': os.cpu_count(), 'torch': torch.__version__,
+      'cores': os.cpu_count(),
+      'torch': torch.__version__,
       'torch_threads': torch.get_num_threads(),
       'load_average_start_end': [load0, os.getloadavg()],
       'peak_gmacs': peak,
-      'units': {'*_s': 'median seconds per call', 'ratio': 'ours / peer',
-                'macs': 'cost-model MACs of the call (whole batch)'},
-      'rows': rows}
+      'units': {
+          '*_s': 'median seconds per call',
+          'ratio': 'ours / peer',
+          'macs': 'cost-model MACs of the call (whole batch)'
+      },
+      'rows': rows
+  }
 
 
 def _write(payload):
@@ -331,7 +369,6 @@ def _write(payload):
   default = str(common.RESULTS_DIR / 'peer_speed.json')
   if os.path.abspath(out) == os.path.abspath(default):
     return common.write_results('peer_speed', payload)
-  import json  # pylint: disable=g-import-not-at-top
   with open(out, 'w') as f:
     json.dump(payload, f, indent=1)
   return out

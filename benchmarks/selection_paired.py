@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks import common
 from tinytrain_jax import data
 from tinytrain_jax.configs import default
+from tinytrain_jax.configs import eval_config
 from tinytrain_jax.eval import meta_cache, plan
 from tinytrain_jax.models import load_pretrained, protonet
 from tinytrain_jax.train import finetune as ft
@@ -40,8 +41,9 @@ _LR_CHOICE = flags.DEFINE_string(
     'lr_choice', '', 'an evaluation workdir\'s lr_choice.json: each variant '
     'uses the lr the protocol chose for it there')
 _VARIANTS = flags.DEFINE_list(
-    'variants', ['tinytrain', 'tinytrain_l2', 'tinytrain_random',
-                 'sparseupdate'], 'methods; the first is the reference')
+    'variants',
+    ['tinytrain', 'tinytrain_l2', 'tinytrain_random', 'sparseupdate'],
+    'methods; the first is the reference')
 _SEED = flags.DEFINE_integer('seed', 4242, 'task seed (not the dev seed)')
 _QUICK = flags.DEFINE_bool('quick', False, 'tiny run (tests)')
 
@@ -63,14 +65,16 @@ def paired_ci(a, b):
 
 def main(argv):
   del argv
-  cfg = default.get_config('quick' if _QUICK.value else '')
-  res = _RES.value or cfg.resolution
+  cd = default.get_config('quick' if _QUICK.value else '')
+  cd.resolution = _RES.value or cd.resolution  # also meta_train's (0)
+  cfg = eval_config.from_config_dict(cd)
+  res = cfg.resolution
   mix = _MODEL.value in plan.MIX_BACKBONES
   spec, params = load_pretrained(_MODEL.value, res, mix)
   head = protonet.init_head()
   if _START.value == 'metatrained':
-    params, head, info = meta_cache.meta_trained_starts(
-        cfg, [_MODEL.value], res)[_MODEL.value]
+    params, head, info = meta_cache.meta_trained_starts(cfg, [_MODEL.value],
+                                                        res)[_MODEL.value]
   else:
     info = {}
   src = data.get_source(_SOURCE.value, 'valid')
@@ -86,27 +90,38 @@ def main(argv):
     ep = data.make_episode(src, es, res, buckets=None, way_buckets=None)
     for m in _VARIANTS.value:
       r = methods_lib.run_method(
-          m, spec, params, head, ep, ft.FinetuneConfig(steps=steps,
-                                                       lr=lrs[m]),
-          budgets, task=i)
+          m,
+          spec,
+          params,
+          head,
+          ep,
+          ft.FinetuneConfig(steps=steps, lr=lrs[m]),
+          budgets,
+          task=i)
       accs[m].append(100.0 * float(r['accuracy']))
       costs[m].append((r['bwd_bytes'], r['bwd_macs']))
     if (i + 1) % 20 == 0 or i + 1 == n:
       el = time.time() - t0
-      print(f'{i + 1}/{n} tasks [{el:.0f}s, eta {el / (i + 1) * (n - i - 1):.0f}s] '
-            + ' '.join(f'{m}={np.mean(a):.1f}' for m, a in accs.items()),
-            flush=True)
+      print(
+          f'{i + 1}/{n} tasks [{el:.0f}s, eta {el / (i + 1) * (n - i - 1):.0f}s] '
+          + ' '.join(f'{m}={np.mean(a):.1f}' for m, a in accs.items()),
+          flush=True)
   ref = _VARIANTS.value[0]
   rows = []
   for m in _VARIANTS.value:
     mean, ci = float(np.mean(accs[m])), float(1.96 * np.std(accs[m]) /
                                               np.sqrt(n))
     d, dci = paired_ci(accs[ref], accs[m])
-    rows.append(dict(method=m, lr=lrs[m], accuracy_mean=mean,
-                     accuracy_ci95=ci, diff_vs_ref=d if m != ref else 0.0,
-                     diff_ci95=dci if m != ref else 0.0,
-                     bwd_bytes=float(np.mean([c[0] for c in costs[m]])),
-                     bwd_macs=float(np.mean([c[1] for c in costs[m]]))))
+    rows.append(
+        dict(
+            method=m,
+            lr=lrs[m],
+            accuracy_mean=mean,
+            accuracy_ci95=ci,
+            diff_vs_ref=d if m != ref else 0.0,
+            diff_ci95=dci if m != ref else 0.0,
+            bwd_bytes=float(np.mean([c[0] for c in costs[m]])),
+            bwd_macs=float(np.mean([c[1] for c in costs[m]]))))
   print(f'\n{_MODEL.value} @{res}px, {n} tasks of {_SOURCE.value} valid, '
         f'start {_START.value}\n')
   print(f'| method | lr | accuracy % | {ref} minus method (paired, 95% CI) '
@@ -119,11 +134,20 @@ def main(argv):
           f"{r['bwd_bytes'] / 1024:.0f} KiB | {r['bwd_macs'] / 1e6:.2f}M |")
   if not _QUICK.value:
     common.write_results(
-        f'selection_paired_{_MODEL.value}_{_START.value}', dict(
-            device=common.device_info(), model=_MODEL.value, resolution=res,
-            source=_SOURCE.value, split='valid', episodes=n, steps=steps,
-            seed=_SEED.value, start=_START.value, meta_trained=info.get(
-                'cache'), reference=ref, rows=rows,
+        f'selection_paired_{_MODEL.value}_{_START.value}',
+        dict(
+            device=common.device_info(),
+            model=_MODEL.value,
+            resolution=res,
+            source=_SOURCE.value,
+            split='valid',
+            episodes=n,
+            steps=steps,
+            seed=_SEED.value,
+            start=_START.value,
+            meta_trained=info.get('cache'),
+            reference=ref,
+            rows=rows,
             per_task={m: accs[m] for m in accs}))
 
 

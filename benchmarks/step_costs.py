@@ -31,19 +31,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax import data
-from tinytrain_jax import masks as masks_lib
+from tinytrain_jax import mask_partition
 from tinytrain_jax import models
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import methods
-from tinytrain_jax.train import sparse_step
 
-_MODELS = flags.DEFINE_list(
-    'models', ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'], 'Backbones.')
+_MODELS = flags.DEFINE_list('models',
+                            ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'],
+                            'Backbones.')
 _METHODS = flags.DEFINE_list(
-    'methods', ['fulltrain', 'lastlayer', 'sparseupdate', 'tinytrain',
-                'tinytrain_dense'], 'Methods.')
+    'methods',
+    ['fulltrain', 'lastlayer', 'sparseupdate', 'tinytrain', 'tinytrain_dense'],
+    'Methods.')
 _RES = flags.DEFINE_integer('resolution', 128, 'Input resolution.')
 _SUPPORT = flags.DEFINE_integer('support', 25, 'Support-set images.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per step.')
@@ -55,10 +56,10 @@ MIX = {'mcunet-5fps': False, 'mbv2-w0.35': True, 'proxyless-w0.3': True}
 
 def _task(spec):
   src = data.get_source('omniglot', 'test')
-  es = data.sample_episode(src, data.SamplerConfig(mode='fixed', ways=5,
-                                                   shots=5, queries=5), 0, 0)
-  return data.make_episode(src, es, resolution=spec.resolution, buckets=None,
-                           way_buckets=None)
+  es = data.sample_episode(
+      src, data.SamplerConfig(mode='fixed', ways=5, shots=5, queries=5), 0, 0)
+  return data.make_episode(
+      src, es, resolution=spec.resolution, buckets=None, way_buckets=None)
 
 
 def _time(fn, args):
@@ -77,23 +78,28 @@ def measure(spec, params, head, batch, mask, dense: bool):
     step, tx, full = ft.make_dense_step(spec, cfg, mask, head, donate=False)
     tr = {'params': params, 'head': head}
     args = (tr, tx.init(tr), batch, jnp.int32(0),
-            masks_lib.to_dense(full, tr))
+            ft.dense_step_mask(spec, full, tr))
     fn = step
   else:
-    plan, idx = sparse_step.make_plan(spec, params, mask)
+    plan, idx = mask_partition.make_plan(spec, params, mask)
     # The step as `finetune` runs it: the frozen prefix cached once per task.
     t = ft.sparse_task(spec, params, plan, idx, batch, cfg)
     start = t.start
     args = (t.trainable, t.opt_state, params, head, t.indices, t.batch,
             jnp.int32(0))
-    fn = jax.jit(functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
-                                   start_block=start))
+    fn = jax.jit(
+        functools.partial(
+            ft.sparse_step_fn, spec, plan, cfg, start_block=start))
   t0 = time.perf_counter()
   xla = xla_check.xla_costs(fn, *args)
   compile_s = time.perf_counter() - t0
-  return {'start_block': 0 if dense else start,
-          'xla_flops': xla['flops'], 'temp_bytes': xla['temp_bytes'],
-          'compile_s': compile_s, 'seconds_per_step': _time(fn, args)}
+  return {
+      'start_block': 0 if dense else start,
+      'xla_flops': xla['flops'],
+      'temp_bytes': xla['temp_bytes'],
+      'compile_s': compile_s,
+      'seconds_per_step': _time(fn, args)
+  }
 
 
 def main(argv):
@@ -117,28 +123,43 @@ def main(argv):
       mask = methods.method_mask(base, spec, params, ep, head)
       costs = ft.mask_costs(spec, mask, 1)
       r = measure(spec, params, head, batch, mask, method.endswith('_dense'))
-      row = {'model': spec.name + ('+mix' if spec.feature_mix else ''),
-             'method': method, 'resolution': _RES.value, 'support': s,
-             'bwd_macs': costs['bwd_macs'],
-             'bwd_bytes_per_sample': costs['bwd_bytes'], **r,
-             'layers': costs['layers']}
-      rows = [x for x in rows if (x['model'], x['method'], x['resolution'])
-              != (row['model'], method, _RES.value)] + [row]
-      print(f"| {row['model']} | {method} | {row['xla_flops'] / 1e9:.2f} | "
-            f"{row['temp_bytes'] / 1e6:.1f} | "
-            f"{row['seconds_per_step'] * 1e3:.0f} | "
-            f"{row['bwd_macs'] / 1e6:.2f} | "
-            f"{row['bwd_bytes_per_sample'] / 1e6:.2f} |", flush=True)
+      row = {
+          'model': spec.name + ('+mix' if spec.feature_mix else ''),
+          'method': method,
+          'resolution': _RES.value,
+          'support': s,
+          'bwd_macs': costs['bwd_macs'],
+          'bwd_bytes_per_sample': costs['bwd_bytes'],
+          **r, 'layers': costs['layers']
+      }
+      rows = [
+          x for x in rows if (x['model'], x['method'], x['resolution']) !=
+          (row['model'], method, _RES.value)
+      ] + [row]
+      print(
+          f"| {row['model']} | {method} | {row['xla_flops'] / 1e9:.2f} | "
+          f"{row['temp_bytes'] / 1e6:.1f} | "
+          f"{row['seconds_per_step'] * 1e3:.0f} | "
+          f"{row['bwd_macs'] / 1e6:.2f} | "
+          f"{row['bwd_bytes_per_sample'] / 1e6:.2f} |",
+          flush=True)
       out_path.parent.mkdir(parents=True, exist_ok=True)
-      out_path.write_text(json.dumps({
-          'command': 'python -m benchmarks.step_costs',
-          'jax': jax.__version__, 'backend': jax.default_backend(),
-          'cpu': platform.processor() or platform.machine(),
-          'units': {'xla_flops': 'per step (whole support batch)',
-                    'temp_bytes': 'XLA temp buffer bytes',
-                    'bwd_macs': 'analytic, per sample',
-                    'bwd_bytes_per_sample': 'analytic fp32, batch 1'},
-          'rows': rows}, indent=1))
+      out_path.write_text(
+          json.dumps(
+              {
+                  'command': 'python -m benchmarks.step_costs',
+                  'jax': jax.__version__,
+                  'backend': jax.default_backend(),
+                  'cpu': platform.processor() or platform.machine(),
+                  'units': {
+                      'xla_flops': 'per step (whole support batch)',
+                      'temp_bytes': 'XLA temp buffer bytes',
+                      'bwd_macs': 'analytic, per sample',
+                      'bwd_bytes_per_sample': 'analytic fp32, batch 1'
+                  },
+                  'rows': rows
+              },
+              indent=1))
 
 
 if __name__ == '__main__':

@@ -30,25 +30,25 @@ import jax.numpy as jnp
 
 from benchmarks import common
 from tinytrain_jax import data
+from tinytrain_jax import mask_partition
 from tinytrain_jax import models
 from tinytrain_jax.configs import cli
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import methods
-from tinytrain_jax.train import sparse_step
 
-_MODELS = flags.DEFINE_list(
-    'models', ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'], 'Backbones.')
+_MODELS = flags.DEFINE_list('models',
+                            ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'],
+                            'Backbones.')
 _METHODS = flags.DEFINE_list(
     'methods', ['none', 'lastlayer', 'sparseupdate', 'tinytrain', 'fulltrain'],
     'Methods (train.methods names).')
 _RES = flags.DEFINE_integer('resolution', 128, 'Input resolution.')
 _TASKS = flags.DEFINE_integer('tasks', 6, 'Tasks per (model, method), >= 2.')
 _STEPS = flags.DEFINE_integer('steps', 40, 'Fine-tune steps per task.')
-_OUT = flags.DEFINE_string(
-    'out', str(common.RESULTS_DIR / 'throughput.json'),
-    'Results JSON (rows merged into an existing file).')
+_OUT = flags.DEFINE_string('out', str(common.RESULTS_DIR / 'throughput.json'),
+                           'Results JSON (rows merged into an existing file).')
 
 MIX = {'mcunet-5fps': False, 'mbv2-w0.35': True, 'proxyless-w0.3': True}
 
@@ -74,7 +74,7 @@ def task_flops(spec, params, head, episode, mask, cfg):
   """
   if mask is None:
     return None
-  plan, idx = sparse_step.make_plan(spec, params, mask)
+  plan, idx = mask_partition.make_plan(spec, params, mask)
   t = ft.sparse_task(spec, params, plan, idx, ft.episode_arrays(spec, episode),
                      cfg)
   prefix = 0.0
@@ -82,8 +82,8 @@ def task_flops(spec, params, head, episode, mask, cfg):
     prefix = xla_check.xla_costs(
         lambda x: models.prefix(spec, params, x, t.start),
         t.batch['support_x'])['flops']
-  step = functools.partial(ft._sparse_step_impl, spec, plan, cfg,  # pylint: disable=protected-access
-                           start_block=t.start)
+  step = functools.partial(
+      ft.sparse_step_fn, spec, plan, cfg, start_block=t.start)
   got = xla_check.xla_costs(step, t.trainable, t.opt_state, params, head,
                             t.indices, t.batch, jnp.int32(0))
   return cfg.steps * got['flops'] + prefix, t.start
@@ -113,9 +113,14 @@ def main(argv):
   print('| model | method | s/task | first task s | compiles | GFLOP/task |')
   for name in _MODELS.value:
     spec, params = models.load_pretrained(name, _RES.value, MIX[name])
-    eps = [data.make_episode(src, data.sample_episode(src, sampler, 0, i),
-                             resolution=_RES.value, buckets=None,
-                             way_buckets=None) for i in range(_TASKS.value)]
+    eps = [
+        data.make_episode(
+            src,
+            data.sample_episode(src, sampler, 0, i),
+            resolution=_RES.value,
+            buckets=None,
+            way_buckets=None) for i in range(_TASKS.value)
+    ]
     for method in _METHODS.value:
       before, times = counter.count, []
       for i, ep in enumerate(eps):
@@ -129,25 +134,38 @@ def main(argv):
         got = task_flops(spec, params, head, eps[0], mask, cfg)
         if got is not None:
           flops, start = got
-      row = {'model': spec.name + ('+mix' if spec.feature_mix else ''),
-             'method': method, 'devices': 1, 'resolution': _RES.value,
-             'steps': _STEPS.value, 'tasks': _TASKS.value,
-             'seconds_per_task': statistics.median(times[1:]),
-             'first_task_seconds': times[0], 'compiles': compiles,
-             'xla_flops_per_task': flops, 'start_block': start}
+      row = {
+          'model': spec.name + ('+mix' if spec.feature_mix else ''),
+          'method': method,
+          'devices': 1,
+          'resolution': _RES.value,
+          'steps': _STEPS.value,
+          'tasks': _TASKS.value,
+          'seconds_per_task': statistics.median(times[1:]),
+          'first_task_seconds': times[0],
+          'compiles': compiles,
+          'xla_flops_per_task': flops,
+          'start_block': start
+      }
       key = lambda r: (r['model'], r['method'], r['devices'], r['resolution'])
       rows = [r for r in rows if key(r) != key(row)] + [row]
       gf = f'{flops / 1e9:.2f}' if flops else '-'
-      print(f"| {row['model']} | {method} | {row['seconds_per_task']:.2f} | "
-            f"{row['first_task_seconds']:.1f} | {compiles} | {gf} |",
-            flush=True)
+      print(
+          f"| {row['model']} | {method} | {row['seconds_per_task']:.2f} | "
+          f"{row['first_task_seconds']:.1f} | {compiles} | {gf} |",
+          flush=True)
       path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(json.dumps({
-          'command': 'python -m benchmarks.throughput',
-          **common.device_info(),
-          'units': {'seconds_per_task': 'median wall s, tasks 2..n',
-                    'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix'},
-          'rows': rows}, indent=1))
+      path.write_text(
+          json.dumps(
+              {
+                  'command': 'python -m benchmarks.throughput',
+                  **common.device_info(), 'units': {
+                      'seconds_per_task': 'median wall s, tasks 2..n',
+                      'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix'
+                  },
+                  'rows': rows
+              },
+              indent=1))
 
 
 if __name__ == '__main__':

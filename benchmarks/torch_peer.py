@@ -60,12 +60,19 @@ class PeerNet(nn.Module):
     self.convs = nn.ModuleDict()
     for c in spec.convs:
       p = _get(params, c.name)
-      conv = nn.Conv2d(c.c_in, c.c_out, c.kernel, c.stride, c.padding,
-                       groups=c.groups, bias=True)
+      conv = nn.Conv2d(
+          c.c_in,
+          c.c_out,
+          c.kernel,
+          c.stride,
+          c.padding,
+          groups=c.groups,
+          bias=True)
       with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(
-            np.ascontiguousarray(np.asarray(p['kernel']).transpose(3, 2, 0,
-                                                                   1))))
+        conv.weight.copy_(
+            torch.from_numpy(
+                np.ascontiguousarray(
+                    np.asarray(p['kernel']).transpose(3, 2, 0, 1))))
         conv.bias.copy_(torch.from_numpy(np.asarray(p['bias'])))
       self.convs[_key(c.name)] = conv
     self.classifier = None
@@ -73,8 +80,8 @@ class PeerNet(nn.Module):
       cls = params['classifier']
       self.classifier = nn.Linear(spec.feature_dim, spec.num_classes)
       with torch.no_grad():
-        self.classifier.weight.copy_(torch.from_numpy(
-            np.ascontiguousarray(np.asarray(cls['kernel']).T)))
+        self.classifier.weight.copy_(
+            torch.from_numpy(np.ascontiguousarray(np.asarray(cls['kernel']).T)))
         self.classifier.bias.copy_(torch.from_numpy(np.asarray(cls['bias'])))
     self._by_block = {}
     for c in spec.convs:
@@ -110,11 +117,15 @@ class PeerNet(nn.Module):
 
 def to_nchw(images) -> torch.Tensor:
   """f32[B, R, R, 3] (numpy or jax) -> contiguous torch f32[B, 3, R, R]."""
-  return torch.from_numpy(np.ascontiguousarray(
-      np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
+  return torch.from_numpy(
+      np.ascontiguousarray(
+          np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
 
 
-def support_loss(features, labels, num_ways: int, scale: float = 10.0,
+def support_loss(features,
+                 labels,
+                 num_ways: int,
+                 scale: float = 10.0,
                  bias: float = 0.0):
   """ProtoNet cosine loss of the support set on itself (ours:
   `train.finetune.support_loss` without augmentation, all rows valid)."""
@@ -139,7 +150,8 @@ def set_trainable(net: PeerNet, names: Iterable[str]):
 def make_sgd(net: PeerNet, lr: float = 1e-3, momentum: float = 0.9):
   """torch SGD with momentum over the parameters that require grad."""
   return torch.optim.SGD([p for p in net.parameters() if p.requires_grad],
-                         lr=lr, momentum=momentum)
+                         lr=lr,
+                         momentum=momentum)
 
 
 def train_step(net: PeerNet, opt, x, labels, num_ways: int) -> float:
@@ -194,8 +206,9 @@ def dense_masked_step(net: PeerNet, opt, x, labels, num_ways: int,
   return float(loss.detach())
 
 
-def fisher_pass(net: PeerNet, x, labels, num_ways: int
-                ) -> Tuple[float, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+def fisher_pass(
+    net: PeerNet, x, labels, num_ways: int
+) -> Tuple[float, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
   """Peer of TinyTrain's Fisher pass: Δ per channel of every conv's output
   and input, 1/(2N) Σ_n (Σ_hw a·g)², from one forward+backward.
 

@@ -12,10 +12,11 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
+from tinytrain_jax.configs import eval_config
 from tinytrain_jax.eval import protocol
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'config file', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/main', 'output directory')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'progress bar / log lines')
 
@@ -24,12 +25,12 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CONFIG.value is None:
-    cli.error_exit('--config is required, e.g. '
-                   '--config=tinytrain_jax/configs/default.py', 2)
+    cli.error_exit(
+        '--config is required, e.g. '
+        '--config=tinytrain_jax/configs/default.py', 2)
   try:
-    cli.check_resolution(_CONFIG.value.resolution, '--config.resolution')
-    rows = protocol.run_evaluation(_CONFIG.value, _WORKDIR.value,
-                                   _PROGRESS.value)
+    cfg = eval_config.from_config_dict(_CONFIG.value)  # validates
+    rows = protocol.run_evaluation(cfg, _WORKDIR.value, _PROGRESS.value)
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     cli.error_exit(str(e))
   del rows  # results.md holds the same tables, with Avg. over the targets

@@ -13,12 +13,15 @@ from tinytrain_jax.configs import cli
 from tinytrain_jax.models import apply, apply_int8, load_arrays, load_pretrained
 from tinytrain_jax.models.imagenet import eval_transform
 
-_MODELS = flags.DEFINE_list('models', ['mcunet-5fps', 'mbv2-w0.35',
-                                       'proxyless-w0.3'], 'backbones')
+_MODELS = flags.DEFINE_list('models',
+                            ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'],
+                            'backbones')
 _INT8 = flags.DEFINE_bool('int8', False, 'also run the int8 simulation')
-_IMAGES = {'chelsea (cat: 281-285)': 'chelsea',
-           'coffee (967 espresso / 968 cup / 504 mug)': 'coffee',
-           'camera (872 tripod)': 'camera'}
+_IMAGES = {
+    'chelsea (cat: 281-285)': 'chelsea',
+    'coffee (967 espresso / 968 cup / 504 mug)': 'coffee',
+    'camera (872 tripod)': 'camera'
+}
 
 
 def main(argv):
@@ -30,7 +33,8 @@ def main(argv):
       spec, params = load_pretrained(name, num_classes=1000)
     except (ValueError, OSError) as e:
       cli.error_exit(str(e))
-    logits = np.asarray(jax.jit(apply, static_argnums=0)(spec, params, x).logits)
+    logits = np.asarray(
+        jax.jit(apply, static_argnums=0)(spec, params, x).logits)
     q = apply_int8(spec, load_arrays(name), x) if _INT8.value else None
     for i, label in enumerate(_IMAGES):
       line = f'{name:<15} {label:<42} top-5 {np.argsort(-logits[i])[:5].tolist()}'

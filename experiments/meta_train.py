@@ -9,10 +9,11 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
+from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.train import meta_train as meta_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'config file', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/meta', 'checkpoint directory')
 
 
@@ -20,12 +21,12 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CONFIG.value is None:
-    cli.error_exit('--config is required, e.g. '
-                   '--config=tinytrain_jax/configs/meta_train.py', 2)
+    cli.error_exit(
+        '--config is required, e.g. '
+        '--config=tinytrain_jax/configs/meta_train.py', 2)
   try:
-    cli.check_resolution(_CONFIG.value.resolution, '--config.resolution')
-    cfg = meta_lib.MetaTrainConfig.from_config(_CONFIG.value)
-    state = meta_lib.meta_train(cfg, _WORKDIR.value)
+    cfg = dataclass_config.meta_train_config(_CONFIG.value)  # validates
+    state = meta_lib.run_meta_training(cfg, _WORKDIR.value)
   except (ValueError, RuntimeError, FileNotFoundError) as e:
     cli.error_exit(str(e))
   print(f'meta-trained {cfg.model} for {int(state.step)} steps; checkpoints '

@@ -12,6 +12,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
+from tinytrain_jax.configs import eval_config
 from tinytrain_jax.configs import sweep_helpers
 from tinytrain_jax.eval import protocol, report
 
@@ -37,22 +38,30 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   if _CONFIG.value is None:
-    cli.error_exit('--config is required, e.g. '
-                   '--config=tinytrain_jax/configs/sweep.py', 2)
+    cli.error_exit(
+        '--config is required, e.g. '
+        '--config=tinytrain_jax/configs/sweep.py', 2)
   root = pathlib.Path(_WORKDIR.value)
   points = []
   try:
-    for point in _get_sweep(flags.FLAGS['config'].config_filename):
-      cfg = sweep_helpers.apply_overrides(_CONFIG.value, point)
+    # Every point is built (and so validated) before the first one runs.
+    todo = [(point,
+             eval_config.from_config_dict(
+                 sweep_helpers.apply_overrides(_CONFIG.value, point)))
+            for point in _get_sweep(flags.FLAGS['config'].config_filename)]
+    for point, cfg in todo:
       wd = root / sweep_helpers.point_name(point)
       if (wd / 'results.json').exists():
         rows = json.loads((wd / 'results.json').read_text())['results']
       else:
         rows = protocol.run_evaluation(cfg, wd)
       for r in rows:
-        points.append(dict(r, variant=r['method'],
-                           budget_scale=cfg.selection.budget_scale,
-                           point=sweep_helpers.point_name(point)))
+        points.append(
+            dict(
+                r,
+                variant=r['method'],
+                budget_scale=cfg.selection.budget_scale,
+                point=sweep_helpers.point_name(point)))
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     cli.error_exit(str(e))
   (root / 'sweep.json').write_text(json.dumps(points, indent=1))

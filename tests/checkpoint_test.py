@@ -16,9 +16,18 @@ from tinytrain_jax import checkpoint
 from tinytrain_jax import data
 from tinytrain_jax.train import meta_train as mt
 
-CFG = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=4,
-                         lr=1e-3, warmup_steps=2, checkpoint_every=2,
-                         augment=False, log_every=2, source='omniglot')
+CFG = mt.MetaTrainConfig(
+    resolution=32,
+    ways=5,
+    shots=1,
+    queries=2,
+    steps=4,
+    lr=1e-3,
+    warmup_steps=2,
+    checkpoint_every=2,
+    augment=False,
+    log_every=2,
+    source='omniglot')
 
 
 @functools.lru_cache(None)
@@ -64,8 +73,8 @@ class FallbackTest(parameterized.TestCase):
     mngr = checkpoint.manager(wd)
     self.assertEqual(checkpoint.read_config(mngr), {'model': 'm'})
     with self.assertLogs(level='WARNING') as logs:
-      state, step = checkpoint.restore_or_init(
-          mngr, lambda: _tiny_state(0), {'model': 'm'})
+      state, step = checkpoint.restore_or_init(mngr, lambda: _tiny_state(0),
+                                               {'model': 'm'})
     self.assertEqual(step, 1)
     self.assertTrue(_same(state, _tiny_state(1)))
     self.assertRegex('\n'.join(logs.output),
@@ -74,10 +83,11 @@ class FallbackTest(parameterized.TestCase):
     # The resumed run can write step 2 again.
     checkpoint.save(mngr, 2, _tiny_state(2), {'model': 'm'}, wait=True)
     self.assertEqual(checkpoint.manager(wd).all_steps(), [1, 2])
-    with self.assertRaisesRegex(ValueError, "written for model='m', but this "
-                                "run uses model='x'"):
-      checkpoint.restore_or_init(checkpoint.manager(wd),
-                                 lambda: _tiny_state(0), {'model': 'x'})
+    with self.assertRaisesRegex(
+        ValueError, "written for model='m', but this "
+        "run uses model='x'"):
+      checkpoint.restore_or_init(
+          checkpoint.manager(wd), lambda: _tiny_state(0), {'model': 'x'})
 
 
 @pytest.mark.slow
@@ -96,8 +106,8 @@ class CheckpointTest(parameterized.TestCase):
     # damaged, and the copy's resumed run must end bit-identical to it.
     cls._root = tempfile.mkdtemp()
     cls.killed = os.path.join(cls._root, 'full')
-    cls.full = mt.meta_train(CFG, cls.killed, progress=False,
-                             source=_source())
+    cls.full = mt.run_meta_training(
+        CFG, cls.killed, progress=False, source=_source())
 
   @classmethod
   def tearDownClass(cls):
@@ -111,7 +121,7 @@ class CheckpointTest(parameterized.TestCase):
     self.assertEqual(checkpoint.manager(wd).all_steps(), [2, 4])
     _DAMAGE[damage](pathlib.Path(wd) / 'checkpoints' / '4')
     with self.assertLogs(level='WARNING') as logs:
-      resumed = mt.meta_train(CFG, wd, progress=False, source=_source())
+      resumed = mt.run_meta_training(CFG, wd, progress=False, source=_source())
     text = '\n'.join(logs.output)
     self.assertRegex(text, r'step\(s\) \[4\] .* damaged .* resumed from step 2')
     self.assertEqual(int(resumed.step), CFG.steps)
@@ -125,8 +135,8 @@ class CheckpointTest(parameterized.TestCase):
     for s in ('2', '4'):
       shutil.rmtree(pathlib.Path(wd) / 'checkpoints' / s / 'state')
     with self.assertRaisesRegex(ValueError, r'no checkpoint in .* restores'):
-      checkpoint.restore_or_init(checkpoint.manager(wd),
-                                 lambda: mt.init_state(CFG), CFG.to_json())
+      checkpoint.restore_or_init(
+          checkpoint.manager(wd), lambda: mt.init_state(CFG), CFG.to_json())
     self.assertFalse((pathlib.Path(wd) / 'checkpoints_corrupt').exists())
     self.assertEqual(checkpoint.manager(wd).all_steps(), [2, 4])
 

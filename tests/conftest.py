@@ -17,7 +17,8 @@ os.environ.setdefault('TINYTRAIN_CACHE',
 # entry is never used). Set before any test module imports jax.
 os.environ.setdefault(
     'JAX_COMPILATION_CACHE_DIR',
-    str(pathlib.Path(__file__).resolve().parents[1] / '.pytest_cache' /
+    str(
+        pathlib.Path(__file__).resolve().parents[1] / '.pytest_cache' /
         'xla_compilation_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 # Tests run tiny shapes, where LLVM's optimisation passes cost far more than

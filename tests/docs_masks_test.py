@@ -29,10 +29,16 @@ class DocsMasksTest(absltest.TestCase):
     self.assertIn('--save=mask.json', argv)
     with tempfile.TemporaryDirectory() as d:
       path = os.path.join(d, 'mask.json')
-      argv = [sys.executable] + [f'--save={path}' if a == '--save=mask.json'
-                                 else a for a in argv[1:]]
-      run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
-                           timeout=600, check=False)
+      argv = [sys.executable] + [
+          f'--save={path}' if a == '--save=mask.json' else a for a in argv[1:]
+      ]
+      run = subprocess.run(
+          argv,
+          cwd=ROOT,
+          capture_output=True,
+          text=True,
+          timeout=600,
+          check=False)
       self.assertEqual(run.returncode, 0, run.stderr[-3000:])
       self._check_format_sketch(json.loads(pathlib.Path(path).read_text()))
       with mock.patch.dict(os.environ, {'MASK_JSON': path}):

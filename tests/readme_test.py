@@ -29,7 +29,8 @@ _TINY_EVAL = [
     '--config.meta_train.shots=1', '--config.meta_train.queries=2',
     '--config.meta_train.val_every=1', '--config.meta_train.val_episodes=1',
     '--config.meta_train.warmup_steps=1',
-    '--config.meta_train.checkpoint_every=1', '--progress=False']
+    '--config.meta_train.checkpoint_every=1', '--progress=False'
+]
 TINY = {
     'experiments.describe': [],
     'experiments.episodes': ['--num_episodes=1'],
@@ -38,17 +39,20 @@ TINY = {
     'experiments.meta_train': [
         '--config.resolution=32', '--config.steps=2', '--config.shots=1',
         '--config.queries=2', '--config.val_every=1', '--config.val_episodes=1',
-        '--config.warmup_steps=1', '--config.checkpoint_every=1'],
-    'experiments.evaluate': _TINY_EVAL,
-    'experiments.sweep': ['--config.episodes=1', '--config.resolution=32',
-                          '--config.finetune.steps=1',
-                          '--config.finetune.lr_grid=',
-                          '--config.meta_train.steps=0',
-                          '--config.domains=omniglot'],
+        '--config.warmup_steps=1', '--config.checkpoint_every=1'
+    ],
+    'experiments.evaluate':
+        _TINY_EVAL,
+    'experiments.sweep': [
+        '--config.episodes=1', '--config.resolution=32',
+        '--config.finetune.steps=1', '--config.finetune.lr_grid=',
+        '--config.meta_train.steps=0', '--config.domains=omniglot'
+    ],
     'benchmarks.selection_paired': ['--quick', '--start=pretrained'],
-    'benchmarks.throughput': ['--methods=none,tinytrain', '--resolution=32',
-                              '--tasks=2', '--steps=2',
-                              '--out=runs/throughput.json'],
+    'benchmarks.throughput': [
+        '--methods=none,tinytrain', '--resolution=32', '--tasks=2', '--steps=2',
+        '--out=runs/throughput.json'
+    ],
 }
 LIGHT = ('experiments.describe', 'experiments.episodes', 'experiments.cost',
          'experiments.select')
@@ -72,11 +76,19 @@ def run(cmd: str, runs: pathlib.Path):
   extra = [a.replace('runs/', f'{runs}/') for a in TINY[module]]
   if module == 'experiments.evaluate' and 'tfds:' in cmd:
     extra.append('--config.domains=omniglot')
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
-             PYTHONPATH=str(ROOT))
-  out = subprocess.run([sys.executable] + argv[1:] + extra, cwd=ROOT,
-                       env=env, capture_output=True, text=True, check=False,
-                       timeout=900)
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS='cpu',
+      TF_CPP_MIN_LOG_LEVEL='3',
+      PYTHONPATH=str(ROOT))
+  out = subprocess.run(
+      [sys.executable] + argv[1:] + extra,
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      check=False,
+      timeout=900)
   return module, out
 
 
@@ -85,8 +97,10 @@ def _needed_before(cmds, index):
   (e.g. --config.meta_train.checkpoint=runs/meta_mcunet)."""
   args = [a for a in shlex.split(cmds[index]) if not a.startswith('--workdir=')]
   reads = set(re.findall(r'=(runs/[\w./-]+)', ' '.join(args)))
-  return [i for i, c in enumerate(cmds[:index])
-          if any(f'--workdir={r}' in c for r in reads)]
+  return [
+      i for i, c in enumerate(cmds[:index])
+      if any(f'--workdir={r}' in c for r in reads)
+  ]
 
 
 def _training_cases():

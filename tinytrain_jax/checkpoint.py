@@ -37,8 +37,8 @@ def manager(workdir, keep: int = 3) -> ocp.CheckpointManager:
     raise ValueError(f'keep must be >= 1, got {keep}; set --config.keep')
   path = pathlib.Path(workdir).absolute() / 'checkpoints'
   opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(path, options=opts,
-                               item_names=('state', 'config'))
+  return ocp.CheckpointManager(
+      path, options=opts, item_names=('state', 'config'))
 
 
 def _to_json(config_json) -> dict:
@@ -49,13 +49,18 @@ def _to_json(config_json) -> dict:
   return dict(config_json)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any,
-         config_json=None, wait: bool = False) -> None:
+def save(mngr: ocp.CheckpointManager,
+         step: int,
+         state: Any,
+         config_json=None,
+         wait: bool = False) -> None:
   """Saves `state` (+ config JSON, str or dict) as checkpoint `step`."""
   state = jax.tree.map(np.asarray, state)
-  mngr.save(int(step), args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      config=ocp.args.JsonSave(_to_json(config_json))))
+  mngr.save(
+      int(step),
+      args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          config=ocp.args.JsonSave(_to_json(config_json))))
   if wait:
     mngr.wait_until_finished()
 
@@ -67,8 +72,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def _read_config_step(mngr, step) -> dict:
-  out = mngr.restore(step, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))
+  out = mngr.restore(
+      step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   return dict(out['config'] or {})
 
 
@@ -99,14 +104,17 @@ def read_config(mngr: ocp.CheckpointManager,
       errors.append(f'step {s}: {_first_line(e)}')
       continue
     if errors:
-      logging.warning('checkpoint config unreadable in %s (%s); using step '
-                      '%d', mngr.directory, '; '.join(errors), s)
+      logging.warning(
+          'checkpoint config unreadable in %s (%s); using step '
+          '%d', mngr.directory, '; '.join(errors), s)
     return cfg
   raise ValueError(f'no readable checkpoint in {mngr.directory} '
                    f'({errors[0]}); move that folder away to start over')
 
 
-def check_compatible(stored: dict, current: dict, directory,
+def check_compatible(stored: dict,
+                     current: dict,
+                     directory,
                      fields: Sequence[str] = MATCH_FIELDS) -> None:
   """One-line ValueError when a checkpoint belongs to another model."""
   for f in fields:
@@ -117,7 +125,8 @@ def check_compatible(stored: dict, current: dict, directory,
           f'--config.{f}={stored[f]}')
 
 
-def check_checkpoint_for(workdir, flag: str = '--config.meta_train.checkpoint',
+def check_checkpoint_for(workdir,
+                         flag: str = '--config.meta_train.checkpoint',
                          **expected) -> dict:
   """Checks, before any work, that a meta-train workdir fits this run.
 
@@ -165,7 +174,8 @@ def _quarantine(mngr: ocp.CheckpointManager, steps) -> pathlib.Path:
   return dst
 
 
-def restore_or_init(mngr: ocp.CheckpointManager, init_fn: Callable[[], Any],
+def restore_or_init(mngr: ocp.CheckpointManager,
+                    init_fn: Callable[[], Any],
                     config_json=None) -> Tuple[Any, Optional[int]]:
   """Restores the newest intact checkpoint into init_fn's structure, or inits.
 
@@ -200,8 +210,9 @@ def restore_or_init(mngr: ocp.CheckpointManager, init_fn: Callable[[], Any],
       continue
     check_compatible(stored, current, mngr.directory)
     try:
-      out = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract)))
+      out = mngr.restore(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # pylint: disable=broad-except
       failed.append((step, _first_line(e)))
       continue

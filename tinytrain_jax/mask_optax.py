@@ -5,8 +5,8 @@ optimizer:
 
 * `dynamic_masked(tx)` takes the mask as an argument of `update`, so one
   jitted train step serves every task's mask without retracing. Pass the
-  mask through `channel_flags(mask, params)` first: its arrays have shapes
-  that depend on the params only. Optimizer state stays full-size.
+  mask through `channel_flags(mask, params, spec)` first: its arrays have
+  shapes that depend on the params only. Optimizer state stays full-size.
 * `optax_labels(mask, params)` labels whole leaves for `optax.multi_transform`
   (frozen leaves then hold no optimizer state). The labels are trace-time
   constants, so the step compiles once per leaf pattern, and leaves with a
@@ -16,7 +16,7 @@ optimizer:
 Example:
   tx = dynamic_masked(optax.adam(1e-3))
   opt_state = tx.init(params)
-  flags = channel_flags(load_mask('mask.json', params), params)
+  flags = channel_flags(load_mask('mask.json', params, spec), params, spec)
   updates, opt_state = tx.update(grads, opt_state, params, mask=flags)
 """
 from typing import Any
@@ -27,22 +27,27 @@ import numpy as np
 import optax
 
 from tinytrain_jax import masks
+from tinytrain_jax import tree_paths
+from tinytrain_jax.models.spec import ModelSpec
 
 TRAINABLE, FROZEN = 'trainable', 'frozen'
 
 
-def channel_flags(mask: masks.Mask, params) -> Any:
+def channel_flags(mask: masks.Mask, params, spec: ModelSpec) -> Any:
   """The mask in a shape-stable form, to pass as data into a jitted step.
 
-  Every leaf becomes `bool[C]`, one flag per channel of the matching param
-  along `masks.channel_axis` (input channels of a conv kernel, channels of a
-  depthwise kernel, entries of a bias), or `bool[]` for a 0-d param. Whole-
-  leaf bools are expanded, so every mask of the same params gives the same
-  shapes and dtypes: a jitted step compiles once for all of them.
+  Every leaf becomes a bool array that broadcasts to its param: one flag per
+  channel on the axis the conv's spec gives (`masks.channel_axes`: input
+  channels of a conv kernel, e.g. bool[1, 1, C_in, 1]; channels of a
+  depthwise kernel, bool[1, 1, 1, C]; entries of a bias, bool[C]), and size
+  1 on every other axis. Whole-leaf bools are expanded, so every mask of the
+  same params gives the same shapes and dtypes: a jitted step compiles once
+  for all of them.
 
   Args:
     mask: a mask for `params` (bool or bool[C] leaves; see `masks`).
     params: the parameter pytree (only shapes are read).
+    spec: the params' ModelSpec (decides each kernel's channel axis).
 
   Returns:
     numpy bool arrays with the params' treedef.
@@ -51,37 +56,45 @@ def channel_flags(mask: masks.Mask, params) -> Any:
     ValueError: the mask does not fit the params (`masks.check_mask`).
 
   Example:
-    flags = channel_flags(mask, params)   # pass as `mask=` to dynamic_masked
+    flags = channel_flags(mask, params, spec)  # `mask=` of dynamic_masked
   """
-  masks.check_mask(mask, params)
+  axes = masks.channel_axes(spec, params)
+  shaped = masks.broadcastable(mask, params, spec)
 
-  def flags(m, p):
-    ax = masks.channel_axis(np.shape(p))
-    n = () if ax is None else (np.shape(p)[ax],)
-    return np.broadcast_to(np.asarray(m, bool), n).copy()
-  return jax.tree.map(flags, mask, params)
+  def stable(path, b, p):
+    # A whole-leaf bool on a leaf that has a channel axis is expanded to
+    # that axis, so the shapes never depend on the mask.
+    ax = axes[path]
+    shape = [1] * np.ndim(p)
+    if ax is not None:
+      shape[ax] = np.shape(p)[ax]
+    return np.broadcast_to(b, shape).copy()
+
+  return jax.tree.unflatten(
+      jax.tree.structure(params), [
+          stable(path, b, p) for path, b, p in zip(
+              tree_paths.leaf_paths(params), jax.tree.leaves(shaped),
+              jax.tree.leaves(params))
+      ])
 
 
 def _keep(path, m, shape) -> jax.Array:
   """Broadcasts one mask leaf to a bool array of `shape` (True = trained).
 
-  Accepts `bool[]` (whole leaf), `bool[C]` channel flags along
-  `masks.channel_axis(shape)`, or a dense array of `shape` (any dtype;
-  nonzero = trained, as `masks.to_dense` writes it). Shapes are static, so
-  a wrong one raises here, at trace time.
+  Accepts `bool[]` (whole leaf), a `channel_flags` leaf (broadcastable:
+  same rank, each axis 1 or the param's size), or a dense array of `shape`
+  (any dtype; nonzero = trained, as `masks.to_dense` writes it). Shapes are
+  static, so a wrong one raises here, at trace time.
   """
   m = jnp.asarray(m)
-  ax = masks.channel_axis(shape)
-  if m.shape == tuple(shape) or m.ndim == 0:
+  if m.ndim == 0 or (m.ndim == len(shape) and
+                     all(a in (1, b) for a, b in zip(m.shape, shape))):
     return jnp.broadcast_to(m != 0, shape)
-  if m.ndim == 1 and ax is not None and m.shape[0] == shape[ax]:
-    return jax.lax.broadcast_in_dim(m != 0, shape, (ax,))
-  want = dict.fromkeys(['()'] + ([] if ax is None else [f'({shape[ax]},)'])
-                       + [str(tuple(shape))])
   raise ValueError(f'mask leaf {jax.tree_util.keystr(path)} has shape '
                    f'{tuple(m.shape)} but its param has shape {tuple(shape)}; '
-                   f'accepted shapes: {" or ".join(want)}. Pass channel_flags('
-                   'mask, params) or masks.to_dense(mask, params)')
+                   'accepted: (), a shape that broadcasts to it with the same '
+                   'rank, or the shape itself. Pass channel_flags(mask, '
+                   'params, spec) or masks.to_dense(mask, params, spec)')
 
 
 def _zero_frozen(updates, mask):
@@ -97,10 +110,10 @@ def _zero_frozen(updates, mask):
     raise ValueError('mask structure does not match the updates: mask has '
                      f'{jax.tree.structure(mask).num_leaves} leaves, updates '
                      f'{jax.tree.structure(updates).num_leaves}; pass '
-                     'channel_flags(mask, params)')
+                     'channel_flags(mask, params, spec)')
   return jax.tree_util.tree_map_with_path(
-      lambda path, u, m: jnp.where(_keep(path, m, u.shape), u,
-                                   -jnp.zeros_like(u)), updates, mask)
+      lambda path, u, m: jnp.where(
+          _keep(path, m, u.shape), u, -jnp.zeros_like(u)), updates, mask)
 
 
 def dynamic_masked(
@@ -126,9 +139,9 @@ def dynamic_masked(
 
   Returns:
     A GradientTransformationExtraArgs. `update`'s `mask` is a pytree with
-    the updates' treedef; each leaf is `bool[]` (whole leaf), `bool[C]`
-    channel flags along `masks.channel_axis` of the param, or a dense array
-    of the param's shape (nonzero = trained, e.g. `masks.to_dense`).
+    the updates' treedef; each leaf is `bool[]` (whole leaf), a
+    `channel_flags` leaf, or a dense array of the param's shape (nonzero =
+    trained, e.g. `masks.to_dense`).
 
   Raises:
     ValueError (at trace time): a mask leaf of another shape, or a mask
@@ -148,7 +161,7 @@ def dynamic_masked(
   return optax.GradientTransformationExtraArgs(tx.init, update)
 
 
-def optax_labels(mask: masks.Mask, params) -> Any:
+def optax_labels(mask: masks.Mask, params, spec: ModelSpec) -> Any:
   """Leaf labels, 'trainable' or 'frozen', for `optax.multi_transform`.
 
   A leaf is 'trainable' if the mask trains any of its entries, so a leaf
@@ -161,6 +174,7 @@ def optax_labels(mask: masks.Mask, params) -> Any:
   Args:
     mask: a mask for `params` (see `masks`); host data, not traced.
     params: the parameter pytree (for the structure check).
+    spec: the params' ModelSpec.
 
   Returns:
     A pytree of str with the params' treedef.
@@ -171,7 +185,7 @@ def optax_labels(mask: masks.Mask, params) -> Any:
   Example:
     tx = dynamic_masked(optax.multi_transform(
         {'trainable': optax.adam(1e-3), 'frozen': optax.set_to_zero()},
-        optax_labels(mask, params)))   # update(..., mask=channel_flags(...))
+        optax_labels(mask, params, spec)))  # update(..., mask=channel_flags(..))
   """
-  masks.check_mask(mask, params)
+  masks.check_mask(mask, params, spec)
   return jax.tree.map(lambda m: TRAINABLE if np.any(m) else FROZEN, mask)

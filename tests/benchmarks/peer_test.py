@@ -33,8 +33,8 @@ class PeerTest(parameterized.TestCase):
   @parameterized.parameters('mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3')
   def test_same_logits_as_ours(self, name):
     spec, params = models.load_pretrained(name, 32, num_classes=1000)
-    x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(
-        np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1,
+                                         (3, 32, 32, 3)).astype(np.float32)
     ours = models.apply(spec, jax.tree.map(jnp.asarray, params),
                         jnp.asarray(x)).logits
     with torch.no_grad():
@@ -44,32 +44,36 @@ class PeerTest(parameterized.TestCase):
   def test_fisher_pass_matches_ours(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     n = 10
-    x = np.random.default_rng(1).uniform(-1, 1, (n, 32, 32, 3)).astype(
-        np.float32)
+    x = np.random.default_rng(1).uniform(-1, 1,
+                                         (n, 32, 32, 3)).astype(np.float32)
     y = (np.arange(n) % 5).astype(np.int32)
-    ep = type('Ep', (), dict(support_x=x, support_y=y,
-                             support_mask=np.ones(n, bool),
-                             way_mask=np.ones(5, bool)))
-    ours = selection.compute_fisher(spec, jax.tree.map(jnp.asarray, params),
-                                    ep)
+    ep = type(
+        'Ep', (),
+        dict(
+            support_x=x,
+            support_y=y,
+            support_mask=np.ones(n, bool),
+            way_mask=np.ones(5, bool)))
+    ours = selection.compute_fisher(spec, jax.tree.map(jnp.asarray, params), ep)
     loss, out, inp = torch_peer.fisher_pass(
         torch_peer.PeerNet(spec, params), torch_peer.to_nchw(x),
         torch.from_numpy(y.astype(np.int64)), 5)
     self.assertAlmostEqual(loss, ours.loss, places=4)
     for name in ('blocks_13/depthwise', 'blocks_13/pointwise1', 'first_conv'):
       scale = max(ours.out[name].max(), ours.inp[name].max())
-      np.testing.assert_allclose(out[name], ours.out[name], rtol=1e-2,
-                                 atol=1e-3 * scale)
-      np.testing.assert_allclose(inp[name], ours.inp[name], rtol=1e-2,
-                                 atol=1e-3 * scale)
+      np.testing.assert_allclose(
+          out[name], ours.out[name], rtol=1e-2, atol=1e-3 * scale)
+      np.testing.assert_allclose(
+          inp[name], ours.inp[name], rtol=1e-2, atol=1e-3 * scale)
 
   def test_dense_masks_follow_our_mask(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     net = torch_peer.PeerNet(spec, params)
     from tinytrain_jax import masks  # pylint: disable=g-import-not-at-top
-    mask = masks.mask_from_layers(spec, params,
-                                  {'blocks_13/pointwise1': [0, 2],
-                                   'blocks_13/depthwise': [1]})
+    mask = masks.mask_from_layers(spec, params, {
+        'blocks_13/pointwise1': [0, 2],
+        'blocks_13/depthwise': [1]
+    })
     gm = torch_peer.dense_masks(net, spec, mask)
     pw = gm['blocks_13/pointwise1/kernel']  # OIHW: input channels on axis 1
     self.assertEqual(float(pw[:, [0, 2]].min()), 1.0)
@@ -77,17 +81,20 @@ class PeerTest(parameterized.TestCase):
     dw = gm['blocks_13/depthwise/kernel']  # depthwise: channels on axis 0
     self.assertEqual(float(dw[1].min()), 1.0)
     self.assertEqual(float(dw.sum()), dw[1].numel())
-    self.assertEqual(torch_peer.trained_layers(spec, mask),
-                     ['blocks_13/pointwise1', 'blocks_13/depthwise'])
+    self.assertEqual(
+        torch_peer.trained_layers(spec, mask),
+        ['blocks_13/pointwise1', 'blocks_13/depthwise'])
 
   @pytest.mark.slow
   def test_tiny_benchmark_run(self):
     with tempfile.TemporaryDirectory() as d:
       out = os.path.join(d, 'peer.json')
-      subprocess.run([sys.executable, '-m', 'benchmarks.peer_speed',
-                      '--models=mcunet-5fps', '--batches=2',
-                      '--resolution=32', '--repeats=1', '--matmul=64',
-                      f'--out={out}'], check=True)
+      subprocess.run([
+          sys.executable, '-m', 'benchmarks.peer_speed', '--models=mcunet-5fps',
+          '--batches=2', '--resolution=32', '--repeats=1', '--matmul=64',
+          f'--out={out}'
+      ],
+                     check=True)
       self.assertTrue(os.path.exists(out))
 
 

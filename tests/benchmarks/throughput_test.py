@@ -16,14 +16,19 @@ class ThroughputBadInputTest(parameterized.TestCase):
   @parameterized.parameters(
       (['--tasks=1'], r'--tasks=1 must be >= 2 .*--tasks=6'),
       (['--models=resnet50'], r"--models: unknown \['resnet50'\]; accepted: "
-                              r'mcunet-5fps'),
+       r'mcunet-5fps'),
       (['--methods=magic'], r"unknown method 'magic'; accepted: none"),
       (['--resolution=100'], r'--resolution=100 must be a multiple of 32'))
   def test_one_error_line(self, args, pattern):
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
     out = subprocess.run(
         [sys.executable, '-m', 'benchmarks.throughput', '--out=/dev/null'] +
-        args, cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+        args,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
         timeout=300)
     self.assertNotEqual(out.returncode, 0)
     self.assertNotIn('Traceback', out.stderr)

@@ -9,15 +9,19 @@ from absl.testing import absltest
 from tinytrain_jax import models
 from tinytrain_jax.train import methods
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(*flags):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', 'experiments.cost', *flags],
-                        cwd=_ROOT, env=env, capture_output=True, text=True,
-                        timeout=120, check=False)
+                        cwd=_ROOT,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                        check=False)
 
 
 class LauncherTest(absltest.TestCase):
@@ -42,8 +46,9 @@ class LauncherTest(absltest.TestCase):
                  '--batch_size=25', '--json')
       self.assertEqual(out.returncode, 0, out.stderr)
       got = json.loads(out.stdout)
-      want = methods.method_costs(
-          method, models.model_spec('mbv2-w0.35', 128, True), 25)
+      want = methods.method_costs(method,
+                                  models.model_spec('mbv2-w0.35', 128, True),
+                                  25)
       self.assertEqual((got['bwd_macs'], got['bwd_bytes']),
                        (want['bwd_macs'], want['bwd_bytes']), method)
       self.assertEqual(got['measured'] is None, method == 'tinytl')

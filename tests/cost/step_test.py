@@ -43,24 +43,29 @@ class ToyTest(parameterized.TestCase):
     self.assertEqual(layers['first_conv']['n_input_grad_ops'], 0)
     for name in ('blocks_0/depthwise', 'blocks_0/pointwise2'):
       self.assertEqual(layers[name]['n_input_grad_ops'], 1)
-      self.assertEqual(layers[name]['bwd_input_grad_macs'],
-                       TOY.conv(name).macs)
-    self.assertEqual(cost.bwd_macs, analytic.backward_macs(
-        TOY, analytic.as_layer_view(TOY, {0: 'full'})).total_macs)
+      self.assertEqual(layers[name]['bwd_input_grad_macs'], TOY.conv(name).macs)
+    self.assertEqual(
+        cost.bwd_macs,
+        analytic.backward_macs(TOY,
+                               analytic.as_layer_view(TOY,
+                                                      {0: 'full'})).total_macs)
 
   def test_stride2_input_grad_undoes_lhs_dilation(self):
+
     def f(w1, w2, x):
       dn = ('NHWC', 'HWIO', 'NHWC')
-      y = lax.conv_general_dilated(x, w1, (1, 1), 'SAME',
-                                   dimension_numbers=dn)
+      y = lax.conv_general_dilated(x, w1, (1, 1), 'SAME', dimension_numbers=dn)
       with jax.named_scope('top'):
-        y = lax.conv_general_dilated(y, lax.stop_gradient(w2), (2, 2),
-                                     ((1, 1), (1, 1)), dimension_numbers=dn)
+        y = lax.conv_general_dilated(
+            y,
+            lax.stop_gradient(w2), (2, 2), ((1, 1), (1, 1)),
+            dimension_numbers=dn)
       return jnp.sum(y)
-    args = (jnp.zeros((3, 3, 4, 8)), jnp.zeros((3, 3, 8, 16)),
-            jnp.zeros((1, 16, 16, 4)))
-    ops = jaxpr_walk.count_macs(jax.make_jaxpr(jax.grad(f))(*args),
-                                [(3, 3, 4, 8)])
+
+    args = (jnp.zeros((3, 3, 4, 8)), jnp.zeros(
+        (3, 3, 8, 16)), jnp.zeros((1, 16, 16, 4)))
+    ops = jaxpr_walk.count_macs(
+        jax.make_jaxpr(jax.grad(f))(*args), [(3, 3, 4, 8)])
     top = [o for o in ops if o.layer == 'top']
     self.assertEqual([o.role for o in top], ['fwd', 'igrad'])
     self.assertEqual(top[1].params['lhs_dilation'], (2, 2))
@@ -76,13 +81,13 @@ class BackboneCrossCheckTest(parameterized.TestCase):
     cost = step.analyze_training_step(spec, params, view, 1)
     self.assertEqual(cost.fwd_macs, 22_453_504)
     self.assertEqual(cost.bwd_macs, 43_137_536)
-    self.assertEqual(cost.bwd_macs, analytic.backward_macs(spec,
-                                                           view).total_macs)
+    self.assertEqual(cost.bwd_macs,
+                     analytic.backward_macs(spec, view).total_macs)
     naive = step.analyze_training_step(spec, params, view, 1, True)
     self.assertEqual(naive.bwd_macs, 44_907_008)
     mem = analytic.backward_memory_bytes(spec, view)
-    self.assertEqual(cost.saved_conv_input_bytes, sum(
-        l.saved_input_bytes for l in mem.per_layer.values()))
+    self.assertEqual(cost.saved_conv_input_bytes,
+                     sum(l.saved_input_bytes for l in mem.per_layer.values()))
 
   @parameterized.parameters(('mbv2-w0.35', 34_899_456, 802_816),
                             ('proxyless-w0.3', 38_419_456, 589_824))
@@ -91,8 +96,8 @@ class BackboneCrossCheckTest(parameterized.TestCase):
     params = _shapes(spec)
     for method, want in (('fulltrain', full), ('lastlayer', last)):
       view = methods.method_layer_view(spec, method)
-      cost = step.analyze_training_step(
-          spec, params, view, 1, methods.PUBLISHED_CONVENTION[method])
+      cost = step.analyze_training_step(spec, params, view, 1,
+                                        methods.PUBLISHED_CONVENTION[method])
       self.assertEqual(cost.bwd_macs, want, method)
 
   @parameterized.parameters('lastlayer', 'biasonly', 'sparseupdate')
@@ -105,19 +110,19 @@ class BackboneCrossCheckTest(parameterized.TestCase):
     # channels, whose input gradient the traced step also computes: r · MACs
     # per such conv above the lowest updated one (the analytic rule counts an
     # ideal kernel that folds the delta in).
-    ups = {k: u for k, u in view.items() if k != analytic.CLASSIFIER}
+    ups = view.layers
     lmin = min(spec.conv(k).index for k in ups)
     delta_igrad = sum(
         spec.conv(k).macs * len(u.weight_channels) // u.n_channels
         for k, u in ups.items()
         if 0 < len(u.weight_channels) < u.n_channels and
         spec.conv(k).index > lmin)
-    self.assertEqual((cost.bwd_weight_grad_macs, cost.bwd_input_grad_macs),
-                     (want.weight_grad_macs,
-                      want.input_grad_macs + delta_igrad))
+    self.assertEqual(
+        (cost.bwd_weight_grad_macs, cost.bwd_input_grad_macs),
+        (want.weight_grad_macs, want.input_grad_macs + delta_igrad))
     mem = analytic.backward_memory_bytes(spec, view, batch_size=2)
-    self.assertEqual(cost.saved_conv_input_bytes, sum(
-        l.saved_input_bytes for l in mem.per_layer.values()))
+    self.assertEqual(cost.saved_conv_input_bytes,
+                     sum(l.saved_input_bytes for l in mem.per_layer.values()))
 
   def test_bias_only_saves_no_conv_input(self):
     spec = model_spec('mcunet-5fps')
@@ -159,19 +164,25 @@ class BackboneCrossCheckTest(parameterized.TestCase):
   def test_peak_lastlayer_below_fulltrain(self):
     spec = model_spec('mcunet-5fps')
     params = _shapes(spec)
-    peak = {m: step.analyze_training_step(
-        spec, params, methods.method_layer_view(spec, m), 1).peak_bytes
-            for m in ('fulltrain', 'lastlayer')}
+    peak = {
+        m:
+            step.analyze_training_step(spec, params,
+                                       methods.method_layer_view(spec, m),
+                                       1).peak_bytes
+        for m in ('fulltrain', 'lastlayer')
+    }
     self.assertLess(peak['lastlayer'], peak['fulltrain'] / 2)
 
 
 class PeakWalkTest(absltest.TestCase):
 
   def test_hand_counted(self):
+
     def f(x):
       a = x * 2.0
       b = a + 1.0
       return jnp.sum(b)
+
     jaxpr = jax.make_jaxpr(f)(jnp.zeros((256,))).jaxpr
     self.assertEqual(jaxpr_walk.peak_live_bytes_of(jaxpr), 2 * 1024)
     self.assertEqual(jaxpr_walk.peak_live_bytes_of(jaxpr, True), 3 * 1024)

@@ -18,16 +18,19 @@ class XlaCostsTest(absltest.TestCase):
     a = jax.ShapeDtypeStruct((8, 16), jnp.float32)
     b = jax.ShapeDtypeStruct((16, 4), jnp.float32)
     got = xla_check.xla_costs(jnp.matmul, a, b)
-    self.assertSetEqual(set(got), {'flops', 'bytes_accessed', 'temp_bytes',
-                                   'argument_bytes', 'output_bytes'})
+    self.assertSetEqual(
+        set(got), {
+            'flops', 'bytes_accessed', 'temp_bytes', 'argument_bytes',
+            'output_bytes'
+        })
     self.assertEqual(got['flops'], 2 * 8 * 16 * 4)
     self.assertEqual(got['argument_bytes'], (8 * 16 + 16 * 4) * 4)
     self.assertEqual(got['output_bytes'], 8 * 4 * 4)
 
   def test_toy_step_lastlayer_near_two_macs(self):
     spec = ModelSpec('toy', (BlockConfig(16, 1, 3, 1, 8),), resolution=32)
-    params = jax.eval_shape(lambda: network.init(spec,
-                                                 jax.random.PRNGKey(0)))[0]
+    params = jax.eval_shape(
+        lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
     view = analytic.as_layer_view(spec, {2: 'full'})
     got = xla_check.step_xla_costs(spec, params, view, batch_size=2)
     self.assertTrue(math.isfinite(got['temp_bytes']))

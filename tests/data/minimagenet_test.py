@@ -14,8 +14,11 @@ from tinytrain_jax.data import minimagenet
 from tinytrain_jax.data import sampler
 from tinytrain_jax.data import sources
 
-WNIDS = {'train': ['n01', 'n02', 'n03'], 'valid': ['n04', 'n05'],
-         'test': ['n06', 'n07', 'n08']}
+WNIDS = {
+    'train': ['n01', 'n02', 'n03'],
+    'valid': ['n04', 'n05'],
+    'test': ['n06', 'n07', 'n08']
+}
 
 
 def write_fixture(root: pathlib.Path, per_class: int = 4, size: int = 84):
@@ -41,9 +44,11 @@ class MiniImagenetTest(absltest.TestCase):
     self.addCleanup(tmp.cleanup)
     self.root = pathlib.Path(tmp.name) / 'mini'
     write_fixture(self.root)
-    env = mock.patch.dict(os.environ, {
-        assets.CACHE_ENV_VAR: str(pathlib.Path(tmp.name) / 'cache'),
-        assets.ENV_VAR: str(pathlib.Path(tmp.name) / 'assets')})
+    env = mock.patch.dict(
+        os.environ, {
+            assets.CACHE_ENV_VAR: str(pathlib.Path(tmp.name) / 'cache'),
+            assets.ENV_VAR: str(pathlib.Path(tmp.name) / 'assets')
+        })
     env.start()
     self.addCleanup(env.stop)
 
@@ -55,8 +60,9 @@ class MiniImagenetTest(absltest.TestCase):
       self.assertEqual(src.num_images(1), 4)
       x = src.images(1, [0, 3])
       self.assertEqual(x.shape, (2, 84, 84, 3))
-      want = np.asarray(Image.open(self.root / 'images' /
-                                   f'{wnids[1]}00000003.jpg').convert('RGB'))
+      want = np.asarray(
+          Image.open(self.root / 'images' /
+                     f'{wnids[1]}00000003.jpg').convert('RGB'))
       np.testing.assert_array_equal(x[1], want)
 
   def test_decoded_once_then_cached(self):
@@ -77,8 +83,8 @@ class MiniImagenetTest(absltest.TestCase):
     a = sampler.sample_episode(src, cfg, seed=0, index=5)
     b = sampler.sample_episode(src, cfg, seed=0, index=5)
     self.assertEqual(a, b)
-    ep = episodes.make_episode(src, a, resolution=32, buckets=None,
-                               way_buckets=None)
+    ep = episodes.make_episode(
+        src, a, resolution=32, buckets=None, way_buckets=None)
     self.assertEqual(ep.support_x.shape, (3, 32, 32, 3))
 
   def test_errors_name_the_file(self):
@@ -91,8 +97,9 @@ class MiniImagenetTest(absltest.TestCase):
     (self.root / 'test.csv').write_text('filename,label\nx.jpg\n')
     with self.assertRaisesRegex(ValueError, r'test\.csv:2: expected'):
       sources.get_source(f'mini-imagenet:{self.root}', 'test')
-    with self.assertRaisesRegex(ValueError, r'mini-ImageNet not found .*'
-                                r'TINYTRAIN_ASSETS'):
+    with self.assertRaisesRegex(
+        ValueError, r'mini-ImageNet not found .*'
+        r'TINYTRAIN_ASSETS'):
       sources.get_source('mini-imagenet', 'test')
 
 

@@ -65,20 +65,24 @@ class AugmentTest(absltest.TestCase):
     self.assertLessEqual(a.max(), 1.0)
 
   def test_applies_with_probability_0_9(self):
-    changed = [not np.array_equal(augment(self.x, seed), self.x)
-               for seed in range(60)]
+    changed = [
+        not np.array_equal(augment(self.x, seed), self.x) for seed in range(60)
+    ]
     self.assertBetween(np.mean(changed), 0.75, 0.99)
 
   def test_translation_zero_pads(self):
     # Constant batch: colour ops keep each image constant (> 0), so zeros can
     # only come from translation, and then fill whole edge rows / columns.
     x = np.ones((64, 32, 32, 3), np.float32)
-    key = next(k for k in (jax.random.key(i) for i in range(20))
-               if not np.array_equal(np.asarray(augment_jax(x, k)), x))
+    key = next(
+        k for k in (jax.random.key(i) for i in range(20))
+        if not np.array_equal(np.asarray(augment_jax(x, k)), x))
     y = np.asarray(augment_jax(x, key))
     zero_edge = [
-        any(np.all(e == 0) for e in (img[0], img[-1], img[:, 0], img[:, -1]))
-        for img in y]
+        any(np.all(e == 0)
+            for e in (img[0], img[-1], img[:, 0], img[:, -1]))
+        for img in y
+    ]
     self.assertGreater(np.mean(zero_edge), 0.8)  # P(no shift) = 1/81.
     for img in y:
       self.assertLessEqual(np.unique(img).size, 2)  # Constant + zero pad.

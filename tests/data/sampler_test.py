@@ -15,17 +15,21 @@ def make_source(sizes, groups=None, name='synthetic', split='test'):
   pixels = (np.arange(total) % 256).astype(np.uint8).reshape(total, 1, 1, 1)
   starts = np.concatenate([[0], np.cumsum(sizes)])
   return sources.ArraySource(
-      name=name, split=split, classes=[f'c{i}' for i in range(len(sizes))],
-      class_groups=groups, pixels=pixels,
-      positions=[np.arange(starts[i], starts[i + 1])
-                 for i in range(len(sizes))])
+      name=name,
+      split=split,
+      classes=[f'c{i}' for i in range(len(sizes))],
+      class_groups=groups,
+      pixels=pixels,
+      positions=[
+          np.arange(starts[i], starts[i + 1]) for i in range(len(sizes))
+      ])
 
 
 def check_invariants(test, spec, source, cfg):
   w = spec.ways
   test.assertLen(set(spec.classes), w)
-  test.assertBetween(w, cfg.min_ways, min(cfg.max_ways_upper_bound,
-                                          len(source.classes)))
+  test.assertBetween(w, cfg.min_ways,
+                     min(cfg.max_ways_upper_bound, len(source.classes)))
   test.assertLen(spec.support_indices, w)
   test.assertLen(spec.query_indices, w)
   for c, s, q in zip(spec.classes, spec.support_indices, spec.query_indices):
@@ -34,8 +38,8 @@ def check_invariants(test, spec, source, cfg):
     test.assertEmpty(set(s) & set(q))
     test.assertLen(set(s) | set(q), len(s) + len(q))
     test.assertTrue(all(0 <= i < n for i in s + q))
-  test.assertLessEqual(sum(len(s) for s in spec.support_indices),
-                       cfg.max_support_set_size)
+  test.assertLessEqual(
+      sum(len(s) for s in spec.support_indices), cfg.max_support_set_size)
 
 
 class SamplerTest(parameterized.TestCase):
@@ -51,8 +55,7 @@ class SamplerTest(parameterized.TestCase):
     self.assertNotEqual(a, c)
     # Episode i does not depend on which other episodes were drawn.
     self.assertEqual(sampler.sample_episode(src, cfg, 3, 17), a[17])
-    self.assertEqual(sampler.sample_episodes(src, cfg, 3, 5, start=15),
-                     a[15:])
+    self.assertEqual(sampler.sample_episodes(src, cfg, 3, 5, start=15), a[15:])
 
   def test_sources_and_splits_get_independent_streams(self):
     cfg = sampler.SamplerConfig()
@@ -76,8 +79,10 @@ class SamplerTest(parameterized.TestCase):
 
   def test_ways_capped_at_50(self):
     src = make_source([4] * 120)
-    ways = [s.ways for s in sampler.sample_episodes(
-        src, sampler.SamplerConfig(), 1, 400)]
+    ways = [
+        s.ways
+        for s in sampler.sample_episodes(src, sampler.SamplerConfig(), 1, 400)
+    ]
     self.assertEqual(max(ways), 50)
     self.assertEqual(min(ways), 5)
 
@@ -140,15 +145,17 @@ class SamplerTest(parameterized.TestCase):
       seen.add(g)
       self.assertBetween(spec.ways, 5, min(50, group_size[g]))
     # The 3-character group is too small for 5 ways and never drawn.
-    self.assertEqual(seen, {'alphabet1', 'alphabet2', 'alphabet3',
-                            'alphabet4'})
+    self.assertEqual(seen, {'alphabet1', 'alphabet2', 'alphabet3', 'alphabet4'})
 
   def test_bilevel_off_mixes_groups(self):
     groups = [f'g{i % 10}' for i in range(100)]
     src = make_source([20] * 100, groups=groups)
     cfg = sampler.SamplerConfig(bilevel=False)
-    mixed = [len({groups[c] for c in s.classes}) > 1
-             for s in sampler.sample_episodes(src, cfg, 0, 20)]
+    mixed = [
+        len({groups[c]
+             for c in s.classes}) > 1
+        for s in sampler.sample_episodes(src, cfg, 0, 20)
+    ]
     self.assertTrue(all(mixed))
 
   def test_images_shuffled_within_class(self):
@@ -168,8 +175,8 @@ class SamplerTest(parameterized.TestCase):
   @parameterized.parameters((5, 1, 15), (5, 5, 15), (3, 2, 4))
   def test_fixed_mode_exact_counts(self, ways, shots, queries):
     src = make_source([20] * 12)
-    cfg = sampler.SamplerConfig(mode='fixed', ways=ways, shots=shots,
-                                queries=queries, min_ways=1)
+    cfg = sampler.SamplerConfig(
+        mode='fixed', ways=ways, shots=shots, queries=queries, min_ways=1)
     for spec in sampler.sample_episodes(src, cfg, 0, 20):
       self.assertEqual(spec.ways, ways)
       self.assertEqual({len(s) for s in spec.support_indices}, {shots})

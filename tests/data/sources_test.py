@@ -14,8 +14,8 @@ from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # Default asset cache for tests: the repository's sibling shared/ folder.
-if not os.environ.get('TINYTRAIN_ASSETS') and (
-    REPO.parent / 'shared' / 'data').is_dir():
+if not os.environ.get('TINYTRAIN_ASSETS') and (REPO.parent / 'shared' /
+                                               'data').is_dir():
   os.environ['TINYTRAIN_ASSETS'] = str(REPO.parent / 'shared')
 
 from tinytrain_jax import assets  # pylint: disable=g-import-not-at-top
@@ -45,8 +45,9 @@ class OmniglotTest(parameterized.TestCase):
       self.assertTrue(name.startswith(group + '/'))
 
   def test_valid_alphabets_and_disjoint_splits(self):
-    split_classes = {s: set(sources.get_source('omniglot', s).classes)
-                     for s in sources.SPLITS}
+    split_classes = {
+        s: set(sources.get_source('omniglot', s).classes) for s in sources.SPLITS
+    }
     valid = sources.get_source('omniglot', 'valid')
     self.assertEqual(set(valid.class_groups), set(embedded.VALID_ALPHABETS))
     self.assertEmpty(split_classes['train'] & split_classes['valid'])
@@ -140,10 +141,11 @@ class FolderTest(absltest.TestCase):
     root = make_tempdir(self)
     write_folder(root / 'train', {'a': 3, 'b': 3})
     write_folder(root / 'test', {'c': 3})
-    self.assertEqual(sources.get_source(f'dir:{root}', 'train').classes,
-                     ['a', 'b'])
+    self.assertEqual(
+        sources.get_source(f'dir:{root}', 'train').classes, ['a', 'b'])
     self.assertEqual(sources.get_source(f'dir:{root}', 'test').classes, ['c'])
-    with self.assertRaisesRegex(ValueError, r'per-split folders but no .*valid'):
+    with self.assertRaisesRegex(ValueError,
+                                r'per-split folders but no .*valid'):
       sources.get_source(f'dir:{root}', 'valid')
 
   def test_bad_paths(self):
@@ -162,9 +164,10 @@ class RegistryTest(parameterized.TestCase):
 
   @parameterized.parameters('imagenet', 'tfds:', 'dir:', 'Omniglot')
   def test_unknown_source_lists_names(self, name):
-    with self.assertRaisesRegex(ValueError, r"unknown source.*omniglot, "
-                                r'cifar10_subset, mini-imagenet, .*'
-                                r'tfds:<name>, dir:<path>'):
+    with self.assertRaisesRegex(
+        ValueError, r"unknown source.*omniglot, "
+        r'cifar10_subset, mini-imagenet, .*'
+        r'tfds:<name>, dir:<path>'):
       sources.get_source(name, 'test')
 
   def test_unknown_split(self):
@@ -177,8 +180,13 @@ class LauncherTest(absltest.TestCase):
   def run_launcher(self, *flags):
     env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
     return subprocess.run(
-        [sys.executable, '-m', 'experiments.episodes', *flags], cwd=REPO,
-        env=env, capture_output=True, text=True, timeout=120, check=False)
+        [sys.executable, '-m', 'experiments.episodes', *flags],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False)
 
   def test_json_and_contact_sheet(self):
     root = make_tempdir(self)
@@ -194,8 +202,8 @@ class LauncherTest(absltest.TestCase):
       self.assertLen(ep['classes'], ep['ways'])
       self.assertLen(ep['support_per_class'], ep['ways'])
       self.assertLen(ep['query_per_class'], ep['ways'])
-      self.assertEqual(collections.Counter(ep['query_per_class']),
-                       {2: ep['ways']})
+      self.assertEqual(
+          collections.Counter(ep['query_per_class']), {2: ep['ways']})
     self.assertTrue(sheet.exists())
 
   def test_bad_source_is_one_line(self):

@@ -14,9 +14,11 @@ from tinytrain_jax.data import sampler
 from tinytrain_jax.data import sources
 from tinytrain_jax.data import tfds_sources
 
-# Meta-Dataset's DTD test classes (reference episodes.md §1.2).
-MD_DTD_TEST = ['banded', 'bumpy', 'crosshatched', 'knitted', 'sprinkled',
-               'stratified', 'woven']
+# Meta-Dataset's DTD test classes (docs/reference/episodes.md §1.2).
+MD_DTD_TEST = [
+    'banded', 'bumpy', 'crosshatched', 'knitted', 'sprinkled', 'stratified',
+    'woven'
+]
 
 
 def omniglot_dataset_fn(alphabet_sizes, per_class=4, size=12):
@@ -39,9 +41,12 @@ def omniglot_dataset_fn(alphabet_sizes, per_class=4, size=12):
     del self, kwargs
     imgs, labels, alphabets = zip(*rows[split])
     return tf.data.Dataset.from_tensor_slices({
-        'image': np.stack(imgs), 'label': np.array(labels, np.int64),
+        'image': np.stack(imgs),
+        'label': np.array(labels, np.int64),
         'alphabet': np.array(alphabets, np.int64),
-        'alphabet_char_id': np.zeros(len(labels), np.int64)})
+        'alphabet_char_id': np.zeros(len(labels), np.int64)
+    })
+
   return as_dataset
 
 
@@ -76,8 +81,8 @@ class TfdsSourceTest(parameterized.TestCase):
     self.assertBetween(spec.ways, 5, 7)
     ep = episodes.make_episode(src, spec, resolution=16)
     self.assertEqual(ep.support_x.shape[1:], (16, 16, 3))
-    self.assertEqual(int(ep.query_mask.sum()),
-                     sum(len(q) for q in spec.query_indices))
+    self.assertEqual(
+        int(ep.query_mask.sum()), sum(len(q) for q in spec.query_indices))
 
   def test_mock_omniglot_bilevel(self):
     sizes = [14, 30, 14, 20, 16, 25, 17, 22, 20, 21, 26, 8, 40, 9]
@@ -115,22 +120,26 @@ class TfdsSourceTest(parameterized.TestCase):
         del decoders
         if not calls:
           raise FileNotFoundError('not prepared')
-        return tf.data.Dataset.from_tensor_slices(
-            {'image': [b'png'], 'label': [3]})
+        return tf.data.Dataset.from_tensor_slices({
+            'image': [b'png'],
+            'label': [3]
+        })
 
       def download_and_prepare(self):
         calls.append('download')
 
-    read = lambda: list(tfds_sources._read_builder(
-        Builder(), 'omniglot', ['train'], 'image', ('label',)))
-    with mock.patch.object(tfds_sources, 'network_reachable',
-                           return_value=False):
-      with self.assertRaisesRegex(ValueError, r"split 'train' of 'omniglot' "
-                                  r'\(ConnectionError\).*not prepared'):
+    read = lambda: list(
+        tfds_sources._read_builder(Builder(), 'omniglot', ['train'], 'image',
+                                   ('label',)))
+    with mock.patch.object(
+        tfds_sources, 'network_reachable', return_value=False):
+      with self.assertRaisesRegex(
+          ValueError, r"split 'train' of 'omniglot' "
+          r'\(ConnectionError\).*not prepared'):
         read()
     self.assertEmpty(calls)
-    with mock.patch.object(tfds_sources, 'network_reachable',
-                           return_value=True):
+    with mock.patch.object(
+        tfds_sources, 'network_reachable', return_value=True):
       self.assertEqual([(s, int(ex['label'])) for s, ex in read()],
                        [('train', 3)])
     self.assertEqual(calls, ['download'])

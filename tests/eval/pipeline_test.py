@@ -11,13 +11,15 @@ from absl.testing import absltest
 import numpy as np
 
 from tinytrain_jax.configs import default
+from tinytrain_jax.configs import eval_config
 from tinytrain_jax.eval import protocol, report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def tiny_config(methods='none,lastlayer,tinytrain', domains='omniglot',
-                ablation=False):
+def tiny_config_dict(methods='none,lastlayer,tinytrain',
+                     domains='omniglot',
+                     ablation=False):
   cfg = default.get_config('quick')
   cfg.resolution = 32
   cfg.episodes = 2
@@ -31,6 +33,10 @@ def tiny_config(methods='none,lastlayer,tinytrain', domains='omniglot',
   cfg.finetune.steps = 2
   cfg.finetune.lr_grid = ''
   return cfg
+
+
+def tiny_config(**kwargs):
+  return eval_config.from_config_dict(tiny_config_dict(**kwargs))
 
 
 class ReportTest(absltest.TestCase):
@@ -76,12 +82,19 @@ class PipelineTest(absltest.TestCase):
       self.assertEqual(again, rows)
       self.assertLen((wd / 'episodes.jsonl').read_text().splitlines(), 6)
       # A config that would change stored numbers is refused, not mixed in.
-      other = tiny_config()
+      other = tiny_config_dict()
       other.finetune.steps = 3
-      with self.assertRaisesRegex(ValueError, r'holds results of another '
-                                  r'config \(finetune: .*use another '
-                                  r'--workdir'):
-        protocol.run_evaluation(other, wd, progress=False)
+      with self.assertRaisesRegex(
+          ValueError, r'holds results of another '
+          r'config \(finetune\.steps: stored 2, now '
+          r'3\); use another --workdir$'):
+        protocol.run_evaluation(
+            eval_config.from_config_dict(other), wd, progress=False)
+      # Only row-selecting fields may change: fewer methods reads them back.
+      fewer = tiny_config(methods='none,tinytrain')
+      self.assertEqual(
+          protocol.run_evaluation(fewer, wd, progress=False),
+          [rows[0], rows[2]])
       # A cut last line (kill -9 mid-write) is repaired, and redone once.
       log = wd / 'episodes.jsonl'
       lines = log.read_text().splitlines(keepends=True)
@@ -90,8 +103,10 @@ class PipelineTest(absltest.TestCase):
       self.assertEqual(again, rows)
       self.assertEqual(log.read_text(), ''.join(lines))
       # The meta-trained backbone was cached once and reused by the reruns.
-      cached = [p for p in (pathlib.Path(os.environ['TINYTRAIN_CACHE']) /
-                            'meta_train').glob('mcunet-5fps-*') if p.is_dir()]
+      cached = [
+          p for p in (pathlib.Path(os.environ['TINYTRAIN_CACHE']) /
+                      'meta_train').glob('mcunet-5fps-*') if p.is_dir()
+      ]
       self.assertLen(cached, 1)
       info = json.loads((wd / 'results.json').read_text())['config']
       self.assertEqual(info['meta_trained']['mcunet-5fps']['cache'],
@@ -101,32 +116,46 @@ class PipelineTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as wd:
       cfg = tiny_config(methods='none,tinytrain', ablation=True)
       rows = protocol.run_evaluation(cfg, wd, progress=False)
-      self.assertEqual([(r['method'], r['start']) for r in rows], [
-          ('none', 'pretrained'), ('tinytrain', 'metatrained'),
-          ('none@metatrained', 'metatrained'),
-          ('tinytrain@pretrained', 'pretrained')])
+      self.assertEqual([(r['method'], r['start']) for r in rows],
+                       [('none', 'pretrained'), ('tinytrain', 'metatrained'),
+                        ('none@metatrained', 'metatrained'),
+                        ('tinytrain@pretrained', 'pretrained')])
       by = {r['method']: r for r in rows}
       # The same weights give the same None accuracy, whatever the label.
       self.assertNotEqual(by['none']['start'], by['none@metatrained']['start'])
       # An existing workdir for another backbone is refused before any work.
-      cached = next(p for p in (pathlib.Path(os.environ['TINYTRAIN_CACHE']) /
-                                'meta_train').glob('mcunet-5fps-*')
-                    if p.is_dir())
-      cfg2 = tiny_config(methods='tinytrain')
+      cached = next(
+          p for p in (pathlib.Path(os.environ['TINYTRAIN_CACHE']) /
+                      'meta_train').glob('mcunet-5fps-*') if p.is_dir())
+      cfg2 = tiny_config_dict(methods='tinytrain')
       cfg2.backbones = 'mcunet-5fps,mbv2-w0.35'
       cfg2.meta_train.checkpoint = str(cached)
       with self.assertRaisesRegex(ValueError, r"has no workdir for "
                                   r"\['mbv2-w0.35'\]"):
-        protocol.run_evaluation(cfg2, pathlib.Path(wd) / 'b', progress=False)
+        protocol.run_evaluation(
+            eval_config.from_config_dict(cfg2),
+            pathlib.Path(wd) / 'b',
+            progress=False)
       self.assertFalse((pathlib.Path(wd) / 'b' / 'episodes.jsonl').exists())
+
+  def test_config_dict_is_refused(self):
+    # The library reads only EvalConfig; launchers convert at the edge.
+    with self.assertRaisesRegex(
+        TypeError, 'takes an eval.config.EvalConfig, '
+        'got ConfigDict; build it with'):
+      protocol.run_evaluation(tiny_config_dict(), '/nonexistent/never')
 
   def test_bad_method_is_one_line_error(self):
     with tempfile.TemporaryDirectory() as wd:
-      out = subprocess.run(
-          [sys.executable, '-m', 'experiments.evaluate',
-           '--config=tinytrain_jax/configs/default.py:quick',
-           '--config.methods=none,magic', f'--workdir={wd}'],
-          cwd=ROOT, capture_output=True, text=True, check=False)
+      out = subprocess.run([
+          sys.executable, '-m', 'experiments.evaluate',
+          '--config=tinytrain_jax/configs/default.py:quick',
+          '--config.methods=none,magic', f'--workdir={wd}'
+      ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           check=False)
       self.assertNotEqual(out.returncode, 0)
       self.assertIn("--config.methods: unknown ['magic']", out.stderr)
       self.assertNotIn('Traceback', out.stderr)

@@ -18,7 +18,13 @@ from tinytrain_jax.models import download
 SHARED_NPZ = assets.asset_path('weights', 'mcunet-5fps.npz')
 
 
-def _conv(rng, c_out, c_in, k, groups=1, stride=1, x=(0.02, -128),
+def _conv(rng,
+          c_out,
+          c_in,
+          k,
+          groups=1,
+          stride=1,
+          x=(0.02, -128),
           y=(0.01, -128)):
   """A conv cfg in tiny-training's format (Python scalars, numpy arrays)."""
   return {
@@ -28,15 +34,23 @@ def _conv(rng, c_out, c_in, k, groups=1, stride=1, x=(0.02, -128),
       'stride': stride,
       'groups': groups,
       'params': {
-          'weight': rng.integers(-127, 128, (c_out, c_in // groups, k, k),
-                                 dtype=np.int8),
-          'bias': rng.integers(-2**20, 2**20, (c_out,), dtype=np.int32),
-          'w_scales': rng.uniform(1e-3, 1e-2, (c_out,)).astype(np.float32),
-          'x_scale': float(x[0]),
-          'x_zero': int(x[1]),
-          'y_scale': float(y[0]),
-          'y_zero': int(y[1]),
-          'effective_scale': np.full((c_out,), 0.5),  # extra key: ignored.
+          'weight':
+              rng.integers(
+                  -127, 128, (c_out, c_in // groups, k, k), dtype=np.int8),
+          'bias':
+              rng.integers(-2**20, 2**20, (c_out,), dtype=np.int32),
+          'w_scales':
+              rng.uniform(1e-3, 1e-2, (c_out,)).astype(np.float32),
+          'x_scale':
+              float(x[0]),
+          'x_zero':
+              int(x[1]),
+          'y_scale':
+              float(y[0]),
+          'y_zero':
+              int(y[1]),
+          'effective_scale':
+              np.full((c_out,), 0.5),  # extra key: ignored.
       },
   }
 
@@ -46,17 +60,30 @@ def _fake_cfg(seed=0):
   rng = np.random.default_rng(seed)
   first = _conv(rng, 4, 3, 3, stride=2, x=(2 / 255, 0), y=(6 / 255, -128))
   block = {
-      'pointwise1': _conv(rng, 8, 4, 1, x=(6 / 255, -128), y=(0.02, -128)),
-      'depthwise': _conv(rng, 8, 8, 3, groups=8, x=(0.02, -128),
-                         y=(0.015, -128)),
-      'se': None,
-      'pointwise2': _conv(rng, 4, 8, 1, x=(0.015, -128), y=(0.03, 5)),
-      'residual': {'params': {'x_scale': 6 / 255, 'x_zero': -128,
-                              'y_scale': 0.04, 'y_zero': 3}},
+      'pointwise1':
+          _conv(rng, 8, 4, 1, x=(6 / 255, -128), y=(0.02, -128)),
+      'depthwise':
+          _conv(rng, 8, 8, 3, groups=8, x=(0.02, -128), y=(0.015, -128)),
+      'se':
+          None,
+      'pointwise2':
+          _conv(rng, 4, 8, 1, x=(0.015, -128), y=(0.03, 5)),
+      'residual': {
+          'params': {
+              'x_scale': 6 / 255,
+              'x_zero': -128,
+              'y_scale': 0.04,
+              'y_zero': 3
+          }
+      },
   }
   classifier = _conv(rng, 10, 4, 1, x=(0.04, 3), y=(0.1, 0))
-  return {'first_conv': first, 'blocks': [block], 'feature_mix': None,
-          'classifier': classifier}
+  return {
+      'first_conv': first,
+      'blocks': [block],
+      'feature_mix': None,
+      'classifier': classifier
+  }
 
 
 def _write_torch_zip(path, obj):
@@ -101,8 +128,9 @@ class DownloadTest(absltest.TestCase):
           f'{download.PINNED_COMMIT}/algorithm/assets/mcu_models/{name}.pkl')
 
   def test_unknown_name(self):
-    with self.assertRaisesRegex(ValueError, 'accepted names: mbv2-w0.35, '
-                                'mcunet-5fps, proxyless-w0.3'):
+    with self.assertRaisesRegex(
+        ValueError, 'accepted names: mbv2-w0.35, '
+        'mcunet-5fps, proxyless-w0.3'):
       download.fetch_pretrained_npz('resnet50', self.dest, url=self.url)
     with self.assertRaisesRegex(ValueError, 'accepted names'):
       download.pickle_url('mcunet')
@@ -119,7 +147,8 @@ class DownloadTest(absltest.TestCase):
                    'blocks/0/pointwise2'):
       expected_keys += [f'{prefix}/{e}' for e in download.CONV_ENTRIES]
     expected_keys += [
-        f'blocks/0/residual/{e}' for e in download.RESIDUAL_ENTRIES]
+        f'blocks/0/residual/{e}' for e in download.RESIDUAL_ENTRIES
+    ]
     expected_keys += [f'classifier/{e}' for e in download.CONV_ENTRIES]
     self.assertEqual(list(got), expected_keys)
     for key, value in got.items():
@@ -143,8 +172,9 @@ class DownloadTest(absltest.TestCase):
     self.assertEqual(sidecar['source']['sha256'], _sha256(self.pkl))
     self.assertIsNone(sidecar['source']['commit'])  # not the pinned file
     # No temp files left behind.
-    self.assertEqual(sorted(p.name for p in self.dest.iterdir()),
-                     ['mcunet-5fps.json', 'mcunet-5fps.npz'])
+    self.assertEqual(
+        sorted(p.name for p in self.dest.iterdir()),
+        ['mcunet-5fps.json', 'mcunet-5fps.npz'])
 
   def test_injected_opener(self):
     data = self.pkl.read_bytes()
@@ -155,7 +185,10 @@ class DownloadTest(absltest.TestCase):
       return io.BytesIO(data)
 
     path = download.fetch_pretrained_npz(
-        'mbv2-w0.35', self.dest, opener=opener, sha256=_sha256(self.pkl),
+        'mbv2-w0.35',
+        self.dest,
+        opener=opener,
+        sha256=_sha256(self.pkl),
         timeout=5)
     self.assertEqual(calls, [(download.pickle_url('mbv2-w0.35'), 5)])
     self.assertTrue(path.exists())
@@ -178,8 +211,9 @@ class DownloadTest(absltest.TestCase):
     self.assertNotIn('\n', msg)
     self.assertIn(f'no cached weights at {self.dest / "mcunet-5fps.npz"}', msg)
     self.assertIn(f'download from {url} failed (', msg)
-    self.assertIn('set $TINYTRAIN_ASSETS to a folder with '
-                  'weights/mcunet-5fps.npz (e.g. ../shared)', msg)
+    self.assertIn(
+        'set $TINYTRAIN_ASSETS to a folder with '
+        'weights/mcunet-5fps.npz (e.g. ../shared)', msg)
     self.assertEqual(list(self.dest.iterdir()), [])
 
   def test_opener_error_is_wrapped(self):
@@ -188,8 +222,9 @@ class DownloadTest(absltest.TestCase):
       raise urllib.error.URLError(
           '[Errno -3] Temporary failure in\nname resolution')
 
-    with self.assertRaisesRegex(OSError, r'failed \(URLError: \[Errno -3\] '
-                                'Temporary failure in name resolution\\)'):
+    with self.assertRaisesRegex(
+        OSError, r'failed \(URLError: \[Errno -3\] '
+        'Temporary failure in name resolution\\)'):
       download.fetch_pretrained_npz('mcunet-5fps', self.dest, opener=opener)
 
   def test_unpickler_refuses_os_system(self):
@@ -202,8 +237,8 @@ class DownloadTest(absltest.TestCase):
     with self.assertRaisesRegex(pickle.UnpicklingError, 'is not allowed'):
       download.read_torch_zip_pickle(evil)
     with self.assertRaisesRegex(pickle.UnpicklingError, 'is not allowed'):
-      download.fetch_pretrained_npz('mcunet-5fps', self.dest, url=evil.as_uri(),
-                                    sha256=_sha256(evil))
+      download.fetch_pretrained_npz(
+          'mcunet-5fps', self.dest, url=evil.as_uri(), sha256=_sha256(evil))
     self.assertEqual(list(self.dest.iterdir()), [])
 
   def test_unpickler_refuses_persistent_ids(self):
@@ -221,9 +256,12 @@ class DownloadTest(absltest.TestCase):
       download._NumpyOnlyUnpickler(io.BytesIO(buf.getvalue())).load()
 
   def test_unpickler_reads_numpy_scalars_and_arrays(self):
-    obj = {'a': np.arange(6, dtype=np.float32).reshape(2, 3),
-           'b': np.float64(1.5),
-           'c': np.int32(-7), 'd': [1, 2.0, 'x', b'raw', None]}
+    obj = {
+        'a': np.arange(6, dtype=np.float32).reshape(2, 3),
+        'b': np.float64(1.5),
+        'c': np.int32(-7),
+        'd': [1, 2.0, 'x', b'raw', None]
+    }
     got = download._NumpyOnlyUnpickler(
         io.BytesIO(pickle.dumps(obj, protocol=2))).load()
     np.testing.assert_array_equal(got['a'], obj['a'])

@@ -26,12 +26,14 @@ class DepthwiseTest(parameterized.TestCase):
     _, vjp = jax.vjp(lambda x, w: layers.conv_lax(x, w, stride, 5), x, w)
     dx_ref, dw_ref = vjp(dy)
     # Jitted: op-by-op eager dispatch compiled every op and was 3x slower.
-    dx = jax.jit(layers.depthwise_input_grad, static_argnums=(2, 3, 4))(
-        dy, w, stride, size, size)
+    dx = jax.jit(
+        layers.depthwise_input_grad, static_argnums=(2, 3, 4))(dy, w, stride,
+                                                               size, size)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
     # chunk sizes: whole batch, 2 chunks of 2, 4 chunks of 1.
     per_image = dy[0].size * 4
-    kernel_grad = jax.jit(layers.depthwise_kernel_grad, static_argnums=(2, 3, 4))
+    kernel_grad = jax.jit(
+        layers.depthwise_kernel_grad, static_argnums=(2, 3, 4))
     for chunk in (1 << 30, 2 * per_image, per_image):
       dw = kernel_grad(x, dy, k, stride, chunk)
       np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4)
@@ -42,8 +44,8 @@ class DepthwiseTest(parameterized.TestCase):
     ref = jax.jit(layers.conv_lax, static_argnums=(2, 3))(x, w, stride, 5)
     got = jax.jit(layers.depthwise_shift, static_argnums=2)(x, w, stride)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-    f = lambda fn: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))),
-                                    (0, 1)))
+    f = lambda fn: jax.jit(
+        jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), (0, 1)))
     g_ref = f(lambda x, w: layers.conv_lax(x, w, stride, 5))(x, w)
     g_got = f(lambda x, w: layers.depthwise_shift(x, w, stride))(x, w)
     for a, b in zip(g_got, g_ref):
@@ -53,7 +55,7 @@ class DepthwiseTest(parameterized.TestCase):
     # A big batch forces the chunked scan; with the kernel frozen XLA must
     # remove it (the sparse fine-tune step relies on this).
     x, w, _ = _data(3, 1, 8, n=8)
-    loss = lambda x, w: jnp.sum(layers.depthwise_shift(x, w, 1) ** 2)
+    loss = lambda x, w: jnp.sum(layers.depthwise_shift(x, w, 1)**2)
     with mock.patch.object(layers, 'DW_GRAD_CHUNK_BYTES', 8 * 8 * 5 * 4):
       frozen = jax.jit(jax.grad(loss)).lower(x, w).compile().as_text()
       both = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()
@@ -67,8 +69,8 @@ class DepthwiseTest(parameterized.TestCase):
 
   def test_stride_3_input_grad_raises(self):
     with self.assertRaisesRegex(ValueError, 'stride must be 1 or 2'):
-      layers.depthwise_input_grad(jnp.zeros((1, 2, 2, 1)),
-                                  jnp.zeros((3, 3, 1, 1)), 3, 6, 6)
+      layers.depthwise_input_grad(
+          jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 1)), 3, 6, 6)
 
 
 if __name__ == '__main__':

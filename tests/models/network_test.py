@@ -34,27 +34,28 @@ class NetworkTest(parameterized.TestCase):
     x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1)
 
     def loss(p, impl):
-      return jnp.sum(apply(spec, p, x, impl=impl).logits ** 2)
+      return jnp.sum(apply(spec, p, x, impl=impl).logits**2)
 
-    fwd = jax.jit(lambda p, impl: apply(spec, p, x, impl=impl),
-                  static_argnums=1)
+    fwd = jax.jit(
+        lambda p, impl: apply(spec, p, x, impl=impl), static_argnums=1)
     out_fast, out_lax = fwd(params, 'fast'), fwd(params, 'lax')
     self.assertEqual(out_fast.features.shape, (2, spec.feature_dim))
-    np.testing.assert_allclose(out_fast.logits, out_lax.logits, rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        out_fast.logits, out_lax.logits, rtol=1e-4, atol=1e-4)
     grad = jax.jit(jax.grad(loss), static_argnums=1)
     g_fast, g_lax = grad(params, 'fast'), grad(params, 'lax')
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3,
-                                                         atol=2e-4),
-                 g_fast, g_lax)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4),
+        g_fast, g_lax)
 
   def test_batchnorm_variant_updates_state(self):
     spec = model_spec('mcunet-5fps', resolution=32, batchnorm=True)
     params, state = init(spec, jax.random.PRNGKey(0))
     self.assertIn('scale', params['first_conv'])
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
-    fwd = jax.jit(lambda s, train: apply(spec, params, x, state=s,
-                                         train=train), static_argnums=1)
+    fwd = jax.jit(
+        lambda s, train: apply(spec, params, x, state=s, train=train),
+        static_argnums=1)
     out = fwd(state, True)
     self.assertFalse(np.allclose(out.state['first_conv']['mean'], 0.0))
     out_eval = fwd(state, False)
@@ -71,8 +72,12 @@ class NetworkTest(parameterized.TestCase):
                      (2, c.h_out, c.h_out, c.c_out))
     # d loss / d probe equals d loss / d (conv output) taken by hand.
     probe = jnp.zeros_like(out.activations[c.name]['out'])
-    g = jax.jit(jax.grad(lambda p: jnp.sum(apply(spec, params, x, out_probes={
-        c.name: p}).features ** 2)))(probe)
+    g = jax.jit(
+        jax.grad(lambda p: jnp.sum(
+            apply(spec, params, x, out_probes={
+                c.name: p
+            }).features**2)))(
+                probe)
     self.assertGreater(float(jnp.abs(g).sum()), 0.0)
 
   def test_delta_equals_kernel_update(self):
@@ -83,17 +88,22 @@ class NetworkTest(parameterized.TestCase):
       c = spec.conv(idx)
       sel = jnp.array([1, 4, 7])
       kh = c.kernel
-      dk = jax.random.normal(jax.random.PRNGKey(2), (
-          kh, kh, 1, 3) if c.depthwise else (kh, kh, 3, c.c_out)) * 0.1
+      dk = jax.random.normal(
+          jax.random.PRNGKey(2), (kh, kh, 1, 3) if c.depthwise else
+          (kh, kh, 3, c.c_out)) * 0.1
       fwd = jax.jit(lambda p, d: apply(spec, p, x, deltas=d).features)
       with_delta = fwd(params, {c.name: {'index': sel, 'kernel': dk}})
       top, blk = c.name.split('/')
       w = params[top][blk]['kernel']
       w = w.at[..., sel].add(dk) if c.depthwise else w.at[:, :, sel, :].add(dk)
-      p2 = {**params, top: {**params[top], blk: {**params[top][blk],
-                                                   'kernel': w}}}
-      np.testing.assert_allclose(with_delta, fwd(p2, {}),
-                                 rtol=1e-5, atol=1e-5)
+      p2 = {
+          **params, top: {
+              **params[top], blk: {
+                  **params[top][blk], 'kernel': w
+              }
+          }
+      }
+      np.testing.assert_allclose(with_delta, fwd(p2, {}), rtol=1e-5, atol=1e-5)
 
   def test_wrong_image_shape(self):
     spec = model_spec('mcunet-5fps', resolution=32)

@@ -13,9 +13,8 @@ from tinytrain_jax.models import pretrained
 from tinytrain_jax.models.imagenet import eval_transform
 
 MODELS = ('mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3')
-CAT = set(range(281, 286))       # tabby, tiger cat, Persian, Siamese, Egyptian
-COFFEE = {967, 968, 504}         # espresso, cup, coffee mug
-
+CAT = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian
+COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
 
 _forward = jax.jit(apply, static_argnums=0)
 
@@ -28,15 +27,17 @@ def _have_weights():
     return False
 
 
-@absltest.skipUnless(_have_weights(), 'pretrained weights not in the asset '
-                     'cache; set TINYTRAIN_ASSETS=../shared')
+@absltest.skipUnless(
+    _have_weights(), 'pretrained weights not in the asset '
+    'cache; set TINYTRAIN_ASSETS=../shared')
 class PretrainedTest(parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.images = np.stack([eval_transform(skdata.chelsea()),
-                           eval_transform(skdata.coffee())])
+    cls.images = np.stack(
+        [eval_transform(skdata.chelsea()),
+         eval_transform(skdata.coffee())])
 
   @parameterized.parameters(*MODELS)
   def test_top5_on_real_photos(self, name):
@@ -66,8 +67,9 @@ class PretrainedTest(parameterized.TestCase):
     self.assertEqual(f.shape, (2, 448))
     # Pooled relu6(x) - relu6(-x) is not pooled x, but before pooling it is;
     # check on the pre-pool map via the mix layer's linear recoverability.
-    self.assertGreater(np.corrcoef(f[:, :112].ravel() - f[:, 112:224].ravel(),
-                                   f0.ravel())[0, 1], 0.99)
+    self.assertGreater(
+        np.corrcoef(f[:, :112].ravel() - f[:, 112:224].ravel(),
+                    f0.ravel())[0, 1], 0.99)
 
   def test_loader_errors(self):
     with self.assertRaisesRegex(ValueError, 'unknown model'):
@@ -134,8 +136,9 @@ class IntegrityTest(absltest.TestCase):
         self.assertNotIn('\n', str(cm.exception))
     # Re-zipped but identical arrays (e.g. a fresh download) still verify.
     self._cache_with(lambda f: np.savez(f, **arrays))
-    self.assertEqual(pretrained.arrays_sha256(load_arrays('mcunet-5fps')),
-                     pretrained.manifest()['mcunet-5fps']['arrays_sha256'])
+    self.assertEqual(
+        pretrained.arrays_sha256(load_arrays('mcunet-5fps')),
+        pretrained.manifest()['mcunet-5fps']['arrays_sha256'])
 
 
 if __name__ == '__main__':

@@ -23,7 +23,7 @@ class PublishedCountsTest(parameterized.TestCase):
   @parameterized.parameters(
       # Zoo table: MACs (M) and params (M) with a 1000-class head; the zoo
       # counts BN weight+bias (2/channel) where folding leaves 1 bias/channel,
-      # so folded params sit 5.8k-6.2k below the table (backbones.md §5).
+      # so folded params sit 5.8k-6.2k below the table (docs/reference/backbones.md §5).
       ('mcunet-5fps', False, 96, 12_790_096, 630_224, 12.8, 0.64),
       ('mbv2-w0.35', True, 144, 23_499_152, 744_072, 23.5, 0.75),
       ('proxyless-w0.3', True, 176, 38_282_216, 748_480, 38.3, 0.75),
@@ -35,14 +35,18 @@ class PublishedCountsTest(parameterized.TestCase):
     self.assertEqual(spec.total_params, params)
     self.assertEqual(round(spec.total_macs / 1e6, 1), zoo_mmacs)
     bn_extra = sum(c.c_out for c in spec.convs)  # BN has scale AND shift
-    self.assertEqual(round((spec.total_params + bn_extra) / 1e6, 2),
-                     zoo_mparams)
+    self.assertEqual(
+        round((spec.total_params + bn_extra) / 1e6, 2), zoo_mparams)
 
   def test_mcunet_per_conv_table(self):
     spec = model_spec('mcunet-5fps')
-    # backbones.md §4 rows (spot checks incl. stride-2 7x7 and the last conv).
-    rows = {0: (432, 1_769_472), 10: (2352, 602_112), 31: (11760, 188_160),
-            41: (92160, 1_474_560)}
+    # docs/reference/backbones.md §4 rows (spot checks incl. stride-2 7x7 and the last conv).
+    rows = {
+        0: (432, 1_769_472),
+        10: (2352, 602_112),
+        31: (11760, 188_160),
+        41: (92160, 1_474_560)
+    }
     for idx, (w, m) in rows.items():
       c = spec.conv(idx)
       self.assertEqual((c.n_weights, c.macs), (w, m), c.name)
@@ -69,8 +73,8 @@ class PublishedCountsTest(parameterized.TestCase):
       model_spec('mcunet-5fps').conv(42)
 
   def test_spec_is_hashable(self):
-    self.assertEqual(hash(model_spec('mcunet-5fps')),
-                     hash(model_spec('mcunet-in1')))
+    self.assertEqual(
+        hash(model_spec('mcunet-5fps')), hash(model_spec('mcunet-in1')))
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ import numpy as np
 
 from tinytrain_jax import cost
 from tinytrain_jax import masks
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import network
 from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.models.spec import BlockConfig, ModelSpec
@@ -19,10 +20,10 @@ INF = math.inf
 # 12 convs: 0 stem | 1 dw 2 pw2 | 3 pw1 4 dw/2 5 pw2 | 6 7 8 | 9 10 11.
 # From conv 3 on everything is at 4x4: conv 11 = 1x1 32->24, conv 10 = 3x3
 # depthwise on 32 channels.
-TINY = ModelSpec('tiny', (BlockConfig(16, 1, 3, 1, 8),
-                          BlockConfig(8, 3, 3, 2, 16),
-                          BlockConfig(16, 2, 3, 1, 16),
-                          BlockConfig(16, 2, 3, 1, 24)), resolution=16)
+TINY = ModelSpec(
+    'tiny', (BlockConfig(16, 1, 3, 1, 8), BlockConfig(8, 3, 3, 2, 16),
+             BlockConfig(16, 2, 3, 1, 16), BlockConfig(16, 2, 3, 1, 24)),
+    resolution=16)
 
 
 def hand_scores(spec, p=None, out=None, inp=None):
@@ -32,16 +33,16 @@ def hand_scores(spec, p=None, out=None, inp=None):
   for c in spec.convs:
     out.setdefault(c.name, np.ones(c.c_out, np.float32))
     inp.setdefault(c.name, np.ones(c.c_in, np.float32))
-  return fisher.FisherScores(out, inp, {c.name: float(p.get(c.index, 1.0))
-                                        for c in spec.convs})
+  return fisher.FisherScores(
+      out, inp, {c.name: float(p.get(c.index, 1.0)) for c in spec.convs})
 
 
 def random_scores(spec, seed):
   rng = np.random.default_rng(seed)
-  return hand_scores(
-      spec, {c.index: float(rng.uniform(1e-4, 1)) for c in spec.convs},
-      {c.name: rng.uniform(0, 1, c.c_out) for c in spec.convs},
-      {c.name: rng.uniform(0, 1, c.c_in) for c in spec.convs})
+  return hand_scores(spec,
+                     {c.index: float(rng.uniform(1e-4, 1)) for c in spec.convs},
+                     {c.name: rng.uniform(0, 1, c.c_out) for c in spec.convs},
+                     {c.name: rng.uniform(0, 1, c.c_in) for c in spec.convs})
 
 
 def summary(sel):
@@ -62,12 +63,13 @@ class ScoreTest(parameterized.TestCase):
     spec = model_spec('mcunet-5fps')
     fs = random_scores(spec, 3)
     s = criterion.layer_scores(spec, fs)
-    raw = {c.name: fs.layer[c.name] / (c.n_weights * c.macs)
-           for c in spec.convs}
+    raw = {c.name: fs.layer[c.name] / (c.n_weights * c.macs) for c in spec.convs}
     self.assertEqual(sorted(s, key=s.get), sorted(raw, key=raw.get))
     for c in spec.convs:
-      self.assertAlmostEqual(s[c.name] / raw[c.name], 92_160 * 1_769_472,
-                             delta=1e-6 * 92_160 * 1_769_472)
+      self.assertAlmostEqual(
+          s[c.name] / raw[c.name],
+          92_160 * 1_769_472,
+          delta=1e-6 * 92_160 * 1_769_472)
 
 
 class GoldenSelectionTest(absltest.TestCase):
@@ -94,13 +96,13 @@ class GoldenSelectionTest(absltest.TestCase):
     fs = hand_scores(TINY, out={TINY.conv(10).name: out10})
     cfg = criterion.SelectionConfig(INF, 26_880, layer_order='last')
     sel = criterion.select_from_scores(TINY, self.params, fs, cfg)
-    self.assertEqual(summary(sel), [(11, list(range(32))),
-                                    (10, list(range(14)) + [30, 31])])
+    self.assertEqual(
+        summary(sel), [(11, list(range(32))), (10, list(range(14)) + [30, 31])])
     self.assertEqual((sel.bwd_macs, sel.layers[1]['channels_selected']),
                      (26_880, 16))
     lu = masks.layer_updates(TINY, sel.mask)[TINY.conv(10).name]
-    self.assertEqual(lu, masks.LayerUpdate(tuple(range(14)) + (30, 31), 32,
-                                           True))
+    self.assertEqual(lu,
+                     masks.LayerUpdate(tuple(range(14)) + (30, 31), 32, True))
 
   def test_memory_budget_of_last_conv_only(self):
     # conv 11 full, batch 1, momentum: saved input 4*4*32*4 B = 2048; params
@@ -114,20 +116,25 @@ class GoldenSelectionTest(absltest.TestCase):
 
   def test_score_ties_take_the_deeper_layer_first(self):
     # Convs 7 and 10 are identical 3x3 depthwise convs at 4x4 (same W, M).
-    fs = hand_scores(TINY, {c.index: 1e-6 for c in TINY.convs} | {7: 1.0,
-                                                                   10: 1.0})
-    sel = criterion.select_from_scores(
-        TINY, self.params, fs, criterion.SelectionConfig(INF, INF))
+    fs = hand_scores(TINY, {c.index: 1e-6 for c in TINY.convs} | {
+        7: 1.0,
+        10: 1.0
+    })
+    sel = criterion.select_from_scores(TINY, self.params, fs,
+                                       criterion.SelectionConfig(INF, INF))
     self.assertEqual([l['index'] for l in sel.layers[:2]], [10, 7])
     self.assertEqual(sel.layers[0]['score'], sel.layers[1]['score'])
 
   def test_stop_at_first_misfit(self):
     # Order by P: 11, then 0 (stem: input grads of everything, no fit), 10.
-    fs = hand_scores(TINY, {c.index: 1e-6 for c in TINY.convs} |
-                     {11: 3.0, 0: 2.0, 10: 1.0})
+    fs = hand_scores(TINY, {c.index: 1e-6 for c in TINY.convs} | {
+        11: 3.0,
+        0: 2.0,
+        10: 1.0
+    })
     base = dict(budget_bytes=INF, budget_macs=30_000, layer_order='fisher')
-    skip = criterion.select_from_scores(
-        TINY, self.params, fs, criterion.SelectionConfig(**base))
+    skip = criterion.select_from_scores(TINY, self.params, fs,
+                                        criterion.SelectionConfig(**base))
     stop = criterion.select_from_scores(
         TINY, self.params, fs,
         criterion.SelectionConfig(**base, stop_at_first_misfit=True))
@@ -148,8 +155,8 @@ class GreedyInvariantsTest(parameterized.TestCase):
     return criterion.select_from_scores(self.spec, self.params, self.fs,
                                         criterion.SelectionConfig(**kw))
 
-  @parameterized.parameters((2**20, 6_510_000), (200_000, 3e6),
-                            (50_000, 5e7), (3e6, 1e6))
+  @parameterized.parameters((2**20, 6_510_000), (200_000, 3e6), (50_000, 5e7),
+                            (3e6, 1e6))
   def test_costs_within_budgets_and_match_the_mask(self, b, m):
     for ratios in ((1, .5, .25, .125), 'any'):
       sel = self._select(budget_bytes=b, budget_macs=m, ratios=ratios)
@@ -159,20 +166,22 @@ class GreedyInvariantsTest(parameterized.TestCase):
       self.assertEqual(
           cost.backward_memory_bytes(self.spec, sel.mask).total_bytes,
           sel.bwd_bytes)
-      self.assertEqual(cost.backward_macs(self.spec, sel.mask).total_macs,
-                       sel.bwd_macs)
+      self.assertEqual(
+          cost.backward_macs(self.spec, sel.mask).total_macs, sel.bwd_macs)
 
   def test_larger_budget_is_lexicographically_larger(self):
     # Same visiting order; with an equal prefix a larger budget can only
     # allow more channels at the next layer, so the per-layer channel counts
     # in visiting order never decrease lexicographically.
-    order = [c.name for c in sorted(
-        self.spec.convs, key=lambda c: (-criterion.layer_scores(
-            self.spec, self.fs)[c.name], -c.index))]
+    order = [
+        c.name for c in sorted(
+            self.spec.convs,
+            key=lambda c:
+            (-criterion.layer_scores(self.spec, self.fs)[c.name], -c.index))
+    ]
     prev, prev_sel = None, None
     for scale in (0.5, 1, 2, 4, 8):
-      sel = self._select(budget_bytes=scale * 400_000,
-                         budget_macs=scale * 4e6)
+      sel = self._select(budget_bytes=scale * 400_000, budget_macs=scale * 4e6)
       counts = tuple(sel.channel_counts.get(n, 0) for n in order)
       if prev is not None:
         self.assertGreaterEqual(counts, prev)
@@ -181,10 +190,8 @@ class GreedyInvariantsTest(parameterized.TestCase):
       prev, prev_sel = counts, sel
 
   def test_larger_memory_budget_selects_a_superset_here(self):
-    small = self._select(budget_bytes=100_000, budget_macs=INF,
-                         candidates=2)
-    large = self._select(budget_bytes=400_000, budget_macs=INF,
-                         candidates=2)
+    small = self._select(budget_bytes=100_000, budget_macs=INF, candidates=2)
+    large = self._select(budget_bytes=400_000, budget_macs=INF, candidates=2)
     for l in small.layers:
       got = {x['name']: set(x['channels']) for x in large.layers}
       self.assertLessEqual(set(l['channels']), got[l['name']])
@@ -192,36 +199,40 @@ class GreedyInvariantsTest(parameterized.TestCase):
   def test_infinite_budget_selects_every_candidate_fully(self):
     sel = self._select(budget_bytes=INF, budget_macs=INF)
     self.assertEqual(sorted(l['index'] for l in sel.layers), list(range(42)))
-    self.assertTrue(all(l['channels_selected'] == l['channels_total']
-                        for l in sel.layers))
+    self.assertTrue(
+        all(l['channels_selected'] == l['channels_total'] for l in sel.layers))
     last2 = self._select(budget_bytes=INF, budget_macs=INF, candidates=2)
-    self.assertEqual(sorted(l['index'] for l in last2.layers),
-                     list(range(36, 42)))
+    self.assertEqual(
+        sorted(l['index'] for l in last2.layers), list(range(36, 42)))
 
   @parameterized.parameters((0, 0), (0, INF), (INF, 0), (1_000, INF),
                             (INF, 10_000))
   def test_too_small_budget_raises(self, b, m):
-    with self.assertRaisesRegex(ValueError,
-                                'below the cheapest single-layer update.*'
-                                'raise the budgets'):
+    with self.assertRaisesRegex(
+        ValueError, 'below the cheapest single-layer update.*'
+        'raise the budgets'):
       self._select(budget_bytes=b, budget_macs=m)
 
   def test_deterministic(self):
     for rank in ('fisher', 'l2', 'random'):
-      a = self._select(budget_bytes=2**20, budget_macs=6.51e6,
-                       channel_rank=rank)
-      b = self._select(budget_bytes=2**20, budget_macs=6.51e6,
-                       channel_rank=rank)
+      a = self._select(
+          budget_bytes=2**20, budget_macs=6.51e6, channel_rank=rank)
+      b = self._select(
+          budget_bytes=2**20, budget_macs=6.51e6, channel_rank=rank)
       self.assertEqual(masks.mask_to_json(a.mask), masks.mask_to_json(b.mask))
-    other = self._select(budget_bytes=2**20, budget_macs=6.51e6,
-                         channel_rank='random', seed=1)
-    self.assertNotEqual(masks.mask_to_json(a.mask),
-                        masks.mask_to_json(other.mask))
+    other = self._select(
+        budget_bytes=2**20, budget_macs=6.51e6, channel_rank='random', seed=1)
+    self.assertNotEqual(
+        masks.mask_to_json(a.mask), masks.mask_to_json(other.mask))
 
   def test_zero_channel_fisher_falls_back_to_l2(self):
     zeros = self.fs._replace(
-        out={k: np.zeros_like(v) for k, v in self.fs.out.items()},
-        inp={k: np.zeros_like(v) for k, v in self.fs.inp.items()})
+        out={
+            k: np.zeros_like(v) for k, v in self.fs.out.items()
+        },
+        inp={
+            k: np.zeros_like(v) for k, v in self.fs.inp.items()
+        })
     kw = dict(budget_bytes=2**20, budget_macs=6.51e6)
     with self.assertLogs(level='WARNING') as logs:
       got = criterion.select_from_scores(self.spec, self.params, zeros,
@@ -231,8 +242,7 @@ class GreedyInvariantsTest(parameterized.TestCase):
     self.assertEqual(summary(got), summary(want))
 
   def test_non_finite_potential_raises(self):
-    bad = self.fs._replace(layer=dict(self.fs.layer,
-                                      first_conv=float('nan')))
+    bad = self.fs._replace(layer=dict(self.fs.layer, first_conv=float('nan')))
     with self.assertRaisesRegex(ValueError, 'must be finite.*first_conv'):
       criterion.select_from_scores(self.spec, self.params, bad,
                                    criterion.SelectionConfig(INF, INF))
@@ -259,11 +269,13 @@ class StaticMasksTest(absltest.TestCase):
     name = TINY.conv(11).name
     w = np.zeros((1, 1, 32, 24), np.float32)
     w[0, 0, :, 0] = np.arange(32) % 5  # norms 4 at c = 4, 9, 14, ...
-    params = network.set_layer(params, name, {'kernel': w,
-                                              'bias': np.zeros(24)})
+    params = tree_paths.replace(params, name, {
+        'kernel': w,
+        'bias': np.zeros(24)
+    })
     m = static_masks.static_l2_mask(TINY, params, {11: 3})
-    self.assertEqual(masks.layer_updates(TINY, m)[name].weight_channels,
-                     (4, 9, 14))
+    self.assertEqual(
+        masks.layer_updates(TINY, m)[name].weight_channels, (4, 9, 14))
     r0 = static_masks.random_mask(TINY, params, {11: 3, 10: 8}, seed=0)
     r0b = static_masks.random_mask(TINY, params, {11: 3, 10: 8}, seed=0)
     self.assertEqual(masks.mask_to_json(r0), masks.mask_to_json(r0b))
@@ -278,8 +290,8 @@ class StaticMasksTest(absltest.TestCase):
                                          1)
     self.assertEqual(masks.mask_to_json(last12), masks.mask_to_json(su))
     # tiny-training's README: last 12 convs of mcunet-5fps at 128 px = 448KB.
-    self.assertAlmostEqual(cost.tt_memory_breakdown(spec, su).kb, 448.05,
-                           places=2)
+    self.assertAlmostEqual(
+        cost.tt_memory_breakdown(spec, su).kb, 448.05, places=2)
     part = static_masks.sparse_update_mask(spec, params, 5, '39-41', '0.5-1')
     ups = masks.layer_updates(spec, part)
     self.assertLen(ups, 5)

@@ -11,8 +11,8 @@ from tinytrain_jax.train import tinytl
 
 
 def _images(res=32, n=2):
-  return np.random.default_rng(0).uniform(-1, 1, (n, res, res, 3)).astype(
-      np.float32)
+  return np.random.default_rng(0).uniform(-1, 1,
+                                          (n, res, res, 3)).astype(np.float32)
 
 
 class AdapterDropTest(parameterized.TestCase):
@@ -30,11 +30,13 @@ class AdapterDropTest(parameterized.TestCase):
   def test_lowest_blocks_dropped(self):
     spec = models.model_spec('mcunet-5fps', 32)  # 14 blocks
     self.assertLen(spec.blocks, 14)
-    self.assertEqual([adapters.dropped_blocks(spec, p)
-                      for p in (0, 25, 50, 75)], [0, 3, 7, 10])
+    self.assertEqual(
+        [adapters.dropped_blocks(spec, p) for p in (0, 25, 50, 75)],
+        [0, 3, 7, 10])
     self.assertEqual(adapters.adapter_blocks(spec, 75), [10, 11, 12, 13])
-    with self.assertRaisesRegex(ValueError, r'drop_percent must be in \[0, '
-                                r'100\), got 100'):
+    with self.assertRaisesRegex(
+        ValueError, r'drop_percent must be in \[0, '
+        r'100\), got 100'):
       adapters.dropped_blocks(spec, 100)
 
   def test_costs_fall_as_more_adapters_drop(self):
@@ -45,7 +47,8 @@ class AdapterDropTest(parameterized.TestCase):
     self.assertGreater(c[0]['bwd_bytes'], c[2]['bwd_bytes'])
     # The gradient passes every conv above the lowest kept adapter.
     lowest = adapters.adapter_blocks(spec, 75)[0]
-    above = sum(cv.macs for cv in spec.convs
+    above = sum(cv.macs
+                for cv in spec.convs
                 if cv.block is not None and cv.block > lowest)
     self.assertGreater(c[2]['bwd_macs'], above)
     self.assertLess(c[2]['bwd_macs'], 2 * above)
@@ -75,8 +78,7 @@ class TinyTLBranchTest(absltest.TestCase):
                      (2, 1, False))
     self.assertTrue(all(s.c_mid % 8 == 0 for s in shapes))
     tiny = models.model_spec('mcunet-5fps', 32)
-    self.assertTrue(tinytl.branch_shape(tiny, len(tiny.blocks) - 1)
-                    .global_pool)
+    self.assertTrue(tinytl.branch_shape(tiny, len(tiny.blocks) - 1).global_pool)
 
   def test_costs_at_one_batch(self):
     spec = models.model_spec('mcunet-5fps', 128)
@@ -88,9 +90,9 @@ class TinyTLBranchTest(absltest.TestCase):
     # each) scales with the batch (up to one byte of 1-bit-mask rounding per
     # conv and image).
     fixed = 12 * one['n_trained']
-    self.assertLessEqual(abs((many['bwd_bytes'] - fixed) -
-                             25 * (one['bwd_bytes'] - fixed)),
-                         25 * len(spec.convs))
+    self.assertLessEqual(
+        abs((many['bwd_bytes'] - fixed) - 25 * (one['bwd_bytes'] - fixed)),
+        25 * len(spec.convs))
 
 
 if __name__ == '__main__':

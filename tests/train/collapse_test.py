@@ -13,9 +13,10 @@ class CollapseTest(absltest.TestCase):
     ln5 = math.log(5)
     msg = collapse.check('fine-tuning (method fulltrain)', 1e6, 5, ln5, 227.6,
                          3.6e7)
-    self.assertRegex(msg, r'^fine-tuning \(method fulltrain\) with lr 1e\+06 '
-                     r'collapsed: loss 1.6094 = ln\(5\) \(chance\) while the '
-                     r'weight norm grew 1.58e\+05x')
+    self.assertRegex(
+        msg, r'^fine-tuning \(method fulltrain\) with lr 1e\+06 '
+        r'collapsed: loss 1.6094 = ln\(5\) \(chance\) while the '
+        r'weight norm grew 1.58e\+05x')
     self.assertNotIn('\n', msg)
     # Chance loss without exploding weights: an honest hard task.
     self.assertIsNone(collapse.check('m', 1e-2, 5, ln5, 227.6, 228.0))

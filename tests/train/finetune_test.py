@@ -8,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax import data
+from tinytrain_jax import mask_partition
 from tinytrain_jax import masks
 from tinytrain_jax import models
+from tinytrain_jax import tree_paths
+from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
@@ -27,18 +30,23 @@ def _model():
 @functools.lru_cache(None)
 def _episode(index=0, split='test', ways=3, shots=2, queries=2):
   src = data.get_source('omniglot', split)
-  es = data.sample_episode(src, data.SamplerConfig(
-      mode='fixed', ways=ways, shots=shots, queries=queries), 0, index)
-  return data.make_episode(src, es, resolution=R, buckets=None,
-                           way_buckets=None)
+  es = data.sample_episode(
+      src,
+      data.SamplerConfig(mode='fixed', ways=ways, shots=shots, queries=queries),
+      0, index)
+  return data.make_episode(
+      src, es, resolution=R, buckets=None, way_buckets=None)
 
 
 def _mask(spec, params):
   # 41 pw2 full; 40 depthwise on 4 channels; 39 pointwise on 3 input channels;
   # 35 bias only.
-  return masks.mask_from_layers(
-      spec, params, {41: 'full', 40: [0, 5, 7, 100], 39: [1, 2, 3],
-                     35: 'bias'})
+  return masks.mask_from_layers(spec, params, {
+      41: 'full',
+      40: [0, 5, 7, 100],
+      39: [1, 2, 3],
+      35: 'bias'
+  })
 
 
 class FinetuneTest(absltest.TestCase):
@@ -48,30 +56,32 @@ class FinetuneTest(absltest.TestCase):
     mask = _mask(spec, params)
     head = protonet.init_head()
     cfg = ft.FinetuneConfig(steps=3, lr=1e-2, weight_decay=1e-3)
-    sparse = ft.finetune(spec, params, head, _episode(), mask, cfg)
-    dense = ft.finetune(spec, params, head, _episode(), mask,
-                        ft.FinetuneConfig(steps=3, lr=1e-2, weight_decay=1e-3,
-                                          impl='dense'))
-    np.testing.assert_allclose(sparse.loss_curve, dense.loss_curve,
-                               rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(
-        a, b, rtol=1e-4, atol=1e-6), sparse.params, dense.params)
-    dense_mask = masks.to_dense(mask, params)
+    sparse = ft.finetune_task(spec, params, head, _episode(), mask, cfg)
+    dense = ft.finetune_task(
+        spec, params, head, _episode(), mask,
+        ft.FinetuneConfig(steps=3, lr=1e-2, weight_decay=1e-3, impl='dense'))
+    np.testing.assert_allclose(sparse.loss_curve, dense.loss_curve, rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        sparse.params, dense.params)
+    dense_mask = masks.to_dense(mask, params, spec)
     for res in (sparse, dense):
-      for new, old, m in zip(jax.tree.leaves(res.params),
-                             jax.tree.leaves(params),
-                             jax.tree.leaves(dense_mask)):
+      for new, old, m in zip(
+          jax.tree.leaves(res.params), jax.tree.leaves(params),
+          jax.tree.leaves(dense_mask)):
         frozen = np.asarray(m) == 0
-        np.testing.assert_array_equal(np.asarray(new)[frozen],
-                                      np.asarray(old)[frozen])
+        np.testing.assert_array_equal(
+            np.asarray(new)[frozen],
+            np.asarray(old)[frozen])
     # Trained entries moved: the selected depthwise and pointwise channels.
     dw_new = sparse.params['blocks_13']['depthwise']['kernel']
     dw_old = params['blocks_13']['depthwise']['kernel']
     self.assertGreater(np.abs(dw_new - dw_old)[..., [0, 5, 7, 100]].max(), 0)
     pw_new = sparse.params['blocks_13']['pointwise1']['kernel']
-    self.assertGreater(np.abs(
-        pw_new - params['blocks_13']['pointwise1']['kernel'])[:, :, [1, 2, 3]]
-        .max(), 0)
+    self.assertGreater(
+        np.abs(pw_new -
+               params['blocks_13']['pointwise1']['kernel'])[:, :,
+                                                            [1, 2, 3]].max(), 0)
     # Fully frozen leaves are the same objects (no copy through the step).
     self.assertIs(sparse.params['first_conv']['kernel'],
                   params['first_conv']['kernel'])
@@ -82,12 +92,17 @@ class FinetuneTest(absltest.TestCase):
     head = protonet.init_head()
     cfg = ft.FinetuneConfig(steps=1, lr=1e-3, seed=7)
     before = ft.sparse_train_loop._cache_size()  # pylint: disable=protected-access
-    for task, (chans, lr) in enumerate((([0, 1, 2], 1e-3),
-                                        ([5, 9, 40], 1e-2),
-                                        ([50, 60, 95], 3e-4))):
+    for task, (chans, lr) in enumerate(
+        (([0, 1, 2], 1e-3), ([5, 9, 40], 1e-2), ([50, 60, 95], 3e-4))):
       mask = masks.mask_from_layers(spec, params, {39: chans})
-      ft.finetune(spec, params, head, _episode(), mask,
-                  dataclasses.replace(cfg, lr=lr), task=task)
+      ft.finetune_task(
+          spec,
+          params,
+          head,
+          _episode(),
+          mask,
+          dataclasses.replace(cfg, lr=lr),
+          task=task)
     # Channel indices, lr and the task index are runtime data: one compile.
     self.assertEqual(ft.sparse_train_loop._cache_size() - before, 1)  # pylint: disable=protected-access
 
@@ -95,19 +110,19 @@ class FinetuneTest(absltest.TestCase):
     spec, params = _model()
     head = protonet.init_head()
     mask = _mask(spec, params)
-    plan, _ = sparse_step.make_plan(spec, params, mask)
+    plan, _ = mask_partition.make_plan(spec, params, mask)
     self.assertEqual(ft.start_block(spec, plan), 11)  # blocks_11/pointwise2
     cfg = ft.FinetuneConfig(steps=3, lr=1e-2)
     self.assertEqual(ft.prefix_start(spec, plan, cfg), 11)
-    self.assertEqual(ft.prefix_start(
-        spec, plan, dataclasses.replace(cfg, augment=True)), 0)
-    cached = ft.finetune(spec, params, head, _episode(), mask, cfg)
-    full = ft.finetune(spec, params, head, _episode(), mask,
-                       dataclasses.replace(cfg, cache_prefix=False))
-    np.testing.assert_allclose(cached.loss_curve, full.loss_curve, rtol=1e-5,
-                               atol=1e-6)
-    for a, b in zip(jax.tree.leaves(cached.params),
-                    jax.tree.leaves(full.params)):
+    self.assertEqual(
+        ft.prefix_start(spec, plan, dataclasses.replace(cfg, augment=True)), 0)
+    cached = ft.finetune_task(spec, params, head, _episode(), mask, cfg)
+    full = ft.finetune_task(spec, params, head, _episode(), mask,
+                            dataclasses.replace(cfg, cache_prefix=False))
+    np.testing.assert_allclose(
+        cached.loss_curve, full.loss_curve, rtol=1e-5, atol=1e-6)
+    for a, b in zip(
+        jax.tree.leaves(cached.params), jax.tree.leaves(full.params)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     self.assertEqual(cached.accuracy, full.accuracy)
     # The cost report says which path ran and what a step's forward costs.
@@ -124,8 +139,10 @@ class FinetuneTest(absltest.TestCase):
     for b in (0, 5, len(spec.blocks)):
       h = models.prefix(spec, params, x, b)
       np.testing.assert_allclose(
-          models.apply(spec, params, h, start_block=b).features, whole,
-          rtol=1e-5, atol=1e-5)
+          models.apply(spec, params, h, start_block=b).features,
+          whole,
+          rtol=1e-5,
+          atol=1e-5)
     with self.assertRaisesRegex(ValueError, 'start_block must be in'):
       models.prefix(spec, params, x, len(spec.blocks) + 1)
     # With a feature-mix conv (trained alone by LastLayer) it runs after the
@@ -137,22 +154,25 @@ class FinetuneTest(absltest.TestCase):
     np.testing.assert_allclose(
         models.apply(mix, mp, models.prefix(mix, mp, x, n),
                      start_block=n).features,
-        models.apply(mix, mp, x).features, rtol=1e-5, atol=1e-5)
+        models.apply(mix, mp, x).features,
+        rtol=1e-5,
+        atol=1e-5)
 
   def test_plan_and_fold(self):
     spec, params = _model()
-    plan, idx = sparse_step.make_plan(spec, params, _mask(spec, params))
+    plan, idx = mask_partition.make_plan(spec, params, _mask(spec, params))
     self.assertIn('blocks_13/pointwise2/kernel', plan.full_leaves)
     self.assertIn('blocks_11/pointwise2/bias', plan.full_leaves)
-    names = {n: (k, s) for n, k, s in plan.delta_layers}
+    names = {d.name: (d.k, d.shape) for d in plan.delta_layers}
     self.assertEqual(names['blocks_13/depthwise'], (4, (3, 3, 1, 4)))
     self.assertEqual(names['blocks_13/pointwise1'], (3, (1, 1, 3, 576)))
     np.testing.assert_array_equal(idx['blocks_13/pointwise1'], [1, 2, 3])
-    tr = sparse_step.split(params, plan)
+    tr = mask_partition.split(params, plan)
     tr['deltas']['blocks_13/pointwise1'] += 1.0
-    out = sparse_step.fold(params, tr, idx)
-    diff = (np.asarray(out['blocks_13']['pointwise1']['kernel']) -
-            params['blocks_13']['pointwise1']['kernel'])
+    out = mask_partition.fold(params, plan, tr, idx)
+    diff = (
+        np.asarray(out['blocks_13']['pointwise1']['kernel']) -
+        params['blocks_13']['pointwise1']['kernel'])
     np.testing.assert_allclose(diff[:, :, [1, 2, 3]], 1.0)
     self.assertEqual(np.abs(np.delete(diff, [1, 2, 3], axis=2)).max(), 0)
 
@@ -162,23 +182,25 @@ class FinetuneTest(absltest.TestCase):
     batch = ft.episode_arrays(spec, _episode())
     cfg = ft.FinetuneConfig(steps=1)
     costs = {}
-    for name, mask in (('full', methods.method_mask('fulltrain', spec, params,
-                                                    None)),
-                       ('sparse', _mask(spec, params))):
-      plan, idx = sparse_step.make_plan(spec, params, mask)
-      tr = sparse_step.split(params, plan)
+    for name, mask in (('full',
+                        methods.method_mask('fulltrain', spec, params,
+                                            None)), ('sparse',
+                                                     _mask(spec, params))):
+      plan, idx = mask_partition.make_plan(spec, params, mask)
+      tr = mask_partition.split(params, plan)
       opt = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
-      fn = functools.partial(ft._sparse_step_impl, spec, plan, cfg)
-      costs[name] = xla_check.xla_costs(
-          fn, tr, opt, params, head,
-          {k: jnp.asarray(v) for k, v in idx.items()}, batch, jnp.int32(0))
+      fn = functools.partial(ft.sparse_step_fn, spec, plan, cfg)
+      costs[name] = xla_check.xla_costs(fn, tr, opt, params, head, {
+          k: jnp.asarray(v) for k, v in idx.items()
+      }, batch, jnp.int32(0))
     # The dense-masked reference (mask as runtime data) really runs the full
     # backward: it cannot be cheaper than the sparse step of the same mask.
-    step, tx, full = ft.make_dense_step(spec, cfg, _mask(spec, params), head,
-                                        donate=False)
+    step, tx, full = ft.make_dense_step(
+        spec, cfg, _mask(spec, params), head, donate=False)
     tr = {'params': params, 'head': head}
     costs['dense'] = xla_check.xla_costs(step, tr, tx.init(tr), batch,
-                                         jnp.int32(0), masks.to_dense(full, tr))
+                                         jnp.int32(0),
+                                         ft.dense_step_mask(spec, full, tr))
     self.assertLess(costs['sparse']['flops'], costs['full']['flops'])
     self.assertLess(costs['sparse']['temp_bytes'], costs['full']['temp_bytes'])
     self.assertGreater(costs['dense']['flops'], 2 * costs['sparse']['flops'])
@@ -188,7 +210,7 @@ class FinetuneTest(absltest.TestCase):
     ep = _episode()
     bad = dict(vars(ep), support_x=np.zeros((6, 64, 64, 3), np.float32))
     with self.assertRaisesRegex(ValueError, r'support_x must be f32\[N, 32'):
-      ft.finetune(spec, params, protonet.init_head(), bad, None)
+      ft.finetune_task(spec, params, protonet.init_head(), bad, None)
     bad = dict(vars(ep), support_y=np.zeros((5,), np.int32))
     with self.assertRaisesRegex(ValueError, 'support_y'):
       ft.evaluate(spec, params, protonet.init_head(), bad)
@@ -198,19 +220,24 @@ class FinetuneTest(absltest.TestCase):
       ft.FinetuneConfig(impl='fast')
     with self.assertRaisesRegex(ValueError, 'steps'):
       ft.FinetuneConfig(steps=-1)
-    with self.assertRaisesRegex(ValueError, 'unknown FinetuneConfig'):
-      ft.FinetuneConfig.from_config({'stepz': 3})
+    with self.assertRaisesRegex(
+        ValueError, r'unknown config key '
+        r'--config\.finetune\.stepz'):
+      dataclass_config.dataclass_from_config(ft.FinetuneConfig, {'stepz': 3},
+                                             'finetune.')
 
   def test_non_finite_loss_raises(self):
     spec, params = _model()
     mask = masks.mask_from_layers(spec, params, {41: 'full'})
     w = np.array(params['blocks_13']['pointwise2']['kernel'])
     w[0, 0, 0, 0] = np.nan
-    bad = models.set_layer(params, 'blocks_13/pointwise2',
-                           {'kernel': w, 'bias': np.zeros((160,), np.float32)})
+    bad = tree_paths.replace(params, 'blocks_13/pointwise2', {
+        'kernel': w,
+        'bias': np.zeros((160,), np.float32)
+    })
     with self.assertRaisesRegex(RuntimeError, 'non-finite at step 0'):
-      ft.finetune(spec, bad, protonet.init_head(), _episode(), mask,
-                  ft.FinetuneConfig(steps=2))
+      ft.finetune_task(spec, bad, protonet.init_head(), _episode(), mask,
+                       ft.FinetuneConfig(steps=2))
 
   def test_real_tasks_lastlayer_not_worse_than_none(self):
     spec, params = _model()
@@ -228,8 +255,9 @@ class FinetuneTest(absltest.TestCase):
         else:
           self.assertEqual(r['bwd_macs'], 0)
     self.assertGreater(np.mean(acc['none']), 0.2)  # 5-way chance
-    self.assertGreaterEqual(np.mean(acc['lastlayer']),
-                            np.mean(acc['none']) - 0.15)
+    self.assertGreaterEqual(
+        np.mean(acc['lastlayer']),
+        np.mean(acc['none']) - 0.15)
 
 
 if __name__ == '__main__':

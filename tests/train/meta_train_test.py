@@ -20,11 +20,20 @@ import pytest
 
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
+from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.train import meta_train as mt
 
-CFG = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=6,
-                         lr=1e-3, warmup_steps=2, checkpoint_every=2,
-                         augment=True, log_every=2)
+CFG = mt.MetaTrainConfig(
+    resolution=32,
+    ways=5,
+    shots=1,
+    queries=2,
+    steps=6,
+    lr=1e-3,
+    warmup_steps=2,
+    checkpoint_every=2,
+    augment=True,
+    log_every=2)
 
 
 @functools.lru_cache(None)
@@ -33,8 +42,9 @@ def _source():
 
 
 def _same(a, b):
-  return all(np.array_equal(np.asarray(x), np.asarray(y))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return all(
+      np.array_equal(np.asarray(x), np.asarray(y))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 class MetaTrainTest(absltest.TestCase):
@@ -45,22 +55,25 @@ class MetaTrainTest(absltest.TestCase):
     return d
 
   def test_resume_is_bit_identical_and_deterministic(self):
-    full = mt.meta_train(CFG, self._tmp(),
-                         progress=False, source=_source())
-    again = mt.meta_train(CFG, self._tmp(),
-                          progress=False, source=_source())
+    full = mt.run_meta_training(
+        CFG, self._tmp(), progress=False, source=_source())
+    again = mt.run_meta_training(
+        CFG, self._tmp(), progress=False, source=_source())
     self.assertTrue(_same(full, again))
     wd = self._tmp()
-    part = mt.meta_train(CFG, wd, progress=False, stop_at=4, source=_source())
+    part = mt.run_meta_training(
+        CFG, wd, progress=False, stop_at=4, source=_source())
     self.assertEqual(int(part.step), 4)
     self.assertEqual(checkpoint.manager(wd).latest_step(), 4)
-    resumed = mt.meta_train(CFG, wd, progress=False, source=_source())
+    resumed = mt.run_meta_training(CFG, wd, progress=False, source=_source())
     self.assertEqual(int(resumed.step), CFG.steps)
     self.assertTrue(_same(full.params, resumed.params))
     self.assertTrue(_same(full, resumed))
-    other = mt.meta_train(dataclasses.replace(CFG, seed=1),
-                          self._tmp(), progress=False,
-                          source=_source())
+    other = mt.run_meta_training(
+        dataclasses.replace(CFG, seed=1),
+        self._tmp(),
+        progress=False,
+        source=_source())
     self.assertFalse(_same(full.params, other.params))
     # The run is loadable by path.
     spec, params, head = mt.load_backbone(wd)
@@ -69,17 +82,26 @@ class MetaTrainTest(absltest.TestCase):
     self.assertTrue(_same(head, full.head))
 
   def test_meta_training_lowers_query_loss(self):
-    cfg = dataclasses.replace(CFG, steps=30, lr=1e-3, warmup_steps=0,
-                              augment=False, queries=3, checkpoint_every=30)
+    cfg = dataclasses.replace(
+        CFG,
+        steps=30,
+        lr=1e-3,
+        warmup_steps=0,
+        augment=False,
+        queries=3,
+        checkpoint_every=30)
     spec = mt.build_spec(cfg)
     batches = [mt.make_batch(_source(), cfg, i) for i in range(10)]
 
     def mean_loss(st):
-      return np.mean([float(mt.eval_episode(spec, st.params, st.head, b)[0])
-                      for b in batches])
+      return np.mean([
+          float(mt.eval_episode(spec, st.params, st.head, b)[0])
+          for b in batches
+      ])
+
     before = mean_loss(mt.init_state(cfg))
-    st = mt.meta_train(cfg, self._tmp(), progress=False,
-                       source=_source())
+    st = mt.run_meta_training(
+        cfg, self._tmp(), progress=False, source=_source())
     after = mean_loss(st)
     self.assertLess(after, before - 0.05)
 
@@ -88,9 +110,9 @@ class MetaTrainTest(absltest.TestCase):
     mngr = checkpoint.manager(wd)
     other = dataclasses.replace(CFG, model='mbv2-w0.35')
     checkpoint.save(mngr, 1, {'x': np.zeros(3)}, other.to_json(), wait=True)
-    with self.assertRaisesRegex(
-        ValueError, "model='mbv2-w0.35'.*model='mcunet-5fps'"):
-      mt.meta_train(CFG, wd, progress=False, source=_source())
+    with self.assertRaisesRegex(ValueError,
+                                "model='mbv2-w0.35'.*model='mcunet-5fps'"):
+      mt.run_meta_training(CFG, wd, progress=False, source=_source())
 
   def test_non_finite_step_keeps_last_good_checkpoint(self):
     # Step 4 blows up (simulated: whether a huge lr overflows depends on the
@@ -99,61 +121,79 @@ class MetaTrainTest(absltest.TestCase):
     # of step 3 stays the last one, with finite params.
     for kind, what in (('loss', 'loss'), ('update', 'parameters')):
       wd = self._tmp()
-      cfg = dataclasses.replace(CFG, steps=6, checkpoint_every=1,
-                                augment=False)
+      cfg = dataclasses.replace(CFG, steps=6, checkpoint_every=1, augment=False)
       real, calls = mt.meta_train_step, []
 
       def blow_up(spec, hp, state, *args, kind=kind, calls=calls, real=real):
         calls.append(1)
-        poison = lambda s: s._replace(params=jax.tree.map(
-            lambda x: x * jnp.inf, s.params))
+        poison = lambda s: s._replace(
+            params=jax.tree.map(lambda x: x * jnp.inf, s.params))
         if len(calls) == 4 and kind == 'loss':
           state = poison(state)
         state, metrics = real(spec, hp, state, *args)
         if len(calls) == 4 and kind == 'update':
           state = poison(state)
         return state, metrics
+
       with mock.patch.object(mt, 'meta_train_step', blow_up):
         with self.assertRaisesRegex(
             RuntimeError, rf'{what} became non-finite at step 4 \(lr .*\); '
             r'last good checkpoint at step 3 in .*checkpoints') as cm:
-          mt.meta_train(cfg, wd, progress=False, source=_source())
+          mt.run_meta_training(cfg, wd, progress=False, source=_source())
       self._assert_last_checkpoint_good(cfg, wd, str(cm.exception))
 
   def _assert_last_checkpoint_good(self, cfg, wd, message):
-    bad, good = map(int, __import__('re').search(
-        r'step (\d+) .*step (\d+)', message).groups())
+    bad, good = map(
+        int,
+        __import__('re').search(r'step (\d+) .*step (\d+)', message).groups())
     self.assertEqual(good, bad - 1)
     state, step = checkpoint.restore_or_init(
         checkpoint.manager(wd), lambda: mt.init_state(cfg), cfg.to_json())
     self.assertEqual(step, good)
-    self.assertTrue(all(np.isfinite(np.asarray(x)).all()
-                        for x in jax.tree.leaves(state.params)))
+    self.assertTrue(
+        all(
+            np.isfinite(np.asarray(x)).all()
+            for x in jax.tree.leaves(state.params)))
 
   def test_resume_under_another_config_is_refused(self):
     wd = self._tmp()
-    mt.meta_train(CFG, wd, progress=False, stop_at=2, source=_source())
-    with self.assertRaisesRegex(ValueError, r'written with lr=0\.001, this run '
-                                r'has lr=0\.01; use another workdir'):
-      mt.meta_train(dataclasses.replace(CFG, lr=1e-2), wd, progress=False,
-                    source=_source())
+    mt.run_meta_training(CFG, wd, progress=False, stop_at=2, source=_source())
+    with self.assertRaisesRegex(
+        ValueError, r'written with lr=0\.001, this run '
+        r'has lr=0\.01; use another workdir'):
+      mt.run_meta_training(
+          dataclasses.replace(CFG, lr=1e-2),
+          wd,
+          progress=False,
+          source=_source())
     # Bookkeeping fields may change on resume.
-    mt.meta_train(dataclasses.replace(CFG, log_every=3), wd, progress=False,
-                  stop_at=3, source=_source())
+    mt.run_meta_training(
+        dataclasses.replace(CFG, log_every=3),
+        wd,
+        progress=False,
+        stop_at=3,
+        source=_source())
 
   def test_validation_keeps_the_best_step(self):
     wd = self._tmp()
-    cfg = dataclasses.replace(CFG, steps=4, val_every=2, val_episodes=2,
-                              val_sources=('omniglot',), checkpoint_every=2)
-    mt.meta_train(cfg, wd, progress=False, source=_source())
-    rows = [json.loads(l) for l in (pathlib.Path(wd) / 'val.jsonl')
-            .read_text().splitlines()]
+    cfg = dataclasses.replace(
+        CFG,
+        steps=4,
+        val_every=2,
+        val_episodes=2,
+        val_sources=('omniglot',),
+        checkpoint_every=2)
+    mt.run_meta_training(cfg, wd, progress=False, source=_source())
+    rows = [
+        json.loads(l)
+        for l in (pathlib.Path(wd) / 'val.jsonl').read_text().splitlines()
+    ]
     self.assertEqual([r['step'] for r in rows], [0, 2, 4])
     for r in rows:
       self.assertBetween(r['none_accuracy']['omniglot'], 0.0, 100.0)
     best = mt.best_step(wd)
-    self.assertEqual(best, max(rows, key=lambda r: (r['mean'],
-                                                    -r['step']))['step'])
+    self.assertEqual(best,
+                     max(rows, key=lambda r: (r['mean'], -r['step']))['step'])
     spec, params, _ = mt.load_backbone(wd)
     if best == 0:  # the pretrained start was best: load_backbone returns it
       want = mt.init_state(cfg).params
@@ -163,10 +203,23 @@ class MetaTrainTest(absltest.TestCase):
     self.assertEqual(spec.resolution, 32)
 
   def test_config(self):
-    cd = ml_collections.ConfigDict({'model': 'mcunet', 'steps': 3})
-    self.assertEqual(mt.MetaTrainConfig.from_config(cd).steps, 3)
-    with self.assertRaisesRegex(ValueError, 'unknown MetaTrainConfig'):
-      mt.MetaTrainConfig.from_config({'step': 3})
+    cd = ml_collections.ConfigDict({
+        'model': 'mcunet',
+        'steps': 3,
+        'val_sources': 'omniglot, mini-imagenet'
+    })
+    cfg = dataclass_config.meta_train_config(cd)
+    self.assertEqual((cfg.steps, cfg.val_sources),
+                     (3, ('omniglot', 'mini-imagenet')))
+    with self.assertRaisesRegex(ValueError, r'unknown config key '
+                                r'--config\.step;'):
+      dataclass_config.meta_train_config({'step': 3})
+    with self.assertRaisesRegex(
+        ValueError, r'ways must be an int >= 1, got '
+        r'0; set --config\.ways$'):
+      dataclass_config.meta_train_config({'ways': 0})
+    with self.assertRaisesRegex(ValueError, 'tuple of source names'):
+      mt.MetaTrainConfig(val_sources='omniglot')
     with self.assertRaisesRegex(ValueError, 'ways'):
       mt.MetaTrainConfig(ways=0)
     with self.assertRaisesRegex(ValueError, 'unknown model'):
@@ -183,7 +236,7 @@ import dataclasses
 cfg = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=40,
                          lr=1e-3, warmup_steps=2, checkpoint_every=2,
                          augment=True, log_every=2)
-mt.meta_train(cfg, sys.argv[1], progress=True)
+mt.run_meta_training(cfg, sys.argv[1], progress=True)
 """
 
 
@@ -193,8 +246,10 @@ class KillResumeTest(MetaTrainTest.__base__):
   def test_killed_subprocess_resumes_bit_identical(self):
     wd = tempfile.mkdtemp()
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    p = subprocess.Popen([sys.executable, '-c', _CHILD, wd], env=env,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, '-c', _CHILD, wd],
+                         env=env,
+                         stderr=subprocess.PIPE,
+                         text=True)
     for line in p.stderr:
       if 'step 20/' in line:
         p.kill()

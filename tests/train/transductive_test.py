@@ -26,14 +26,19 @@ class TransductiveLossTest(absltest.TestCase):
     sm = np.array([True, True, False])  # third support row is padding
     qx = np.array([[2., 1.], [0., 3.], [5., 5.]], np.float32)
     qm = np.array([True, True, False])
-    batch = {'support_x': jnp.asarray(sx), 'support_y': jnp.asarray(sy),
-             'support_mask': jnp.asarray(sm), 'query_x': jnp.asarray(qx),
-             'query_y': jnp.asarray([1, 1, 1]),  # must not matter
-             'query_mask': jnp.asarray(qm),
-             'way_mask': jnp.asarray([True, True])}
+    batch = {
+        'support_x': jnp.asarray(sx),
+        'support_y': jnp.asarray(sy),
+        'support_mask': jnp.asarray(sm),
+        'query_x': jnp.asarray(qx),
+        'query_y': jnp.asarray([1, 1, 1]),  # must not matter
+        'query_mask': jnp.asarray(qm),
+        'way_mask': jnp.asarray([True, True])
+    }
     head = {'scale': jnp.float32(10.0), 'bias': jnp.float32(0.5)}
-    got = float(transductive.transductive_loss(
-        lambda x: x, head, batch, jax.random.PRNGKey(0), False, 1.0))
+    got = float(
+        transductive.transductive_loss(lambda x: x, head, batch,
+                                       jax.random.PRNGKey(0), False, 1.0))
     # By hand: prototypes = the valid support rows, (1, 0) and (0, 1).
     protos = np.array([[1., 0.], [0., 1.]])
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
@@ -44,15 +49,23 @@ class TransductiveLossTest(absltest.TestCase):
     ent = np.mean(-np.sum(p_q * np.log(p_q), axis=-1))
     self.assertAlmostEqual(got, ce + ent, places=5)
     batch['query_y'] = jnp.asarray([0, 0, 0])
-    self.assertAlmostEqual(float(transductive.transductive_loss(
-        lambda x: x, head, batch, jax.random.PRNGKey(0))), got, places=6)
+    self.assertAlmostEqual(
+        float(
+            transductive.transductive_loss(lambda x: x, head, batch,
+                                           jax.random.PRNGKey(0))),
+        got,
+        places=6)
 
   def test_entropy_of_uniform_and_one_hot(self):
     logits = jnp.array([[0., 0., 0., 0.], [100., 0., 0., 0.]])
-    self.assertAlmostEqual(float(transductive.query_entropy(
-        logits, jnp.array([True, False]))), np.log(4), places=5)
-    self.assertAlmostEqual(float(transductive.query_entropy(
-        logits, jnp.array([False, True]))), 0.0, places=5)
+    self.assertAlmostEqual(
+        float(transductive.query_entropy(logits, jnp.array([True, False]))),
+        np.log(4),
+        places=5)
+    self.assertAlmostEqual(
+        float(transductive.query_entropy(logits, jnp.array([False, True]))),
+        0.0,
+        places=5)
 
   def test_costs_count_support_and_query(self):
     spec = models.model_spec('mcunet-5fps', 64)
@@ -68,15 +81,17 @@ class TransductiveLossTest(absltest.TestCase):
   def test_run_trains_every_weight(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     src = data.get_source('omniglot', 'test')
-    es = data.sample_episode(src, data.SamplerConfig(mode='fixed', ways=2,
-                                                     shots=1, queries=1), 0, 0)
+    es = data.sample_episode(
+        src, data.SamplerConfig(mode='fixed', ways=2, shots=1, queries=1), 0, 0)
     ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
     res = transductive.finetune_transductive(
         spec, params, protonet.init_head(), ep,
         ft.FinetuneConfig(steps=2, lr=1e-2))
     self.assertTrue(np.all(np.isfinite(res.loss_curve)))
-    moved = [not np.array_equal(a, b) for a, b in zip(
-        jax.tree.leaves(params), jax.tree.leaves(res.params))]
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(res.params))
+    ]
     self.assertGreater(np.mean(moved), 0.9)
 
 

@@ -17,8 +17,8 @@ def write_folder(root: pathlib.Path, classes: int = 6, per_class: int = 15):
   for c in range(classes):
     (root / f'c{c}').mkdir(parents=True)
     for i in range(per_class):
-      Image.fromarray(rng.integers(0, 256, (20, 20, 3), np.uint8)).save(
-          root / f'c{c}' / f'{i}.png')
+      Image.fromarray(rng.integers(0, 256, (20, 20, 3),
+                                   np.uint8)).save(root / f'c{c}' / f'{i}.png')
 
 
 class ValidationTest(absltest.TestCase):
@@ -48,12 +48,20 @@ class ValidationTest(absltest.TestCase):
 
   def test_meta_train_from_a_folder(self):
     name = f'dir:{self.root / "imgs"}'
-    cfg = mt.MetaTrainConfig(resolution=32, source=name, ways=3, shots=1,
-                             queries=1, steps=2, warmup_steps=1,
-                             checkpoint_every=1, val_every=1, val_episodes=1,
-                             val_sources=(name,))
+    cfg = mt.MetaTrainConfig(
+        resolution=32,
+        source=name,
+        ways=3,
+        shots=1,
+        queries=1,
+        steps=2,
+        warmup_steps=1,
+        checkpoint_every=1,
+        val_every=1,
+        val_episodes=1,
+        val_sources=(name,))
     wd = self.root / 'run'
-    state = mt.meta_train(cfg, wd, progress=False)
+    state = mt.run_meta_training(cfg, wd, progress=False)
     self.assertEqual(int(state.step), 2)
     self.assertLen(mt.val_log(wd), 3)  # steps 0, 1, 2
 

@@ -137,6 +137,7 @@ def guard(main: Callable, prefix: Optional[Callable[[], str]] = None):
       else:
         msg = str(e) or type(e).__name__
       error_exit(f'{prefix()}: {msg}' if prefix else msg)
+
   return wrapped
 
 

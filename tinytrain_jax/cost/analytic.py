@@ -1,6 +1,6 @@
 """Analytic backward-pass cost rules from a ModelSpec and a mask (no tracing).
 
-Three named models of reference cost_model.md, all per layer and in pure Python
+Three named models of docs/reference/cost_model.md, all per layer and in pure Python
 (each call is a loop over the convs, well under a millisecond), so the channel
 selection can call them hundreds of times per task:
 
@@ -13,8 +13,8 @@ selection can call them hundreds of times per task:
 * `fulltrain_saved_elements`: TinyTrain's FullTrain MB relation (§3.3).
 
 A `mask` argument is either a params-shaped mask (`tinytrain_jax.masks`) or a
-plain layer view `{conv name or index: LayerUpdate, 'classifier': bool}` (the
-faster form for a selection loop; see `layer_view`).
+`masks.LayerView` (the faster form for a selection loop; `as_layer_view`
+builds one from per-conv choices).
 
 Example:
   spec = model_spec('mcunet-5fps')
@@ -22,19 +22,20 @@ Example:
   backward_macs(spec, as_layer_view(spec, full), True).total_macs  # 44907008
 """
 import functools
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 from typing import Union
 
-from tinytrain_jax import masks as masks_lib
+from tinytrain_jax.masks import as_layer_view
+from tinytrain_jax.masks import CLASSIFIER
+from tinytrain_jax.masks import layer_view
 from tinytrain_jax.masks import LayerUpdate
+from tinytrain_jax.masks import LayerView
 from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.models.spec import ModelSpec
 
-CLASSIFIER = 'classifier'
-
 
 class BackwardMacs(NamedTuple):
-  """Backward MACs per sample (cost_model.md §2).
+  """Backward MACs per sample (docs/reference/cost_model.md §2).
 
   weight_grad_macs: Σ over trained kernels of r_l · MACs_l.
   input_grad_macs: Σ of MACs_l over the layers above the lowest layer that
@@ -57,7 +58,7 @@ class LayerMemory(NamedTuple):
 
 
 class BackwardMemory(NamedTuple):
-  """The fp32_saved memory model (cost_model.md §3.4), in bytes.
+  """The fp32_saved memory model (docs/reference/cost_model.md §3.4), in bytes.
 
   saved_activation_bytes: Σ saved_input_bytes + Σ mask_bytes, at the batch.
   param_bytes: trained parameters (weight copy being updated).
@@ -75,7 +76,7 @@ class BackwardMemory(NamedTuple):
 
 
 class TTMemory(NamedTuple):
-  """tiny-training's bit-level memory breakdown (cost_model.md §3.1), bits."""
+  """tiny-training's bit-level memory breakdown (docs/reference/cost_model.md §3.1), bits."""
   input_bits: int  # saved input slices of weight-trained convs (8 bit)
   weight_bits: int  # trained weight entries (8 bit)
   bias_bits: int  # trained biases (32 bit)
@@ -94,61 +95,6 @@ def _ceil_bytes(bits: int) -> int:
   return -(-int(bits) // 8)
 
 
-# ------------------------------------------------------------- layer view
-def as_layer_view(spec: ModelSpec, updates: Mapping[Any, Any],
-                  train_classifier: bool = False) -> Dict[str, Any]:
-  """Layer view from {name|index: 'full' | 'bias' | channel list | LayerUpdate}.
-
-  Same choices as `masks.mask_from_layers`, without building a params tree.
-  """
-  out = {}
-  for key, u in updates.items():
-    conv = spec.conv(key)
-    n = conv.c_out if conv.depthwise else conv.c_in
-    if isinstance(u, LayerUpdate):
-      out[conv.name] = u
-    elif isinstance(u, str):
-      if u not in ('full', 'bias'):
-        raise ValueError(f"update for conv {conv.name} must be 'full', 'bias', "
-                         f'channel indices or a LayerUpdate, got {u!r}')
-      out[conv.name] = LayerUpdate(tuple(range(n)) if u == 'full' else (), n,
-                                   True)
-    else:
-      chans = tuple(sorted({int(i) for i in u}))
-      if chans and (chans[0] < 0 or chans[-1] >= n):
-        raise ValueError(f'channel indices for conv {conv.name} must be in '
-                         f'[0, {n}), got {chans}; pass input-channel indices')
-      out[conv.name] = LayerUpdate(chans, n, True)
-  out[CLASSIFIER] = bool(train_classifier)
-  return out
-
-
-def layer_view(spec: ModelSpec, mask) -> Tuple[Dict[str, LayerUpdate], bool]:
-  """({conv name: LayerUpdate} of updated convs, trains_classifier).
-
-  Args:
-    spec: the model.
-    mask: a params-shaped mask, or a layer view {name|index: LayerUpdate,
-      'classifier': bool} (e.g. from `as_layer_view`).
-  """
-  if isinstance(mask, Mapping) and all(
-      isinstance(v, LayerUpdate) or k == CLASSIFIER for k, v in mask.items()):
-    ups = {}
-    for k, v in mask.items():
-      if k == CLASSIFIER:
-        continue
-      name = spec.conv(k).name
-      n = spec.conv(name).c_out if spec.conv(name).depthwise else spec.conv(
-          name).c_in
-      if v.n_channels != n:
-        raise ValueError(f'LayerUpdate for {name} has n_channels='
-                         f'{v.n_channels}, expected {n}')
-      if v.trains_weight or v.bias:
-        ups[name] = v
-    return ups, bool(mask.get(CLASSIFIER, False)) and bool(spec.num_classes)
-  return masks_lib.layer_updates(spec, mask), masks_lib.trains_classifier(mask)
-
-
 def _lowest_index(spec, updates) -> Optional[int]:
   idx = [spec.conv(n).index for n in updates]
   return min(idx) if idx else None
@@ -159,18 +105,19 @@ def _conv_table(spec: ModelSpec):
   """Per-conv constants: (name, index, macs, n_channels, kk, out_elems, ...)."""
   rows = []
   for c in spec.convs:
-    n = c.c_out if c.depthwise else c.c_in
+    n = c.mask_channels
     per_channel_weights = c.kernel * c.kernel * (1 if c.depthwise else c.c_out)
-    rows.append((c.name, c.index, c.macs, n, per_channel_weights,
-                 c.h_in * c.h_in, c.output_elements, c.c_out,
-                 c.activation == 'relu6'))
+    rows.append(
+        (c.name, c.index, c.macs, n, per_channel_weights, c.h_in * c.h_in,
+         c.output_elements, c.c_out, c.activation == 'relu6'))
   return tuple(rows)
 
 
 # ------------------------------------------------------------------ compute
-def backward_macs(spec: ModelSpec, mask,
+def backward_macs(spec: ModelSpec,
+                  mask,
                   count_unneeded_input_grad: bool = False) -> BackwardMacs:
-  """Backward MACs per sample, cost_model.md §2.
+  """Backward MACs per sample, docs/reference/cost_model.md §2.
 
   Weight gradients: Σ over trained kernels of r_l · MACs_l, r_l = the kernel's
   weight_fraction (selected input channels / C_in; depthwise channels / C).
@@ -213,10 +160,13 @@ def backward_macs(spec: ModelSpec, mask,
 
 
 # ------------------------------------------------------------------- memory
-def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
-                          optimizer_slots: int = 1, act_bits: int = 32,
+def backward_memory_bytes(spec: ModelSpec,
+                          mask,
+                          batch_size: int = 1,
+                          optimizer_slots: int = 1,
+                          act_bits: int = 32,
                           param_bits: int = 32) -> BackwardMemory:
-  """The fp32_saved backward-memory model (cost_model.md §3.2-3.4), bytes.
+  """The fp32_saved backward-memory model (docs/reference/cost_model.md §3.2-3.4), bytes.
 
   Rule, per conv l (l_min = lowest conv with a trained kernel or bias):
     * trained kernel with c selected input channels (depthwise: channels):
@@ -265,16 +215,18 @@ def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
           in_bits += out_el * act_bits
     if relu and lmin is not None and idx >= lmin:
       mask_bits = out_el
-    lm = LayerMemory(_ceil_bytes(in_bits * batch_size),
-                     _ceil_bytes(mask_bits * batch_size), trained)
+    lm = LayerMemory(
+        _ceil_bytes(in_bits * batch_size), _ceil_bytes(mask_bits * batch_size),
+        trained)
     per_layer[name] = lm
     saved += lm.saved_input_bytes + lm.mask_bytes
     n_params += trained
   if spec.num_classes:
     lm = LayerMemory(0, 0, 0)
     if cls:
-      lm = LayerMemory(_ceil_bytes(spec.feature_dim * act_bits * batch_size),
-                       0, spec.classifier_params)
+      lm = LayerMemory(
+          _ceil_bytes(spec.feature_dim * act_bits * batch_size), 0,
+          spec.classifier_params)
     per_layer[CLASSIFIER] = lm
     saved += lm.saved_input_bytes
     n_params += lm.trained_params
@@ -283,8 +235,11 @@ def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
   return BackwardMemory(saved, p, p, opt, saved + 2 * p + opt, per_layer)
 
 
-def tt_memory_breakdown(spec: ModelSpec, mask, act_bits: int = 8,
-                        weight_bits: int = 8, bias_bits: int = 32,
+def tt_memory_breakdown(spec: ModelSpec,
+                        mask,
+                        act_bits: int = 8,
+                        weight_bits: int = 8,
+                        bias_bits: int = 32,
                         momentum_bits: int = 0,
                         count_pass_through_masks: bool = False) -> TTMemory:
   """tiny-training's `nelem_saved_for_backward` for an arbitrary mask.
@@ -344,10 +299,9 @@ def _parse_list(value, cast, field):
                      f'number, got {value!r}') from None
 
 
-def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
-                            manual_weight_idx,
-                            weight_update_ratio) -> Dict[int, LayerUpdate]:
-  """tiny-training's backward_config as {conv index: LayerUpdate}.
+def sparse_update_to_layers(spec: ModelSpec, n_bias_update, manual_weight_idx,
+                            weight_update_ratio) -> LayerView:
+  """tiny-training's backward_config as a `masks.LayerView`.
 
   Args:
     spec: the model.
@@ -361,7 +315,7 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
       tiny-training's sliced kernels do; r > 1 is an absolute channel count.
 
   Returns:
-    {conv index: LayerUpdate} for the last n_bias_update convs.
+    LayerView of the last n_bias_update convs (classifier frozen).
   """
   n_conv = len(spec.convs)
   n_bias = n_conv if n_bias_update == 'all' else n_bias_update
@@ -379,15 +333,17 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
                      f'manual_weight_idx has {len(idx)}; give one ratio per '
                      'index or a single number')
   first = n_conv - n_bias
-  out = {i: LayerUpdate((), _channels(spec.convs[i]), True)
-         for i in range(first, n_conv)}
+  out = {
+      i: LayerUpdate((), spec.convs[i].mask_channels, True)
+      for i in range(first, n_conv)
+  }
   for i, r in zip(idx, ratios):
     if not first <= i < n_conv:
       raise ValueError(f'manual_weight_idx {i} is not among the last '
                        f'n_bias_update={n_bias} convs ({first}..{n_conv - 1}) '
                        f'of {spec.name}; a weight-trained conv must also train '
                        'its bias')
-    n = _channels(spec.convs[i])
+    n = spec.convs[i].mask_channels
     if r is None:
       keep = n
     elif r <= 1:
@@ -395,14 +351,11 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update,
     else:
       keep = min(int(r), n)
     out[i] = LayerUpdate(tuple(range(keep)), n, True)
-  return out
+  return as_layer_view(spec, out)
 
 
-def _channels(conv) -> int:
-  return conv.c_out if conv.depthwise else conv.c_in
-
-
-def sparse_update_memory_kb(model: Union[str, ModelSpec], n_bias_update,
+def sparse_update_memory_kb(model: Union[str, ModelSpec],
+                            n_bias_update,
                             manual_weight_idx: Sequence[int],
                             weight_update_ratio,
                             resolution: int = 128) -> float:

@@ -5,7 +5,7 @@ names in each equation's `source_info.name_stack` (forward equations carry
 'jvp(blocks_3.depthwise)', backward ones 'transpose(jvp(blocks_3.depthwise))');
 equations inside a sub-jaxpr with an empty name stack inherit the caller's.
 
-MAC rules (reference cost_model.md §4.1):
+MAC rules (docs/reference/cost_model.md §4.1):
   * conv_general_dilated: out elements × rhs window × rhs input features,
     divided by prod(lhs_dilation) (JAX writes a stride-s input gradient as a
     conv over an s-dilated cotangent; the inserted zeros are not real MACs).
@@ -91,8 +91,8 @@ def iter_equations(jaxpr, name_stack: str = '', mult: int = 1):
     if not subs:
       yield eqn, ns, mult
       continue
-    m = mult * int(eqn.params.get('length', 1)) if (
-        eqn.primitive.name == 'scan') else mult
+    m = mult * int(eqn.params.get('length', 1)) if (eqn.primitive.name
+                                                    == 'scan') else mult
     for _, sub in subs:
       yield from iter_equations(sub, ns, m)
 
@@ -120,7 +120,8 @@ def op_macs(eqn) -> int:
   return 0
 
 
-def count_macs(closed_jaxpr, weight_shapes: Iterable[Sequence[int]] = (),
+def count_macs(closed_jaxpr,
+               weight_shapes: Iterable[Sequence[int]] = (),
                layers: Optional[Set[str]] = None) -> List[OpCount]:
   """Every conv/dot of a (grad) jaxpr with its layer, role and MACs.
 
@@ -143,12 +144,16 @@ def count_macs(closed_jaxpr, weight_shapes: Iterable[Sequence[int]] = (),
       role = 'fwd'
     else:
       role = 'wgrad' if tuple(sorted(shape)) in wshapes else 'igrad'
-    params = {k: v for k, v in eqn.params.items()
-              if k in ('window_strides', 'lhs_dilation', 'rhs_dilation',
-                       'feature_group_count', 'batch_group_count',
-                       'dimension_numbers')}
-    out.append(OpCount(eqn.primitive.name, _layer_of(ns, layers), role,
-                       op_macs(eqn) * mult, shape, params))
+    params = {
+        k: v
+        for k, v in eqn.params.items()
+        if k in ('window_strides', 'lhs_dilation', 'rhs_dilation',
+                 'feature_group_count', 'batch_group_count',
+                 'dimension_numbers')
+    }
+    out.append(
+        OpCount(eqn.primitive.name, _layer_of(ns, layers), role,
+                op_macs(eqn) * mult, shape, params))
   return out
 
 
@@ -171,10 +176,13 @@ def _nbytes(aval) -> int:
   return _prod(aval.shape) * np.dtype(aval.dtype).itemsize
 
 
-def saved_residuals(fn: Callable, args: Sequence[Any],
-                    param_argnums: Sequence[int],
-                    layers: Optional[Set[str]] = None,
-                    diff_argnums: Sequence[int] = (0,)) -> List[Residual]:
+def saved_residuals(
+    fn: Callable,
+    args: Sequence[Any],
+    param_argnums: Sequence[int],
+    layers: Optional[Set[str]] = None,
+    diff_argnums: Sequence[int] = (0,)
+) -> List[Residual]:
   """What `jax.vjp` of `fn` w.r.t. `diff_argnums` keeps, by role and layer.
 
   Args:
@@ -192,11 +200,13 @@ def saved_residuals(fn: Callable, args: Sequence[Any],
   diff_argnums = tuple(diff_argnums)
 
   def residual_leaves(*a):
+
     def partial_fn(*d):
       full = list(a)
       for i, x in zip(diff_argnums, d):
         full[i] = x
       return fn(*full)
+
     _, vjp_fn = jax.vjp(partial_fn, *[a[i] for i in diff_argnums])
     return jax.tree.leaves(vjp_fn)
 
@@ -236,8 +246,10 @@ def saved_residuals(fn: Callable, args: Sequence[Any],
       role, layer = 'activation', _layer_of(producer[v][1], layers)
     else:
       role, layer = 'activation', _layer_of(first_use.get(v, ''), layers)
-    out.append(Residual(tuple(v.aval.shape), str(v.aval.dtype),
-                        _nbytes(v.aval), role, layer, prod))
+    out.append(
+        Residual(
+            tuple(v.aval.shape), str(v.aval.dtype), _nbytes(v.aval), role,
+            layer, prod))
   return out
 
 
@@ -257,8 +269,8 @@ def _flat_ops(jaxpr, env, counter) -> List[Tuple[list, list, int]]:
     ins = [t for t in map(tok, eqn.invars) if t is not None]
     subs = _sub_jaxprs(eqn)
     inline = [s for k, s in subs if k in _INLINE_PARAMS]
-    if (subs and eqn.primitive.name not in _LOOP_PRIMS and len(subs) == 1
-        and inline):
+    if (subs and eqn.primitive.name not in _LOOP_PRIMS and len(subs) == 1 and
+        inline):
       sub = inline[0]
       inner = {}
       n_const = len(eqn.invars) - len(sub.invars)
@@ -301,8 +313,9 @@ def peak_live_bytes_of(jaxpr, count_inputs: bool = False) -> int:
     env[v] = (next(counter), _nbytes(v.aval))
     inputs.add(env[v])
   ops = _flat_ops(jaxpr, env, counter)
-  keep = {env[v] for v in jaxpr.outvars
-          if isinstance(v, jcore.Var) and v in env}
+  keep = {
+      env[v] for v in jaxpr.outvars if isinstance(v, jcore.Var) and v in env
+  }
   last = {}
   for i, (ins, outs, _) in enumerate(ops):
     for t in itertools.chain(ins, outs):
@@ -327,8 +340,13 @@ def peak_live_bytes_of(jaxpr, count_inputs: bool = False) -> int:
 def summarize_by_layer(ops: Iterable[OpCount]) -> Dict[str, Dict[str, int]]:
   """{layer: {'fwd': macs, 'wgrad': macs, 'igrad': macs, 'n_wgrad': ops,
   'n_igrad': ops}} for the traced batch."""
-  out = collections.defaultdict(
-      lambda: {'fwd': 0, 'wgrad': 0, 'igrad': 0, 'n_wgrad': 0, 'n_igrad': 0})
+  out = collections.defaultdict(lambda: {
+      'fwd': 0,
+      'wgrad': 0,
+      'igrad': 0,
+      'n_wgrad': 0,
+      'n_igrad': 0
+  })
   for op in ops:
     d = out[op.layer]
     d[op.role] += op.macs

@@ -18,21 +18,32 @@ import json
 import pathlib
 from typing import Any, Dict, List, Tuple
 
+import jax
+
 from tinytrain_jax.cost import analytic
+from tinytrain_jax.cost import step
+from tinytrain_jax.masks import LayerView
+from tinytrain_jax.models import network
+from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.models.spec import ModelSpec
 
 METHODS = ('fulltrain', 'lastlayer', 'biasonly', 'sparseupdate')
 # Written by experiments/sparseupdate_search.py; read here (one code path for
 # the evaluation and the cost launcher).
-SCHEMES_PATH = (pathlib.Path(__file__).resolve().parents[1] / 'configs' /
-                'sparseupdate_schemes.json')
+SCHEMES_PATH = (
+    pathlib.Path(__file__).resolve().parents[1] / 'configs' /
+    'sparseupdate_schemes.json')
 # count_unneeded_input_grad per method in TinyTrain's table.
-PUBLISHED_CONVENTION = {'fulltrain': True, 'lastlayer': False,
-                        'biasonly': False, 'sparseupdate': False}
+PUBLISHED_CONVENTION = {
+    'fulltrain': True,
+    'lastlayer': False,
+    'biasonly': False,
+    'sparseupdate': False
+}
 
 
-def method_layer_view(spec: ModelSpec, method: str) -> Dict[Any, Any]:
-  """Layer view ({conv name: LayerUpdate, 'classifier': bool}) of a method.
+def method_layer_view(spec: ModelSpec, method: str) -> LayerView:
+  """The `masks.LayerView` of a static method.
 
   Example:
     view = method_layer_view(model_spec('mcunet-5fps'), 'sparseupdate')
@@ -53,7 +64,7 @@ def method_layer_view(spec: ModelSpec, method: str) -> Dict[Any, Any]:
                                   cls)
   n_bias, idx, ratios = sparse_update_scheme(spec)
   layers = analytic.sparse_update_to_layers(spec, n_bias, idx, ratios)
-  return analytic.as_layer_view(spec, layers, cls)
+  return layers._replace(classifier=cls)
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,8 +99,11 @@ def sparse_update_scheme(spec: ModelSpec,
           [float(r) for r in e['weight_update_ratio']])
 
 
-def method_report(model: str, method: str, resolution: int = 128,
-                  feature_mix: bool = False, batch_size: int = 1,
+def method_report(model: str,
+                  method: str,
+                  resolution: int = 128,
+                  feature_mix: bool = False,
+                  batch_size: int = 1,
                   num_classes=None) -> Dict[str, Any]:
   """Every cost model for one backbone + mask method, as a JSON-able dict.
 
@@ -98,23 +112,24 @@ def method_report(model: str, method: str, resolution: int = 128,
   bytes at `batch_size`), plus 'analytic' (§2 MACs, fp32_saved bytes at
   `batch_size`, tiny-training kB). Raises ValueError for a bad model/option.
   """
-  # pylint: disable=g-import-not-at-top
-  import jax
-  from tinytrain_jax.cost import step
-  from tinytrain_jax.models import network
-  from tinytrain_jax.models.registry import model_spec
-  spec = model_spec(model, resolution=resolution, feature_mix=feature_mix,
-                    num_classes=num_classes)
+  spec = model_spec(
+      model,
+      resolution=resolution,
+      feature_mix=feature_mix,
+      num_classes=num_classes)
   view = method_layer_view(spec, method)
-  params = jax.eval_shape(
-      lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
+  params = jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
   flag = PUBLISHED_CONVENTION[method]
   cost = step.analyze_training_step(spec, params, view, batch_size, flag)
   macs = analytic.backward_macs(spec, view, flag)
   mem = analytic.backward_memory_bytes(spec, view, batch_size)
   out = {k: v for k, v in cost._asdict().items()}
-  out.update(model=spec.name, method=method, resolution=resolution,
-             feature_mix=bool(feature_mix), count_unneeded_input_grad=flag)
+  out.update(
+      model=spec.name,
+      method=method,
+      resolution=resolution,
+      feature_mix=bool(feature_mix),
+      count_unneeded_input_grad=flag)
   out['analytic'] = {
       'bwd_macs': macs.total_macs,
       'bwd_weight_grad_macs': macs.weight_grad_macs,
@@ -128,10 +143,12 @@ def method_report(model: str, method: str, resolution: int = 128,
 
 def format_report(report: Dict[str, Any]) -> str:
   """Per-layer table and totals of `method_report` as text."""
-  lines = [f"{report['model']} {report['method']} @ {report['resolution']} px,"
-           f" batch {report['batch_size']} (MACs per sample, bytes per batch)",
-           f"{'idx':>4} {'layer':<22} {'fwd MACs':>11} {'wgrad MACs':>11} "
-           f"{'igrad MACs':>11} {'saved B':>10}"]
+  lines = [
+      f"{report['model']} {report['method']} @ {report['resolution']} px,"
+      f" batch {report['batch_size']} (MACs per sample, bytes per batch)",
+      f"{'idx':>4} {'layer':<22} {'fwd MACs':>11} {'wgrad MACs':>11} "
+      f"{'igrad MACs':>11} {'saved B':>10}"
+  ]
   for l in report['layers']:
     idx = '' if l['index'] is None else l['index']
     lines.append(f"{idx:>4} {l['name']:<22} {l['fwd_macs']:>11,} "
@@ -148,5 +165,6 @@ def format_report(report: Dict[str, Any]) -> str:
       f"{report['param_bytes']:,} B",
       f"fp32_saved model: activations {a['fp32_saved_activation_bytes']:,} B,"
       f" total {a['fp32_total_bytes']:,} B; tiny-training model "
-      f"{a['tt_memory_kb']:.2f} kB"]
+      f"{a['tt_memory_kb']:.2f} kB"
+  ]
   return '\n'.join(lines)

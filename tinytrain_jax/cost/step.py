@@ -1,13 +1,12 @@
 """Measured cost of a masked training step, derived from its traced jaxpr.
 
 `analyze_training_step` builds the loss of one sparse fine-tune step the way
-the real step trains (reference cost_model.md §4):
-  * frozen parameters enter through `jax.lax.stop_gradient`;
-  * fully trained kernels, biases and the classifier are differentiated;
-  * channel-sparse kernels train through `network.apply(deltas=...)`: a small
-    kernel on the selected input channels x[..., idx], so the backward needs
-    only that slice and computes only the selected slice of dW;
-then traces `jax.make_jaxpr(jax.value_and_grad(loss))` with impl='lax' (every
+the real step trains: the very partition of `mask_partition` (frozen
+parameters behind `jax.lax.stop_gradient`; fully trained kernels, biases and
+the classifier differentiated; channel-sparse kernels trained through
+deltas on the selected channels, so the backward needs only that slice and
+computes only the selected slice of dW; docs/reference/cost_model.md); then
+traces `jax.make_jaxpr(jax.value_and_grad(loss))` with impl='lax' (every
 conv one `conv_general_dilated`) and walks it (`jaxpr_walk`). Only shapes are
 traced: nothing is compiled or run, so 128 px is cheap.
 
@@ -37,12 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinytrain_jax.cost import analytic
+from tinytrain_jax import mask_partition
+from tinytrain_jax import masks as masks_lib
 from tinytrain_jax.cost import jaxpr_walk
 from tinytrain_jax.models import network
 from tinytrain_jax.models.spec import ModelSpec
 
-_CLS = analytic.CLASSIFIER
+_CLS = masks_lib.CLASSIFIER
 
 
 class StepCost(NamedTuple):
@@ -65,71 +65,67 @@ def _sds(x):
   return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
 
 
-def _get(tree, path):
-  for p in path.split('/'):
-    tree = tree[p]
-  return tree
-
-
 def build_masked_loss(spec: ModelSpec, params, mask):
   """(loss_fn, trainable, info) for the masked step.
 
-  loss_fn(trainable, frozen_params, state, images) -> f32[] differentiates
-  only `trainable`: {'params': {'<conv name>/kernel': ..., '.../bias': ...},
-  'deltas': {conv name: f32[kh, kw, k, C_out] (depthwise f32[kh, kw, 1, k])}}.
-  info: {'kernels': {conv name: differentiated kernel shape}}.
+  The step trains the partition the fine-tune step trains
+  (`mask_partition.make_plan` of the mask): loss_fn(trainable,
+  frozen_params, state, images) -> f32[] differentiates only `trainable`:
+  {'params': {'<conv name>/kernel': ..., '.../bias': ...}, 'deltas': {conv
+  name: f32[ConvLayer.delta_shape(k)]}}, given here as ShapeDtypeStructs.
+  info: {'kernels': {layer name: differentiated kernel shape}}.
   """
-  updates, cls = analytic.layer_view(spec, mask)
-  flat, deltas, index, kernels = {}, {}, {}, {}
-  for name, u in updates.items():
-    conv = spec.conv(name)
-    p = _get(params, name)
-    if u.trains_weight and len(u.weight_channels) == u.n_channels:
-      flat[f'{name}/kernel'] = p['kernel']
-      kernels[name] = tuple(conv.kernel_shape)
-    elif u.trains_weight:
-      k = len(u.weight_channels)
-      kh = conv.kernel
-      shape = (kh, kh, 1, k) if conv.depthwise else (kh, kh, k, conv.c_out)
-      deltas[name] = jnp.zeros(shape, jnp.float32)
-      index[name] = np.asarray(u.weight_channels, np.int32)
-      kernels[name] = shape
-    if u.bias:
-      for leaf in ('bias', 'scale'):
-        if leaf in p:
-          flat[f'{name}/{leaf}'] = p[leaf]
-  if cls:
-    for leaf in ('kernel', 'bias'):
-      flat[f'{_CLS}/{leaf}'] = params[_CLS][leaf]
-    kernels[_CLS] = tuple(params[_CLS]['kernel'].shape)
+  view = masks_lib.layer_view(spec, mask)
+  plan, index = mask_partition.make_plan(
+      spec, params, masks_lib.mask_from_view(spec, params, view))
+  trainable = jax.eval_shape(lambda p: mask_partition.split(p, plan),
+                             jax.tree.map(_sds, params))
+  kernels = {d.name: d.shape for d in plan.delta_layers}
+  for path in plan.full_leaves:
+    layer, leaf = path.rsplit('/', 1)
+    if leaf == 'kernel':
+      kernels[layer] = tuple(np.shape(trainable['params'][path]))
   dim = spec.num_classes or spec.feature_dim
   target = np.linspace(-1.0, 1.0, dim, dtype=np.float32)
 
   def loss_fn(trainable, frozen, state, images):
-    p = jax.tree.map(jax.lax.stop_gradient, frozen)
-    for path, value in trainable['params'].items():
-      *layer, leaf = path.split('/')
-      layer = '/'.join(layer)
-      new = dict(_get(p, layer))
-      new[leaf] = value
-      p = network.set_layer(p, layer, new)
-    ds = {n: {'index': index[n], 'kernel': d}
-          for n, d in trainable['deltas'].items()}
-    out = network.apply(spec, p, images, state=state, impl='lax',
-                        deltas=ds or None)
+    p = mask_partition.effective_params(frozen, trainable)
+    out = network.apply(
+        spec,
+        p,
+        images,
+        state=state,
+        impl='lax',
+        deltas=mask_partition.delta_inputs(trainable, index))
     y = out.logits if out.logits is not None else out.features
     return jnp.sum(y * target)
 
-  return loss_fn, {'params': flat, 'deltas': deltas}, {'kernels': kernels}
+  return loss_fn, trainable, {'kernels': kernels}
+
+
+def step_args(spec: ModelSpec, params, trainable, batch_size: int, state=None):
+  """Abstract (trainable, params, state, images) arguments of a
+  `build_masked_loss` loss at `batch_size` (state: BN statistics, default
+  from `network.init`'s shapes)."""
+  if state is None:
+    state = jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[1]
+  images = jax.ShapeDtypeStruct(
+      (batch_size, spec.resolution, spec.resolution, 3), jnp.float32)
+  return tuple(
+      jax.tree.map(_sds, a) for a in (trainable, params, state)) + (images,)
 
 
 def _div(x, n):
   return x // n if x % n == 0 else x / n
 
 
-def analyze_training_step(spec: ModelSpec, params, mask, batch_size: int = 1,
+def analyze_training_step(spec: ModelSpec,
+                          params,
+                          mask,
+                          batch_size: int = 1,
                           count_unneeded_input_grad: bool = False,
-                          state=None, optimizer_slots: int = 1) -> StepCost:
+                          state=None,
+                          optimizer_slots: int = 1) -> StepCost:
   """Traces the masked training step and counts its cost (module docstring).
 
   Args:
@@ -147,13 +143,8 @@ def analyze_training_step(spec: ModelSpec, params, mask, batch_size: int = 1,
   """
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-  if state is None:
-    state = jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[1]
   loss_fn, trainable, info = build_masked_loss(spec, params, mask)
-  images = jax.ShapeDtypeStruct(
-      (batch_size, spec.resolution, spec.resolution, 3), jnp.float32)
-  args = tuple(jax.tree.map(_sds, a) for a in (trainable, params, state)) + (
-      images,)
+  args = step_args(spec, params, trainable, batch_size, state)
   names = {c.name.replace('/', '.'): c.name for c in spec.convs}
   names[_CLS] = _CLS
   closed = jax.make_jaxpr(jax.value_and_grad(loss_fn))(*args)
@@ -168,8 +159,7 @@ def analyze_training_step(spec: ModelSpec, params, mask, batch_size: int = 1,
       conv_in += r.nbytes
   lowest = None
   if count_unneeded_input_grad:
-    updates, _ = analytic.layer_view(spec, mask)
-    idx = [spec.conv(n).index for n in updates]
+    idx = [spec.conv(n).index for n in masks_lib.layer_view(spec, mask).layers]
     lowest = min(idx) if idx else None
   rows = [(c.name.replace('/', '.'), c.name, c) for c in spec.convs]
   if spec.num_classes:
@@ -195,13 +185,19 @@ def analyze_training_step(spec: ModelSpec, params, mask, batch_size: int = 1,
   fwd = sum(l['fwd_macs'] for l in layers)
   wg = sum(l['bwd_weight_grad_macs'] for l in layers)
   ig = sum(l['bwd_input_grad_macs'] for l in layers)
-  pbytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
-               for s in jax.tree.leaves(args[0]))
+  pbytes = sum(
+      int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
+      for s in jax.tree.leaves(args[0]))
   return StepCost(
-      fwd_macs=fwd, bwd_macs=wg + ig, bwd_weight_grad_macs=wg,
-      bwd_input_grad_macs=ig, saved_bytes=sum(saved.values()),
+      fwd_macs=fwd,
+      bwd_macs=wg + ig,
+      bwd_weight_grad_macs=wg,
+      bwd_input_grad_macs=ig,
+      saved_bytes=sum(saved.values()),
       saved_conv_input_bytes=conv_in,
       peak_bytes=jaxpr_walk.peak_live_bytes_of(closed.jaxpr),
-      param_bytes=pbytes, grad_bytes=pbytes,
-      optimizer_bytes=optimizer_slots * pbytes, batch_size=batch_size,
+      param_bytes=pbytes,
+      grad_bytes=pbytes,
+      optimizer_bytes=optimizer_slots * pbytes,
+      batch_size=batch_size,
       layers=layers)

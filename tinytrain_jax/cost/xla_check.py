@@ -36,10 +36,12 @@ them only to see that sparse steps shrink.
 from typing import Any, Callable, Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from tinytrain_jax.cost import methods
 from tinytrain_jax.cost import step as step_lib
+from tinytrain_jax.models import network
+from tinytrain_jax.models.registry import model_spec
 
 
 def _first(x):
@@ -88,40 +90,32 @@ def step_xla_costs(spec, params, mask, batch_size: int = 1) -> Dict[str, Any]:
     'fwd_macs', 'bwd_macs' and 'ratio' = XLA FLOPs / (2 × (fwd + bwd) MACs).
   """
   loss_fn, trainable, _ = step_lib.build_masked_loss(spec, params, mask)
-  state = jax.eval_shape(
-      lambda: step_lib.network.init(spec, jax.random.PRNGKey(0)))[1]
-  images = jax.ShapeDtypeStruct(
-      (batch_size, spec.resolution, spec.resolution, 3), jnp.float32)
-  sds = step_lib._sds  # pylint: disable=protected-access
-  args = tuple(jax.tree.map(sds, a) for a in (trainable, params, state)) + (
-      images,)
+  args = step_lib.step_args(spec, params, trainable, batch_size)
   out = xla_costs(jax.value_and_grad(loss_fn), *args)
   cost = step_lib.analyze_training_step(spec, params, mask, batch_size)
   out['xla_flops_per_sample'] = out['flops'] / batch_size
   out['fwd_macs'] = cost.fwd_macs
   out['bwd_macs'] = cost.bwd_macs
-  out['ratio'] = out['xla_flops_per_sample'] / (2 * (cost.fwd_macs +
-                                                     cost.bwd_macs))
+  out['ratio'] = out['xla_flops_per_sample'] / (2 *
+                                                (cost.fwd_macs + cost.bwd_macs))
   return out
 
 
 def _main():
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax.cost import methods
-  from tinytrain_jax.models import network
-  from tinytrain_jax.models.registry import model_spec
   for name, mix in (('mcunet-5fps', False), ('mbv2-w0.35', True),
                     ('proxyless-w0.3', True)):
     spec = model_spec(name, feature_mix=mix)
-    params = jax.eval_shape(lambda s=spec: network.init(
-        s, jax.random.PRNGKey(0)))[0]
+    params = jax.eval_shape(
+        lambda s=spec: network.init(s, jax.random.PRNGKey(0)))[0]
     for method in ('fulltrain', 'lastlayer'):
       view = methods.method_layer_view(spec, method)
       c = step_xla_costs(spec, params, view, batch_size=2)
       two_macs = 2 * (c['fwd_macs'] + c['bwd_macs'])
-      print(f"| {name}{'+mix' if mix else ''} | {method} | "
-            f"{c['xla_flops_per_sample'] / 1e9:.3f} | {two_macs / 1e9:.3f} | "
-            f"{c['ratio']:.2f} | {c['temp_bytes'] / 1e6:.1f} |", flush=True)
+      print(
+          f"| {name}{'+mix' if mix else ''} | {method} | "
+          f"{c['xla_flops_per_sample'] / 1e9:.3f} | {two_macs / 1e9:.3f} | "
+          f"{c['ratio']:.2f} | {c['temp_bytes'] / 1e6:.1f} |",
+          flush=True)
 
 
 if __name__ == '__main__':

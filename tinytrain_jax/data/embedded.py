@@ -31,6 +31,7 @@ import numpy as np
 
 from tinytrain_jax import assets
 from tinytrain_jax.data import sources
+from tinytrain_jax.data import tfds_sources
 
 VALID_ALPHABETS = (
     'Alphabet_of_the_Magi',
@@ -46,8 +47,9 @@ def _read_npy(blob: bytes) -> np.ndarray:
   """Parses .npy bytes without copying the data (read-only result)."""
   stream = io.BytesIO(blob)
   version = np.lib.format.read_magic(stream)
-  read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                 else np.lib.format.read_array_header_2_0)
+  read_header = (
+      np.lib.format.read_array_header_1_0
+      if version == (1, 0) else np.lib.format.read_array_header_2_0)
   shape, fortran, dtype = read_header(stream)
   if dtype.hasobject:
     raise ValueError('object arrays are not supported')
@@ -61,8 +63,11 @@ def _load_npz_cached(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
   try:
     # One inflate per member and no copy (np.load would copy the 358 MB).
     with zipfile.ZipFile(path) as z:
-      return {name[:-4]: _read_npy(z.read(name)) for name in z.namelist()
-              if name.endswith('.npy')}
+      return {
+          name[:-4]: _read_npy(z.read(name))
+          for name in z.namelist()
+          if name.endswith('.npy')
+      }
   except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise ValueError(f'cannot read dataset file {path}: {e}; replace it with '
                      'a fresh copy of the shared data folder') from None
@@ -112,12 +117,10 @@ def omniglot_source(split: str, path=None) -> sources.Source:
   if path is None:
     path = assets.asset_path('data', 'omniglot.npz')
     if not path.exists():
-      # pylint: disable-next=g-import-not-at-top
-      from tinytrain_jax.data import tfds_sources
       try:
         # TFDS downloads and prepares it when a network is there.
-        return tfds_sources.TfdsSource('omniglot', split, image_size=None,
-                                       name='omniglot')
+        return tfds_sources.TfdsSource(
+            'omniglot', split, image_size=None, name='omniglot')
       except ValueError:
         raise ValueError(
             f'Omniglot not found: ${assets.ENV_VAR}={assets.assets_root()} '
@@ -125,20 +128,24 @@ def omniglot_source(split: str, path=None) -> sources.Source:
             f'{assets.ENV_VAR}=../shared), and the fallback ' +
             tfds_sources.not_prepared_message('omniglot')) from None
   elif not pathlib.Path(path).exists():
-    raise ValueError(assets.missing_asset_message(pathlib.Path(path),
-                                                  'Omniglot'))
+    raise ValueError(
+        assets.missing_asset_message(pathlib.Path(path), 'Omniglot'))
   d = load_npz(path)
   alphabet, kind = d['class_alphabet'], d['class_split']
   is_valid = np.isin(alphabet, VALID_ALPHABETS)
-  keep = {'train': (kind == 'background') & ~is_valid,
-          'valid': (kind == 'background') & is_valid,
-          'test': kind == 'evaluation'}[split]
+  keep = {
+      'train': (kind == 'background') & ~is_valid,
+      'valid': (kind == 'background') & is_valid,
+      'test': kind == 'evaluation'
+  }[split]
   ids = np.flatnonzero(keep)
   return sources.ArraySource(
-      name='omniglot', split=split,
+      name='omniglot',
+      split=split,
       classes=[str(s) for s in d['class_names'][ids]],
       class_groups=[str(s) for s in alphabet[ids]],
-      pixels=d['images'], positions=_positions(d['labels'], ids))
+      pixels=d['images'],
+      positions=_positions(d['labels'], ids))
 
 
 def cifar10_subset_source(split: str, path=None) -> sources.Source:
@@ -161,6 +168,9 @@ def cifar10_subset_source(split: str, path=None) -> sources.Source:
   d = load_npz(path)
   ids = np.array(CIFAR_SPLITS[split])
   return sources.ArraySource(
-      name='cifar10_subset', split=split,
-      classes=[str(s) for s in d['class_names'][ids]], class_groups=None,
-      pixels=d['images'], positions=_positions(d['labels'], ids))
+      name='cifar10_subset',
+      split=split,
+      classes=[str(s) for s in d['class_names'][ids]],
+      class_groups=None,
+      pixels=d['images'],
+      positions=_positions(d['labels'], ids))

@@ -89,9 +89,14 @@ def episode_stats(spec: sampler.EpisodeSpec, source=None) -> dict:
     classes = [source.classes[c] for c in classes]
   support = [len(s) for s in spec.support_indices]
   query = [len(q) for q in spec.query_indices]
-  return {'ways': spec.ways, 'classes': classes, 'support_per_class': support,
-          'query_per_class': query, 'support_size': sum(support),
-          'query_size': sum(query)}
+  return {
+      'ways': spec.ways,
+      'classes': classes,
+      'support_per_class': support,
+      'query_per_class': query,
+      'support_size': sum(support),
+      'query_size': sum(query)
+  }
 
 
 def _pack(source, spec, per_class, rows: int, resolution: int):
@@ -111,10 +116,13 @@ def _pack(source, spec, per_class, rows: int, resolution: int):
   return x, y, mask
 
 
-def make_episode(source, spec: sampler.EpisodeSpec, resolution: int = 128,
+def make_episode(source,
+                 spec: sampler.EpisodeSpec,
+                 resolution: int = 128,
                  buckets: Sequence[int] | None = DEFAULT_BUCKETS,
                  way_buckets: Sequence[int] | None = DEFAULT_WAY_BUCKETS,
-                 augment: bool = False, seed: int = 0) -> Episode:
+                 augment: bool = False,
+                 seed: int = 0) -> Episode:
   """Reads the pixels of an episode and pads it to bucketed shapes.
 
   Example:
@@ -144,11 +152,17 @@ def make_episode(source, spec: sampler.EpisodeSpec, resolution: int = 128,
   if augment:
     sx[:s_size] = augment_images(sx[:s_size], np.random.default_rng([seed, 0]))
     if q_size:
-      qx[:q_size] = augment_images(qx[:q_size],
-                                   np.random.default_rng([seed, 1]))
+      qx[:q_size] = augment_images(qx[:q_size], np.random.default_rng([seed,
+                                                                       1]))
   way_mask = np.zeros((bucket_size(spec.ways, way_buckets),), bool)
   way_mask[:spec.ways] = True
   return Episode(
-      support_x=sx, support_y=sy, support_mask=sm, query_x=qx, query_y=qy,
-      query_mask=qm, way_mask=way_mask, ways=spec.ways,
+      support_x=sx,
+      support_y=sy,
+      support_mask=sm,
+      query_x=qx,
+      query_y=qy,
+      query_mask=qm,
+      way_mask=way_mask,
+      ways=spec.ways,
       class_names=tuple(source.classes[c] for c in spec.classes))

@@ -89,8 +89,7 @@ class FolderSource:
   def images(self, class_index: int, indices: Sequence[int]) -> np.ndarray:
     files = self._files[class_index]
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    sources.check_indices(self.name, self.classes[class_index], len(files),
-                          idx)
+    sources.check_indices(self.name, self.classes[class_index], len(files), idx)
     out = np.empty((idx.size, self.image_size, self.image_size, 3), np.uint8)
     for j, i in enumerate(idx):
       out[j] = read_image(files[i], self.image_size)

@@ -1,6 +1,6 @@
 """Image preprocessing (resize, scale to [-1, 1]) and P>M>F-style augmentation.
 
-Preprocessing follows Meta-Dataset's decoder (reference episodes.md §5):
+Preprocessing follows Meta-Dataset's decoder (docs/reference/episodes.md §5):
 bilinear resize straight to R x R (aspect ratio not kept), then x / 127.5 - 1.
 Grayscale images (C = 1) are resized as one channel and then replicated to 3.
 Omniglot keeps its stored polarity (white paper = +1, ink = -1).
@@ -9,7 +9,7 @@ Resizing uses PIL (`Image.BILINEAR`, which antialiases when shrinking) on the
 host, one image at a time: for 2,000 Omniglot images 105 -> 128 px it takes
 0.22 s on one CPU core versus 0.52 s for a jitted `jax.image.resize` batch.
 
-`augment` is the batch augmentation of P>M>F's fine-tuning (protocol.md §5):
+`augment` is the batch augmentation of P>M>F's fine-tuning (docs/reference/protocol.md §5):
 with probability 0.9 the whole batch is augmented, each image independently:
 horizontal flip (p = 0.5), brightness + U[-0.5, 0.5], saturation x U[0, 2],
 contrast x U[0.5, 1.5], translation by up to 1/8 of the size with zero

@@ -87,7 +87,9 @@ class SamplerConfig:
     if self.mode != 'fixed':
       return self
     return dataclasses.replace(
-        self, ways=self.ways or 5, shots=self.shots or 5,
+        self,
+        ways=self.ways or 5,
+        shots=self.shots or 5,
         queries=self.queries or 15)
 
 
@@ -145,8 +147,9 @@ def _sample_classes(source, cfg: SamplerConfig, rng) -> np.ndarray:
     if k < need:
       raise _too_few_classes(source, k, need, 'classes')
     pool = np.arange(k)
-  ways = cfg.ways or int(rng.integers(
-      cfg.min_ways, min(cfg.max_ways_upper_bound, pool.size) + 1))
+  ways = cfg.ways or int(
+      rng.integers(cfg.min_ways,
+                   min(cfg.max_ways_upper_bound, pool.size) + 1))
   return pool[rng.choice(pool.size, ways, replace=False)]
 
 
@@ -198,19 +201,24 @@ def sample_episode(source, config: SamplerConfig, seed: int,
                int(np.floor(beta * contrib + 1).sum()))
     u = rng.uniform(cfg.min_log_weight, cfg.max_log_weight, size=ways)
     w = n * np.exp(u)
-    shots = np.minimum(np.floor(w / w.sum() * (size - ways)).astype(np.int64)
-                       + 1, n - q)
+    shots = np.minimum(
+        np.floor(w / w.sum() * (size - ways)).astype(np.int64) + 1, n - q)
   support, query = [], []
   for c_n, k in zip(n, shots):
     perm = rng.permutation(int(c_n))[:k + q]
     support.append(tuple(int(i) for i in perm[:k]))
     query.append(tuple(int(i) for i in perm[k:]))
-  return EpisodeSpec(classes=tuple(int(c) for c in classes),
-                     support_indices=tuple(support), query_indices=tuple(query))
+  return EpisodeSpec(
+      classes=tuple(int(c) for c in classes),
+      support_indices=tuple(support),
+      query_indices=tuple(query))
 
 
-def sample_episodes(source, config: SamplerConfig, seed: int,
-                    n: int, start: int = 0) -> list[EpisodeSpec]:
+def sample_episodes(source,
+                    config: SamplerConfig,
+                    seed: int,
+                    n: int,
+                    start: int = 0) -> list[EpisodeSpec]:
   """Episodes start..start+n-1 of the stream `seed` (see sample_episode).
 
   Raises:
@@ -219,9 +227,10 @@ def sample_episodes(source, config: SamplerConfig, seed: int,
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f'sample_episodes: n (the number of episodes) must be an '
                      f'integer >= 1, got {n!r}')
-  if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or (
-      start < 0):
+  if isinstance(
+      start, bool) or not isinstance(start, (int, np.integer)) or (start < 0):
     raise ValueError(f'sample_episodes: start (the first episode index) must '
                      f'be an integer >= 0, got {start!r}')
-  return [sample_episode(source, config, seed, i)
-          for i in range(start, start + n)]
+  return [
+      sample_episode(source, config, seed, i) for i in range(start, start + n)
+  ]

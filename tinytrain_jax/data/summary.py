@@ -18,8 +18,12 @@ from tinytrain_jax.data import sampler
 def episode_json(source, spec: sampler.EpisodeSpec, index: int) -> str:
   """One JSON line: index, ways, classes (names), per-class counts."""
   stats = episodes.episode_stats(spec, source)
-  return json.dumps({'index': index, 'source': source.name,
-                     'split': getattr(source, 'split', None), **stats})
+  return json.dumps({
+      'index': index,
+      'source': source.name,
+      'split': getattr(source, 'split', None),
+      **stats
+  })
 
 
 def summarize(source, specs: list[sampler.EpisodeSpec]) -> str:
@@ -32,8 +36,10 @@ def summarize(source, specs: list[sampler.EpisodeSpec]) -> str:
       'query per class': [q for s in stats for q in s['query_per_class']],
       'query size': [s['query_size'] for s in stats],
   }
-  lines = [f'source {source.name} split {getattr(source, "split", "?")}: '
-           f'{len(source.classes)} classes, {len(specs)} episodes']
+  lines = [
+      f'source {source.name} split {getattr(source, "split", "?")}: '
+      f'{len(source.classes)} classes, {len(specs)} episodes'
+  ]
   for key, values in rows.items():
     v = np.asarray(values)
     lines.append(f'  {key:16s} min {v.min():4d}  mean {v.mean():7.2f}  '
@@ -41,8 +47,11 @@ def summarize(source, specs: list[sampler.EpisodeSpec]) -> str:
   return '\n'.join(lines)
 
 
-def save_contact_sheet(source, spec: sampler.EpisodeSpec, path,
-                       cell: int = 64, max_per_row: int = 12) -> None:
+def save_contact_sheet(source,
+                       spec: sampler.EpisodeSpec,
+                       path,
+                       cell: int = 64,
+                       max_per_row: int = 12) -> None:
   """Saves a PNG: one row per class, support images then (after a gap) queries.
 
   Args:
@@ -58,8 +67,8 @@ def save_contact_sheet(source, spec: sampler.EpisodeSpec, path,
   width = 2 * max_per_row * cell + gap
   sheet = np.full((ways * cell, width, 3), 128, np.uint8)
   for row, c in enumerate(spec.classes):
-    for side, idx in enumerate((spec.support_indices[row],
-                                spec.query_indices[row])):
+    for side, idx in enumerate(
+        (spec.support_indices[row], spec.query_indices[row])):
       idx = list(idx[:max_per_row])
       if not idx:
         continue

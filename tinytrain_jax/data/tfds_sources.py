@@ -26,7 +26,7 @@ on demand) and regrouped by class; the class split is then applied:
 import collections
 import io
 import os
-import pathlib
+import socket
 from typing import Sequence
 
 import numpy as np
@@ -60,7 +60,6 @@ PROBE_HOSTS = ('storage.googleapis.com', 'github.com')
 def network_reachable(hosts: Sequence[str] = PROBE_HOSTS,
                       timeout_s: float = 3.0) -> bool:
   """Whether any of `hosts` accepts a TCP connection on port 443."""
-  import socket  # pylint: disable=g-import-not-at-top
   for host in hosts:
     try:
       socket.create_connection((host, 443), timeout=timeout_s).close()
@@ -77,6 +76,7 @@ def not_prepared_message(dataset: str, data_dir=None) -> str:
           f'once with internet access (tfds build {dataset} --data_dir=DIR) '
           f'and set ${DATA_DIR_ENV}=DIR, or put it under '
           f'${assets.ENV_VAR}/tfds')
+
 
 MD_SEED = 22
 # MD's converters read these datasets' classes sorted by name.
@@ -101,7 +101,8 @@ MD_COUNTS = {
 }
 
 
-def md_split_indices(num_classes: int, counts=None,
+def md_split_indices(num_classes: int,
+                     counts=None,
                      seed: int = MD_SEED) -> dict[str, np.ndarray]:
   """Meta-Dataset's seeded class split (`gen_rand_split_inds`).
 
@@ -157,6 +158,8 @@ def _decode(value, image_size: int | None) -> np.ndarray:
 
 def _open_builder(dataset: str, data_dir):
   """Returns the TFDS builder, or raises a one-line ValueError."""
+  # Imported on use: it loads TensorFlow (seconds, ~1 GB), which only a
+  # TFDS source needs.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if dataset.startswith('meta_dataset'):
     try:
@@ -190,11 +193,12 @@ def _read_builder(builder, dataset, splits, image_key, keys):
         builder.download_and_prepare()
         ds = builder.as_dataset(split=split, decoders=decoders)
       except Exception as e:  # pylint: disable=broad-except
-        raise ValueError(
-            f'cannot load TFDS split {split!r} of {dataset!r} '
-            f'({type(e).__name__}); ' +
-            not_prepared_message(dataset, builder.data_dir.split(
-                os.sep + dataset.split(':')[0] + os.sep)[0])) from None
+        raise ValueError(f'cannot load TFDS split {split!r} of {dataset!r} '
+                         f'({type(e).__name__}); ' + not_prepared_message(
+                             dataset,
+                             builder.data_dir.split(os.sep +
+                                                    dataset.split(':')[0] +
+                                                    os.sep)[0])) from None
     for ex in tfds.as_numpy(ds):
       yield split, {k: ex[k] for k in keys}
 
@@ -216,8 +220,12 @@ class TfdsSource:
     name: source name reported in errors and stream ids.
   """
 
-  def __init__(self, dataset: str, split: str, image_size: int | None = 128,
-               data_dir=None, max_images_per_class: int | None = None,
+  def __init__(self,
+               dataset: str,
+               split: str,
+               image_size: int | None = 128,
+               data_dir=None,
+               max_images_per_class: int | None = None,
                name: str | None = None):
     self.name = name or f'tfds:{dataset}'
     sources.check_split(self.name, split)
@@ -266,13 +274,17 @@ class TfdsSource:
     counts = MD_COUNTS.get(base)
     if base.startswith('meta_dataset'):
       cuts = np.cumsum((0,) + counts)
-      idx = {'train': slice(cuts[0], cuts[1]), 'valid': slice(cuts[1], cuts[2]),
-             'test': slice(cuts[2], cuts[3])}[split]
+      idx = {
+          'train': slice(cuts[0], cuts[1]),
+          'valid': slice(cuts[1], cuts[2]),
+          'test': slice(cuts[2], cuts[3])
+      }[split]
       return [int(c) for c in labels[idx]]
     if counts is not None and sum(counts) != labels.size:
       counts = None  # Some classes absent (e.g. mock data): use the % rule.
-    return [int(labels[i]) for i in md_split_indices(labels.size,
-                                                     counts)[split]]
+    return [
+        int(labels[i]) for i in md_split_indices(labels.size, counts)[split]
+    ]
 
   @staticmethod
   def _omniglot_split(labels, group_of, tfds_split_of, split) -> list[int]:
@@ -281,8 +293,9 @@ class TfdsSource:
     background = [int(c) for c in labels if tfds_split_of[c] == 'train']
     sizes = collections.Counter(group_of[c] for c in background)
     valid = set(sorted(sizes, key=lambda g: (sizes[g], g))[:5])
-    return [c for c in background if (group_of[c] in valid) == (
-        split == 'valid')]
+    return [
+        c for c in background if (group_of[c] in valid) == (split == 'valid')
+    ]
 
   def num_images(self, class_index: int) -> int:
     return len(self._images[class_index])

@@ -20,26 +20,29 @@ from tinytrain_jax.train import methods as methods_lib
 DEV_SEED = 777
 
 
-def dev_episodes(source_name: str, resolution: int, n: int, ways: int,
-                 shots: int, queries: int) -> List[data.Episode]:
-  """`n` fixed dev tasks of the source's valid split."""
+def dev_episodes(source_name: str, resolution: int, n: int,
+                 sampler: data.SamplerConfig) -> List[data.Episode]:
+  """`n` dev tasks of the source's valid split (the evaluation passes its
+  N-way K-shot sampler)."""
   src = data.get_source(source_name, 'valid')
-  cfg = data.SamplerConfig(mode='fixed', ways=ways, shots=shots,
-                           queries=queries)
-  return [data.make_episode(src, s, resolution, buckets=None, way_buckets=None)
-          for s in data.sample_episodes(src, cfg, DEV_SEED, n)]
+  return [
+      data.make_episode(src, s, resolution, buckets=None, way_buckets=None)
+      for s in data.sample_episodes(src, sampler, DEV_SEED, n)
+  ]
 
 
-def choose_lr(method: str, spec, params, head, episodes: Sequence,
-              ft_cfg, budgets, grid: Sequence[float]) -> Dict:
+def choose_lr(method: str, spec, params, head, episodes: Sequence, ft_cfg,
+              budgets, grid: Sequence[float]) -> Dict:
   """{'lr': best, 'dev_accuracy': {lr: mean %}} of `method` on `episodes`."""
   accs = {}
   for lr in grid:
     cfg = dataclasses.replace(ft_cfg, lr=float(lr))
-    accs[float(lr)] = float(np.mean([
-        100.0 * methods_lib.run_method(method, spec, params, head, ep, cfg,
-                                       budgets, task=i)['accuracy']
-        for i, ep in enumerate(episodes)]))
+    accs[float(lr)] = float(
+        np.mean([
+            100.0 * methods_lib.run_method(
+                method, spec, params, head, ep, cfg, budgets,
+                task=i)['accuracy'] for i, ep in enumerate(episodes)
+        ]))
   best = max(sorted(accs), key=lambda lr: accs[lr])  # first max: smaller lr
   return {'lr': best, 'dev_accuracy': {f'{k:g}': v for k, v in accs.items()}}
 
@@ -49,8 +52,8 @@ class LrChoices:
 
   def __init__(self, workdir):
     self.path = pathlib.Path(workdir) / 'lr_choice.json'
-    self.table = (json.loads(self.path.read_text()) if self.path.exists()
-                  else {})
+    self.table = (
+        json.loads(self.path.read_text()) if self.path.exists() else {})
 
   def get(self, backbone: str, label: str):
     return self.table.get(f'{backbone}/{label}')

@@ -5,10 +5,11 @@ A meta-trained backbone is kept under a key of its full `MetaTrainConfig`
 and every sweep point with the same meta-training config reuses it, and an
 interrupted meta-training resumes there. The weights returned are the
 validated best step (`meta_train.best_step`), or the last step without
-validation. `--config.meta_train.checkpoint` instead names existing
-meta-train workdirs (a comma list, one per backbone, matched by the model
-stored in each).
+validation. `EvalConfig.meta_train_checkpoints`
+(`--config.meta_train.checkpoint`) instead names existing meta-train
+workdirs (one per backbone, matched by the model stored in each).
 """
+import dataclasses
 import fcntl
 import hashlib
 import pathlib
@@ -20,20 +21,16 @@ from tinytrain_jax import checkpoint
 from tinytrain_jax.eval import plan as plan_lib
 from tinytrain_jax.train import meta_train as meta_lib
 
-# Keys of the evaluation's meta_train block that are not MetaTrainConfig
-# fields.
-_EVAL_ONLY = ('checkpoint',)
 
-
-def metatrain_config(mt_cfg, backbone: str, resolution: int,
+def metatrain_config(template: meta_lib.MetaTrainConfig, backbone: str,
                      seed: int) -> meta_lib.MetaTrainConfig:
-  """The MetaTrainConfig of `backbone` from the evaluation's meta_train block
-  (its resolution 0 = the evaluation's)."""
-  d = {k: v for k, v in mt_cfg.to_dict().items() if k not in _EVAL_ONLY}
-  d['resolution'] = d.get('resolution') or resolution
-  d.update(model=backbone, feature_mix=backbone in plan_lib.MIX_BACKBONES,
-           seed=seed)
-  return meta_lib.MetaTrainConfig.from_config(d)
+  """The MetaTrainConfig of `backbone`: the evaluation's `meta_train` with
+  the backbone's model and mix conv and the evaluation's seed."""
+  return dataclasses.replace(
+      template,
+      model=backbone,
+      feature_mix=backbone in plan_lib.MIX_BACKBONES,
+      seed=seed)
 
 
 def cache_dir(config: meta_lib.MetaTrainConfig) -> pathlib.Path:
@@ -68,10 +65,15 @@ def _checkpoint_dirs(paths: Sequence[str],
   return by_model
 
 
-def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
-                        progress: bool = True
-                        ) -> Dict[str, Tuple[object, object, dict]]:
+def meta_trained_starts(
+    cfg,
+    backbones: Sequence[str],
+    resolution: int,
+    progress: bool = True) -> Dict[str, Tuple[object, object, dict]]:
   """backbone -> (params, head, info) of its meta-trained start weights.
+
+  `cfg` is an `eval.config.EvalConfig` (its meta_train, meta_train_checkpoints
+  and seed); the weights are loaded at `resolution`.
 
   Meta-trains (or resumes) in the cache what is missing; checks every
   given checkpoint before any training starts.
@@ -79,18 +81,20 @@ def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
   out = {}
   if not backbones:
     return out
-  ck = str(cfg.meta_train.checkpoint or '').strip()
-  if ck:
-    dirs = _checkpoint_dirs(plan_lib.split_list(ck, 'meta_train.checkpoint'),
-                            backbones)
+  if cfg.meta_train_checkpoints:
+    dirs = _checkpoint_dirs(cfg.meta_train_checkpoints, backbones)
     for b in backbones:
       _, params, head = meta_lib.load_backbone(dirs[b], resolution)
-      out[b] = (params, head, {'checkpoint': dirs[b],
-                               'best_step': meta_lib.best_step(dirs[b]),
-                               'val': meta_lib.val_log(dirs[b])})
+      out[b] = (params, head, {
+          'checkpoint': dirs[b],
+          'best_step': meta_lib.best_step(dirs[b]),
+          'val': meta_lib.val_log(dirs[b])
+      })
     return out
-  configs = {b: metatrain_config(cfg.meta_train, b, resolution, cfg.seed)
-             for b in backbones}
+  if cfg.meta_train is None:
+    raise ValueError('meta-trained starts need --config.meta_train.steps > 0 '
+                     'or --config.meta_train.checkpoint')
+  configs = {b: metatrain_config(cfg.meta_train, b, cfg.seed) for b in backbones}
   for b, mcfg in configs.items():
     wd = cache_dir(mcfg)
     wd.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +103,12 @@ def meta_trained_starts(cfg, backbones: Sequence[str], resolution: int,
       if progress:
         print(f'meta-training {b}: {wd}', file=sys.stderr, flush=True)
       fcntl.flock(lock, fcntl.LOCK_EX)
-      meta_lib.meta_train(mcfg, wd, progress=progress)
+      meta_lib.run_meta_training(mcfg, wd, progress=progress)
     _, params, head = meta_lib.load_backbone(str(wd), resolution)
-    out[b] = (params, head, {'cache': wd.name, 'best_step':
-                             meta_lib.best_step(wd), 'steps': mcfg.steps,
-                             'val': meta_lib.val_log(wd)})
+    out[b] = (params, head, {
+        'cache': wd.name,
+        'best_step': meta_lib.best_step(wd),
+        'steps': mcfg.steps,
+        'val': meta_lib.val_log(wd)
+    })
   return out

@@ -18,7 +18,6 @@ import dataclasses
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from tinytrain_jax import data
-from tinytrain_jax.models.registry import canonical_name
 from tinytrain_jax.train import methods as methods_lib
 
 STARTS = ('pretrained', 'metatrained')
@@ -53,24 +52,8 @@ class Study:
   variants: Tuple[Variant, ...]
 
 
-def split_list(value, flag: str, accepted=None) -> List[str]:
-  """'a,b' (or a tuple) -> ['a', 'b'], checking names; errors name the flag."""
-  if isinstance(value, (list, tuple)):
-    items = [str(v).strip() for v in value if str(v).strip()]
-  else:
-    items = [v.strip() for v in str(value or '').split(',') if v.strip()]
-  if not items:
-    raise ValueError(f'--config.{flag} is empty; give a comma list')
-  if accepted is not None:
-    bad = [v for v in items if v not in accepted]
-    if bad:
-      raise ValueError(f'--config.{flag}: unknown {bad}; accepted: '
-                       f'{", ".join(accepted)}')
-  return items
-
-
-def start_map(methods: Sequence[str], overrides: Mapping[str, str]
-              ) -> Dict[str, str]:
+def start_map(methods: Sequence[str],
+              overrides: Mapping[str, str]) -> Dict[str, str]:
   """Each method's start: `overrides[m]` when set, else Table 1's.
 
   Raises:
@@ -101,39 +84,31 @@ def variants(methods: Sequence[str], starts: Mapping[str, str],
 
 
 def studies(cfg) -> List[Study]:
-  """The studies of an evaluation config (configs/default.py)."""
-  methods = split_list(cfg.methods, 'methods', list(methods_lib.METHODS))
-  main = variants(methods, cfg.starts, bool(cfg.ablation))
-  plain = variants(methods, cfg.starts, False)
-  fixed = data.SamplerConfig(mode='fixed', ways=cfg.sampler.ways,
-                             shots=cfg.sampler.shots,
-                             queries=cfg.sampler.queries)
-  if cfg.sampler.mode not in data.sampler.MODES:
-    raise ValueError(f'--config.sampler.mode must be one of '
-                     f'{data.sampler.MODES}, got {cfg.sampler.mode!r}')
-  sampler = (fixed if cfg.sampler.mode == 'fixed'
-             else data.SamplerConfig(mode='variable'))
-  if cfg.episodes < 1:
-    raise ValueError(f'--config.episodes must be >= 1, got {cfg.episodes}')
-  backbones = [canonical_name(b) for b in split_list(cfg.backbones,
-                                                     'backbones')]
-  out = [Study(b, d, d, sampler, cfg.episodes, main) for b in backbones
-         for d in split_list(cfg.domains, 'domains')]
+  """The studies of an `eval.config.EvalConfig` (validated on construction)."""
+  main = variants(cfg.methods, dict(cfg.starts), cfg.ablation)
+  plain = variants(cfg.methods, dict(cfg.starts), False)
+  sampler = (
+      cfg.fixed_sampler
+      if cfg.sampler.mode == 'fixed' else cfg.variable_sampler)
+  out = [
+      Study(b, d, d, sampler, cfg.episodes, main)
+      for b in cfg.backbones
+      for d in cfg.domains
+  ]
   ex = cfg.extra_backbones
   if ex.backbones and ex.domains:
-    out += [Study(canonical_name(b), d, d, fixed, ex.episodes or cfg.episodes,
-                  plain)
-            for b in split_list(ex.backbones, 'extra_backbones.backbones')
-            for d in split_list(ex.domains, 'extra_backbones.domains')]
+    out += [
+        Study(b, d, d, cfg.fixed_sampler, ex.episodes or cfg.episodes, plain)
+        for b in ex.backbones
+        for d in ex.domains
+    ]
   va = cfg.variable
   if va.domains:
-    vm = split_list(va.methods, 'variable.methods',
-                    list(methods_lib.METHODS)) if va.methods else methods
-    vv = variants(vm, cfg.starts, False)
-    out += [Study(backbones[0], f'{d} (MD)', d,
-                  data.SamplerConfig(mode='variable'),
-                  va.episodes or cfg.episodes, vv)
-            for d in split_list(va.domains, 'variable.domains')]
+    vv = variants(va.methods or cfg.methods, dict(cfg.starts), False)
+    out += [
+        Study(cfg.backbones[0], f'{d} (MD)', d, cfg.variable_sampler,
+              va.episodes or cfg.episodes, vv) for d in va.domains
+    ]
   return out
 
 

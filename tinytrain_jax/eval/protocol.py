@@ -12,9 +12,12 @@ model over the support batch) and backward MACs per sample.
 
 Every finished episode is appended to `<workdir>/episodes.jsonl`; a rerun
 skips what is there, so an interrupted evaluation loses at most one episode.
-`<workdir>/run_config.json` pins the config: a rerun whose settings would
-change any stored number is refused (only the lists of backbones, domains,
-methods and the episode counts may change).
+`<workdir>/run_config.json` pins the config (`run_config`): a rerun whose
+settings would change any stored number is refused (only the lists of
+backbones, domains, methods and the episode counts may change).
+
+  cfg = EvalConfig(domains=('omniglot',), episodes=2)   # eval/config.py
+  rows = run_evaluation(cfg, '/tmp/eval')
 """
 import dataclasses
 import json
@@ -24,82 +27,18 @@ import time
 from typing import Any, Dict, List
 
 from tinytrain_jax import data
+from tinytrain_jax import progress as progress_lib
+from tinytrain_jax.eval import config as config_lib
 from tinytrain_jax.eval import lr_choice
 from tinytrain_jax.eval import meta_cache
 from tinytrain_jax.eval import plan as plan_lib
 from tinytrain_jax.eval import report
+from tinytrain_jax.eval import run_config
 from tinytrain_jax.models import load_pretrained, protonet
-from tinytrain_jax.train import finetune as finetune_lib
 from tinytrain_jax.train import methods as methods_lib
 
-# Config keys that only select which rows exist; every other key changes the
-# numbers of a row and must match the workdir's run_config.json.
-ROW_SELECTING_KEYS = ('backbones', 'domains', 'methods', 'episodes',
-                      'ablation', 'extra_backbones', 'variable')
-split_list = plan_lib.split_list
-
-
-def parse_lr_overrides(text: str) -> Dict[str, float]:
-  """'lastlayer=1e-2,tinytrain=3e-3' -> {method: lr}; names are checked."""
-  out = {}
-  for item in filter(None, (t.strip() for t in str(text or '').split(','))):
-    name, _, value = item.partition('=')
-    try:
-      out[name.strip()] = float(value)
-    except ValueError:
-      raise ValueError(f'--config.finetune.lr_per_method: bad item {item!r}; '
-                       'use method=lr,method=lr') from None
-  unknown = sorted(set(out) - set(methods_lib.METHODS))
-  if unknown:
-    raise ValueError(f'--config.finetune.lr_per_method: unknown methods '
-                     f'{unknown}; accepted: {", ".join(methods_lib.METHODS)}')
-  return out
-
-
-class _Progress:
-  """tqdm bar with ETA and running accuracy on a TTY; log lines otherwise."""
-
-  def __init__(self, total, desc):
-    self.total, self.desc, self.done, self.t0 = total, desc, 0, time.time()
-    self.bar = None
-    if sys.stderr.isatty():
-      import tqdm  # pylint: disable=g-import-not-at-top
-      self.bar = tqdm.tqdm(total=total, desc=desc, dynamic_ncols=True)
-
-  def update(self, running: Dict[str, float]):
-    self.done += 1
-    post = ' '.join(f'{m}={a:.1f}' for m, a in running.items())
-    if self.bar is not None:
-      self.bar.update(1)
-      self.bar.set_postfix_str(post)
-    elif self.done % max(1, self.total // 10) == 0 or self.done == self.total:
-      el = time.time() - self.t0
-      eta = el / self.done * (self.total - self.done)
-      print(f'{self.desc} {self.done}/{self.total} [{el:.0f}s, eta {eta:.0f}s]'
-            f' acc% {post}', file=sys.stderr, flush=True)
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
-
-
-def _check_run_config(workdir: pathlib.Path, cfg_dict: Dict) -> None:
-  """Pins the row-defining config in the workdir; refuses another one."""
-  pinned = {k: v for k, v in cfg_dict.items() if k not in ROW_SELECTING_KEYS}
-  path = workdir / 'run_config.json'
-  if path.exists():
-    stored = json.loads(path.read_text())
-    for k in sorted(set(stored) | set(pinned)):
-      if stored.get(k) != pinned.get(k):
-        raise ValueError(
-            f'{workdir} holds results of another config ({k}: stored '
-            f'{json.dumps(stored.get(k))[:80]}, now '
-            f'{json.dumps(pinned.get(k))[:80]}); use another --workdir')
-  elif (workdir / 'episodes.jsonl').exists():
-    raise ValueError(f'{workdir}/episodes.jsonl has no run_config.json beside '
-                     'it, so its config is unknown; use another --workdir')
-  else:
-    path.write_text(json.dumps(pinned, indent=1, sort_keys=True))
+EvalConfig = config_lib.EvalConfig
+ROW_SELECTING_KEYS = run_config.ROW_SELECTING_KEYS
 
 
 def _read_done(path: pathlib.Path) -> Dict:
@@ -125,33 +64,21 @@ def _read_done(path: pathlib.Path) -> Dict:
   return done
 
 
-def _finetune_config(cfg) -> finetune_lib.FinetuneConfig:
-  return finetune_lib.FinetuneConfig(
-      steps=cfg.finetune.steps, lr=cfg.finetune.lr,
-      momentum=cfg.finetune.momentum, augment=cfg.finetune.augment,
-      seed=cfg.seed)
-
-
-def _budgets(cfg, spec):
-  scale = float(cfg.selection.budget_scale)
-  if not 0 < scale < float('inf'):
-    raise ValueError(f'--config.selection.budget_scale must be a finite '
-                     f'number > 0, got {cfg.selection.budget_scale}')
-  return methods_lib.tinytrain_budgets(spec, scale, cfg.selection.budget_bytes,
-                                       cfg.selection.budget_macs)
+def _budgets(cfg: EvalConfig, spec):
+  sel = cfg.selection
+  return methods_lib.tinytrain_budgets(spec, float(sel.budget_scale),
+                                       sel.budget_bytes, sel.budget_macs)
 
 
 def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
   """(backbone, label) -> lr: fixed overrides, else chosen on dev tasks."""
-  fixed = parse_lr_overrides(cfg.finetune.lr_per_method)
-  grid = [float(x) for x in split_list(cfg.finetune.lr_grid,
-                                       'finetune.lr_grid')] if str(
-                                           cfg.finetune.lr_grid) else []
+  fixed = dict(cfg.lr_choice.lr_per_method)
+  grid = list(cfg.lr_choice.lr_grid)
   choices = lr_choice.LrChoices(workdir)
-  ft_cfg = _finetune_config(cfg)
+  ft_cfg = cfg.finetune
   out, eps = {}, {}
-  todo = list(dict.fromkeys((s.backbone, v) for s in studies
-                            for v in s.variants))
+  todo = list(
+      dict.fromkeys((s.backbone, v) for s in studies for v in s.variants))
   for bb, v in todo:
     if v.method == 'none' or v.method in fixed or not grid:
       out[(bb, v.label)] = fixed.get(v.method, ft_cfg.lr)
@@ -159,47 +86,69 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
     got = choices.get(bb, v.label)
     if got is None:
       if bb not in eps:
-        eps[bb] = lr_choice.dev_episodes(
-            cfg.finetune.dev_source, cfg.resolution, cfg.finetune.dev_episodes,
-            cfg.sampler.ways, cfg.sampler.shots, cfg.sampler.queries)
+        eps[bb] = lr_choice.dev_episodes(cfg.lr_choice.dev_source,
+                                         cfg.resolution,
+                                         cfg.lr_choice.dev_episodes,
+                                         cfg.fixed_sampler)
       params, head = starts[bb][v.start][:2]
       t0 = time.time()
       got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
                                 ft_cfg, budgets[bb], grid)
       choices.put(bb, v.label, got)
       if progress:
-        print(f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
-              f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)',
-              file=sys.stderr, flush=True)
+        print(
+            f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
+            f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)',
+            file=sys.stderr,
+            flush=True)
     out[(bb, v.label)] = got['lr']
   return out, choices.table
 
 
-def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
-  """Runs the protocol of `cfg` (configs/default.py) and writes the report.
+def run_evaluation(cfg: EvalConfig,
+                   workdir,
+                   progress: bool = True) -> List[Dict[str, Any]]:
+  """Runs the protocol of `cfg` and writes the report.
+
+  Args:
+    cfg: an `EvalConfig`; launchers build it from a config file with
+      `configs.eval_config.from_config_dict`.
+    workdir: results, the episode log and run_config.json go here; a rerun
+      resumes.
+    progress: progress bar (TTY) or log lines on stderr.
 
   Returns:
     result rows (see `report.REQUIRED`), also written to workdir.
+
+  Raises:
+    TypeError: cfg is not an EvalConfig (e.g. a config file's dict).
+    ValueError: one line: the workdir holds results of another config, a
+      checkpoint or source is unusable, ...
   """
+  if not isinstance(cfg, EvalConfig):
+    raise TypeError(f'run_evaluation takes an eval.config.EvalConfig, got '
+                    f'{type(cfg).__name__}; build it with tinytrain_jax.'
+                    'configs.eval_config.from_config_dict')
   workdir = pathlib.Path(workdir)
   studies = plan_lib.studies(cfg)
-  cfg_dict = json.loads(cfg.to_json())
+  cfg_dict = cfg.to_json_dict()
   workdir.mkdir(parents=True, exist_ok=True)
-  _check_run_config(workdir, cfg_dict)
+  run_config.check(workdir, cfg_dict)
   sources = {s.source: data.get_source(s.source, cfg.split) for s in studies}
   backbones = list(dict.fromkeys(s.backbone for s in studies))
   specs, starts, budgets = {}, {}, {}
   for bb in backbones:
-    spec, pre = load_pretrained(bb, cfg.resolution,
-                                bb in plan_lib.MIX_BACKBONES)
+    spec, pre = load_pretrained(bb, cfg.resolution, bb
+                                in plan_lib.MIX_BACKBONES)
     specs[bb], budgets[bb] = spec, _budgets(cfg, spec)
     starts[bb] = {'pretrained': (pre, protonet.init_head(), {})}
   need = [b for b, n in plan_lib.needs_metatrained(studies).items() if n]
-  no_meta = cfg.meta_train.steps == 0 and not str(cfg.meta_train.checkpoint)
+  no_meta = cfg.meta_train is None and not cfg.meta_train_checkpoints
   if no_meta:  # nothing to meta-train: those variants use pretrained weights
     for bb in need:
-      starts[bb]['metatrained'] = starts[bb]['pretrained'][:2] + (
-          {'note': 'meta_train.steps=0: the pretrained weights'},)
+      starts[bb]['metatrained'] = starts[bb]['pretrained'][:2] + ({
+          'note': 'meta_train.steps=0: the pretrained weights'
+      },)
     need = []
   # Meta-train (or load) before any task, so the progress ETAs are honest.
   for bb, st in meta_cache.meta_trained_starts(cfg, need, cfg.resolution,
@@ -207,7 +156,7 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
     starts[bb]['metatrained'] = st
   lrs, lr_table = _choose_lrs(cfg, studies, specs, starts, budgets, workdir,
                               progress)
-  ft_cfg = _finetune_config(cfg)
+  ft_cfg = cfg.finetune
   log_path = workdir / 'episodes.jsonl'
   done = _read_done(log_path)
   rows = []
@@ -216,53 +165,81 @@ def run_evaluation(cfg, workdir, progress: bool = True) -> List[Dict[str, Any]]:
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       per = {v.label: [] for v in st.variants}
-      bar = (_Progress(len(specs_ep) * len(st.variants), f'{bb} {st.domain}')
-             if progress else None)
+      bar = progress_lib.Progress(
+          len(specs_ep) * len(st.variants),
+          f'{bb} {st.domain}',
+          unit='task',
+          enabled=progress)
       for i, es in enumerate(specs_ep):
         ep = None
         for v in st.variants:
           key = (bb, st.domain, v.label, i)
           if key not in done:
             if ep is None:
-              ep = data.make_episode(src, es, cfg.resolution, buckets=None,
-                                     way_buckets=None)
+              ep = data.make_episode(
+                  src, es, cfg.resolution, buckets=None, way_buckets=None)
             params, head, _ = starts[bb][v.start]
             lr = lrs[(bb, v.label)]
             r = methods_lib.run_method(
-                v.method, spec, params, head, ep,
-                dataclasses.replace(ft_cfg, lr=lr), budgets[bb], task=i)
-            done[key] = dict(backbone=bb, domain=st.domain, method=v.label,
-                             base_method=v.method, start=v.start, episode=i,
-                             accuracy=100.0 * float(r['accuracy']),
-                             bwd_bytes=int(r['bwd_bytes']),
-                             bwd_macs=int(r['bwd_macs']), lr=lr,
-                             meta_trained=v.start == 'metatrained' and
-                             not no_meta, ways=int(ep.ways), mask=r['mask'])
+                v.method,
+                spec,
+                params,
+                head,
+                ep,
+                dataclasses.replace(ft_cfg, lr=lr),
+                budgets[bb],
+                task=i)
+            done[key] = dict(
+                backbone=bb,
+                domain=st.domain,
+                method=v.label,
+                base_method=v.method,
+                start=v.start,
+                episode=i,
+                accuracy=100.0 * float(r['accuracy']),
+                bwd_bytes=int(r['bwd_bytes']),
+                bwd_macs=int(r['bwd_macs']),
+                lr=lr,
+                meta_trained=v.start == 'metatrained' and not no_meta,
+                ways=int(ep.ways),
+                mask=r['mask'])
             log.write(json.dumps(done[key]) + '\n')
             log.flush()
           per[v.label].append(done[key])
-          if bar:
-            bar.update({m: sum(x['accuracy'] for x in xs) / len(xs)
-                        for m, xs in per.items() if xs})
-      if bar:
-        bar.close()
+          bar.update('acc% ' + ' '.join(
+              f"{m}={sum(x['accuracy'] for x in xs) / len(xs):.1f}"
+              for m, xs in per.items()
+              if xs))
+      bar.close()
       for v in st.variants:
         xs = per[v.label]
         mean, ci = report.mean_ci95([x['accuracy'] for x in xs])
-        rows.append(dict(
-            backbone=bb, method=v.label, base_method=v.method, start=v.start,
-            domain=st.domain, sampler=st.sampler.mode, accuracy_mean=mean,
-            accuracy_ci95=ci, episodes=len(xs), lr=lrs[(bb, v.label)],
-            bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
-            bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
-            meta_trained=v.start == 'metatrained' and not no_meta))
-  meta_info = {bb: st['metatrained'][2] for bb, st in starts.items()
-               if 'metatrained' in st}
+        rows.append(
+            dict(
+                backbone=bb,
+                method=v.label,
+                base_method=v.method,
+                start=v.start,
+                domain=st.domain,
+                sampler=st.sampler.mode,
+                accuracy_mean=mean,
+                accuracy_ci95=ci,
+                episodes=len(xs),
+                lr=lrs[(bb, v.label)],
+                bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
+                bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
+                meta_trained=v.start == 'metatrained' and not no_meta))
+  meta_info = {
+      bb: st['metatrained'][2]
+      for bb, st in starts.items()
+      if 'metatrained' in st
+  }
   curves = {bb: i['val'] for bb, i in meta_info.items() if i.get('val')}
   if curves:
     report.plot_meta_validation(curves, workdir / 'meta_val.png')
-  report.write_report(workdir, rows, dict(
-      cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
-      in_domain=split_list(cfg.in_domain, 'in_domain') if cfg.in_domain
-      else ())
+  report.write_report(
+      workdir,
+      rows,
+      dict(cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
+      in_domain=cfg.in_domain)
   return rows

@@ -12,6 +12,10 @@ import json
 import pathlib
 from typing import Dict, List, Sequence
 
+# The object-oriented API: no pyplot, so no global backend is chosen and
+# importing this module never changes a notebook's matplotlib setup.
+from matplotlib import figure
+from matplotlib import ticker
 import numpy as np
 
 REQUIRED = ('backbone', 'method', 'domain', 'accuracy_mean', 'accuracy_ci95',
@@ -43,8 +47,7 @@ def _fmt_bytes(b):
 def avg_domains(domains: Sequence[str], in_domain: Sequence[str] = ()):
   """The domains an "Avg." column averages: the cross-domain targets with the
   fixed sampler (not the in-domain reference, not the '(MD)' rows)."""
-  return [d for d in domains if d not in in_domain and
-          not d.endswith(' (MD)')]
+  return [d for d in domains if d not in in_domain and not d.endswith(' (MD)')]
 
 
 def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
@@ -72,12 +75,13 @@ def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
           cells.append(f"{r['accuracy_mean']:.1f} ± {r['accuracy_ci95']:.1f}")
           if d in avg_over:
             means.append(r['accuracy_mean'])
-      avg = (f'{np.mean(means):.1f}' if avg_over and
-             len(means) == len(avg_over) else '–')
+      avg = (f'{np.mean(means):.1f}'
+             if avg_over and len(means) == len(avg_over) else '–')
       out.append(f'| {m} | ' + ' | '.join(cells) + f' | {avg} |')
     out.append(f'\n### {bb}: backward memory and compute\n')
-    out.append('| method | bwd memory (fp32, support batch) | bwd MACs / sample '
-               '| episodes |')
+    out.append(
+        '| method | bwd memory (fp32, support batch) | bwd MACs / sample '
+        '| episodes |')
     out.append('|---|---|---|---|')
     for m in methods:
       rs = [r for r in sub if r['method'] == m]
@@ -91,20 +95,16 @@ def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
 
 def plot_pareto(rows: List[Dict], path) -> None:
   """Accuracy (avg over domains) vs backward memory and vs MACs, per method."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   _check(rows)
   backbones = list(dict.fromkeys(r['backbone'] for r in rows))
-  fig, axes = plt.subplots(len(backbones), 2, squeeze=False,
-                           figsize=(10, 3.8 * len(backbones)))
+  fig = figure.Figure(figsize=(10, 3.8 * len(backbones)))
+  axes = fig.subplots(len(backbones), 2, squeeze=False)
   for i, bb in enumerate(backbones):
     sub = [r for r in rows if r['backbone'] == bb]
     for m in dict.fromkeys(r['method'] for r in sub):
       rs = [r for r in sub if r['method'] == m]
       acc = np.mean([r['accuracy_mean'] for r in rs])
-      ci = np.sqrt(np.mean([r['accuracy_ci95'] ** 2 for r in rs]))
+      ci = np.sqrt(np.mean([r['accuracy_ci95']**2 for r in rs]))
       mem = np.mean([r['bwd_bytes'] for r in rs])
       mac = np.mean([r['bwd_macs'] for r in rs])
       for ax, x in ((axes[i, 0], mem), (axes[i, 1], mac)):
@@ -112,13 +112,13 @@ def plot_pareto(rows: List[Dict], path) -> None:
           ax.axhline(acc, ls='--', color='grey', lw=1, label=f'{m} (no bwd)')
           continue
         ax.errorbar([x], [acc], yerr=[ci], fmt='o', capsize=3, label=m)
-        ax.annotate(m, (x, acc), textcoords='offset points', xytext=(4, 4),
-                    fontsize=8)
+        ax.annotate(
+            m, (x, acc), textcoords='offset points', xytext=(4, 4), fontsize=8)
     for j, label in enumerate(('backward memory (bytes, fp32, support batch)',
                                'backward MACs per sample')):
       ax = axes[i, j]
       ax.set_xscale('log')
-      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+      ax.xaxis.set_minor_formatter(ticker.NullFormatter())
       ax.set_xlabel(label)
       ax.set_ylabel('accuracy (%)')
       ax.set_title(f'{bb}')
@@ -126,31 +126,28 @@ def plot_pareto(rows: List[Dict], path) -> None:
     axes[i, 0].legend(fontsize=7, loc='lower right')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
   """Budget sweep curves: accuracy vs a budget, one line per variant."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = figure.Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for v in dict.fromkeys(p['variant'] for p in points):
     ps = sorted((p for p in points if p['variant'] == v),
                 key=lambda p: p[x_key])
     ax.errorbar([p[x_key] for p in ps], [p['accuracy_mean'] for p in ps],
-                yerr=[p['accuracy_ci95'] for p in ps], marker='o', capsize=3,
+                yerr=[p['accuracy_ci95'] for p in ps],
+                marker='o',
+                capsize=3,
                 label=v)
   ax.set_xscale('log')
-  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel(x_key)
   ax.set_ylabel('accuracy (%)')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
@@ -161,19 +158,17 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
       {domain: %}}); step 0 is the pretrained start (dashed line).
     path: PNG file.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, len(curves), squeeze=False,
-                           figsize=(5 * len(curves), 3.6))
+  fig = figure.Figure(figsize=(5 * len(curves), 3.6))
+  axes = fig.subplots(1, len(curves), squeeze=False)
   for ax, (bb, rows) in zip(axes[0], curves.items()):
     rows = sorted(rows, key=lambda r: r['step'])
     for dom in rows[0]['none_accuracy'] if rows else ():
       line, = ax.plot([r['step'] for r in rows],
-                      [r['none_accuracy'][dom] for r in rows], marker='o',
+                      [r['none_accuracy'][dom] for r in rows],
+                      marker='o',
                       label=f'{dom} (valid)')
-      ax.axhline(rows[0]['none_accuracy'][dom], ls='--', lw=1,
-                 color=line.get_color())
+      ax.axhline(
+          rows[0]['none_accuracy'][dom], ls='--', lw=1, color=line.get_color())
     ax.set_title(f'{bb}: None accuracy during meta-training')
     ax.set_xlabel('meta-training step (0 = pretrained)')
     ax.set_ylabel('accuracy (%)')
@@ -181,10 +176,11 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
-def write_report(workdir, rows: List[Dict], config: Dict = None,
+def write_report(workdir,
+                 rows: List[Dict],
+                 config: Dict = None,
                  in_domain: Sequence[str] = ()) -> Dict:
   """Writes results.json, results.md, pareto.png into workdir; returns paths.
 
@@ -193,14 +189,20 @@ def write_report(workdir, rows: List[Dict], config: Dict = None,
   _check(rows)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  paths = {k: workdir / v for k, v in (('json', 'results.json'),
-                                       ('md', 'results.md'),
-                                       ('pareto', 'pareto.png'))}
+  paths = {
+      k: workdir / v
+      for k, v in (('json', 'results.json'), ('md', 'results.md'),
+                   ('pareto', 'pareto.png'))
+  }
   tmp = paths['json'].with_suffix('.json.tmp')
-  tmp.write_text(json.dumps({'config': config or {}, 'results': rows},
-                            indent=1))
+  tmp.write_text(
+      json.dumps({
+          'config': config or {},
+          'results': rows
+      }, indent=1))
   tmp.replace(paths['json'])
-  paths['md'].write_text('# TinyTrain evaluation\n\n' + markdown_tables(rows, in_domain)
-                         + '\n![Pareto](pareto.png)\n')
+  paths['md'].write_text('# TinyTrain evaluation\n\n' +
+                         markdown_tables(rows, in_domain) +
+                         '\n![Pareto](pareto.png)\n')
   plot_pareto(rows, paths['pareto'])
   return paths

@@ -51,7 +51,6 @@ import json
 import os
 import pathlib
 import pickle
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -303,7 +302,9 @@ def _convert_conv(conv: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
   for entry in CONV_ENTRIES:
     value = _require(params, entry, f"['{prefix}']['params']")
     out[f'{prefix}/{entry}'] = _exact_cast(
-        value, ENTRY_DTYPES[entry], f'{prefix}/{entry}',
+        value,
+        ENTRY_DTYPES[entry],
+        f'{prefix}/{entry}',
         scalar=entry not in ('weight', 'bias', 'w_scales'))
   weight = out[f'{prefix}/weight']
   if weight.ndim != 4:
@@ -427,8 +428,8 @@ def cfg_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
   Raises:
     ValueError: If a required key is missing or block indices are not 0..n-1.
   """
-  indices = sorted({int(k.split('/')[1]) for k in arrays
-                    if k.startswith('blocks/')})
+  indices = sorted(
+      {int(k.split('/')[1]) for k in arrays if k.startswith('blocks/')})
   if indices != list(range(len(indices))):
     raise ValueError(f'arrays: block indices are not contiguous: {indices}')
   blocks = []
@@ -436,8 +437,9 @@ def cfg_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     blk: dict[str, Any] = {}
     for role in BLOCK_ROLES:
       prefix = f'blocks/{i}/{role}'
-      blk[role] = (_conv_cfg_from_arrays(arrays, prefix, role == 'depthwise')
-                   if f'{prefix}/weight' in arrays else None)
+      blk[role] = (
+          _conv_cfg_from_arrays(arrays, prefix, role == 'depthwise')
+          if f'{prefix}/weight' in arrays else None)
     if f'blocks/{i}/residual/x_scale' in arrays:
       params = {}
       for entry in RESIDUAL_ENTRIES:
@@ -466,11 +468,11 @@ def _one_line(text: Any) -> str:
   return ' '.join(str(text).split())
 
 
-def _atomic_write(path: pathlib.Path,
-                  write: Callable[[BinaryIO], None]) -> None:
+def _atomic_write(path: pathlib.Path, write: Callable[[BinaryIO],
+                                                      None]) -> None:
   """Writes via a temp file in the same folder, then `os.replace`."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                             suffix='.tmp')
+  fd, tmp = tempfile.mkstemp(
+      dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
   try:
     with os.fdopen(fd, 'wb') as f:
       write(f)
@@ -527,8 +529,8 @@ def fetch_pretrained_npz(
   dest = pathlib.Path(dest_dir)
   dest.mkdir(parents=True, exist_ok=True)
   npz_path = dest / f'{name}.npz'
-  fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f'.{name}.',
-                                  suffix='.pkl.part')
+  fd, tmp_name = tempfile.mkstemp(
+      dir=dest, prefix=f'.{name}.', suffix='.pkl.part')
   tmp = pathlib.Path(tmp_name)
   try:
     digest = hashlib.sha256()
@@ -542,8 +544,9 @@ def fetch_pretrained_npz(
           f.write(chunk)
     except (OSError, ValueError, http.client.HTTPException) as e:
       # URLError's str() is '<urlopen error ...>'; HTTPError's is fine as is.
-      reason = (e.reason if isinstance(e, urllib.error.URLError) and
-                not isinstance(e, urllib.error.HTTPError) else e)
+      reason = (
+          e.reason if isinstance(e, urllib.error.URLError) and
+          not isinstance(e, urllib.error.HTTPError) else e)
       raise OSError(
           f'no cached weights at {npz_path} and download from {url} failed '
           f'({_one_line(f"{type(e).__name__}: {reason}")}); set '

@@ -16,6 +16,7 @@ def eval_transform(image, resolution: int = 128, crop_ratio: float = 0.875):
   w, h = im.size
   nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
   im = im.resize((nw, nh), Image.BILINEAR)
-  top, left = int(round((nh - resolution) / 2)), int(round((nw - resolution) / 2))
+  top, left = int(round(
+      (nh - resolution) / 2)), int(round((nw - resolution) / 2))
   im = im.crop((left, top, left + resolution, top + resolution))
   return np.asarray(im, np.float32) / 127.5 - 1.0

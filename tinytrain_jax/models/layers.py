@@ -52,8 +52,10 @@ def conv_lax(x, kernel, stride: int, groups: int = 1):
   k = kernel.shape[0]
   p = k // 2
   return lax.conv_general_dilated(
-      x, kernel, (stride, stride), ((p, p), (p, p)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+      x,
+      kernel, (stride, stride), ((p, p), (p, p)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
 
 
 # Batch chunk of the depthwise kernel gradient: the largest divisor of the
@@ -77,8 +79,8 @@ def _shifted_sum(xp, kernel, stride: int, ho: int, wo: int):
   for i in range(k):
     for j in range(k):
       patch = lax.slice(xp, (0, i, j, 0),
-                        (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1,
-                         c), (1, stride, stride, 1))
+                        (n, i + stride * (ho - 1) + 1, j + stride *
+                         (wo - 1) + 1, c), (1, stride, stride, 1))
       term = patch * kernel[i, j, 0]
       y = term if y is None else y + term
   return y
@@ -139,8 +141,8 @@ def depthwise_input_grad(dy, kernel, stride: int, h: int, w: int):
                            (n, si + mh, sj + mw, c)) * kernel[i, j, 0]
           acc = term if acc is None else acc + term
       cols.append(acc)
-    rows.append(jnp.stack(cols, axis=3))          # [N, mh, mw, 2, C]
-  full = jnp.stack(rows, axis=2)                  # [N, mh, 2, mw, 2, C]
+    rows.append(jnp.stack(cols, axis=3))  # [N, mh, mw, 2, C]
+  full = jnp.stack(rows, axis=2)  # [N, mh, 2, mw, 2, C]
   return full.reshape(n, 2 * mh, 2 * mw, c)[:, :h, :w, :]
 
 
@@ -152,7 +154,10 @@ def _batch_chunk(n: int, bytes_per_image: int, chunk_bytes: int) -> int:
   return best
 
 
-def depthwise_kernel_grad(x, dy, k: int, stride: int,
+def depthwise_kernel_grad(x,
+                          dy,
+                          k: int,
+                          stride: int,
                           chunk_bytes: Optional[int] = None):
   """d(depthwise conv)/dkernel applied to dy.
 
@@ -173,14 +178,15 @@ def depthwise_kernel_grad(x, dy, k: int, stride: int,
   def taps(xc, dc):
     m = xc.shape[0]
     return jnp.stack([
-        jnp.sum(lax.slice(xc, (0, i, j, 0),
-                          (m, i + stride * (ho - 1) + 1,
-                           j + stride * (wo - 1) + 1, c),
-                          (1, stride, stride, 1)) * dc, axis=(0, 1, 2))
-        for i in range(k) for j in range(k)])
+        jnp.sum(
+            lax.slice(xc, (0, i, j, 0),
+                      (m, i + stride * (ho - 1) + 1, j + stride *
+                       (wo - 1) + 1, c), (1, stride, stride, 1)) * dc,
+            axis=(0, 1, 2)) for i in range(k) for j in range(k)
+    ])
 
-  cb = _batch_chunk(n, ho * wo * c * dy.dtype.itemsize,
-                    chunk_bytes or DW_GRAD_CHUNK_BYTES)
+  cb = _batch_chunk(n, ho * wo * c * dy.dtype.itemsize, chunk_bytes or
+                    DW_GRAD_CHUNK_BYTES)
   if cb == n:
     acc = taps(xp, dy)
   else:
@@ -243,7 +249,13 @@ def relu6(x):
   return jnp.clip(x, 0.0, 6.0)
 
 
-def batchnorm(x, scale, bias, mean, var, eps: float, train: bool,
+def batchnorm(x,
+              scale,
+              bias,
+              mean,
+              var,
+              eps: float,
+              train: bool,
               momentum: float = 0.9):
   """BatchNorm over N, H, W. Returns (y, (new_mean, new_var)).
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import layers
 from tinytrain_jax.models.spec import ConvLayer, ModelSpec
 
@@ -40,21 +41,6 @@ class ModelOutput(NamedTuple):
   activations: Optional[Dict[str, Dict[str, jax.Array]]]
 
 
-def get_layer(tree: Params, name: str):
-  """Returns tree[a][b] for name 'a/b'."""
-  for part in name.split('/'):
-    tree = tree[part]
-  return tree
-
-
-def set_layer(tree: Params, name: str, value) -> Params:
-  """Returns a shallow copy of tree with tree[a][b] = value for name 'a/b'."""
-  head, *rest = name.split('/')
-  out = dict(tree)
-  out[head] = set_layer(tree[head], '/'.join(rest), value) if rest else value
-  return out
-
-
 def _he_normal(key, shape, fan_out):
   return jax.random.normal(key, shape, jnp.float32) * np.sqrt(2.0 / fan_out)
 
@@ -62,13 +48,17 @@ def _he_normal(key, shape, fan_out):
 def init_conv(key, spec: ModelSpec, conv: ConvLayer):
   """He-normal (fan-out, as torchvision MobileNetV2) kernel; zero bias."""
   fan_out = conv.kernel * conv.kernel * conv.c_out // conv.groups
-  p = {'kernel': _he_normal(key, conv.kernel_shape, fan_out),
-       'bias': jnp.zeros((conv.c_out,), jnp.float32)}
+  p = {
+      'kernel': _he_normal(key, conv.kernel_shape, fan_out),
+      'bias': jnp.zeros((conv.c_out,), jnp.float32)
+  }
   s = {}
   if spec.batchnorm:
     p['scale'] = jnp.ones((conv.c_out,), jnp.float32)
-    s = {'mean': jnp.zeros((conv.c_out,), jnp.float32),
-         'var': jnp.ones((conv.c_out,), jnp.float32)}
+    s = {
+        'mean': jnp.zeros((conv.c_out,), jnp.float32),
+        'var': jnp.ones((conv.c_out,), jnp.float32)
+    }
   return p, s
 
 
@@ -82,24 +72,19 @@ def init(spec: ModelSpec, key: jax.Array):
   keys = jax.random.split(key, len(spec.convs) + 1)
   for conv, k in zip(spec.convs, keys):
     p, s = init_conv(k, spec, conv)
-    params = _set_new(params, conv.name, p)
+    params = tree_paths.replace(params, conv.name, p)
     if s:
-      state = _set_new(state, conv.name, s)
+      state = tree_paths.replace(state, conv.name, s)
   if spec.num_classes:
     bound = 1.0 / np.sqrt(spec.feature_dim)
     params['classifier'] = {
-        'kernel': jax.random.uniform(keys[-1], (spec.feature_dim,
-                                                spec.num_classes),
-                                     jnp.float32, -bound, bound),
-        'bias': jnp.zeros((spec.num_classes,), jnp.float32)}
+        'kernel':
+            jax.random.uniform(keys[-1], (spec.feature_dim, spec.num_classes),
+                               jnp.float32, -bound, bound),
+        'bias':
+            jnp.zeros((spec.num_classes,), jnp.float32)
+    }
   return params, state
-
-
-def _set_new(tree, name, value):
-  head, *rest = name.split('/')
-  tree = dict(tree)
-  tree[head] = _set_new(tree.get(head, {}), '/'.join(rest), value) if rest else value
-  return tree
 
 
 def _apply_conv(spec, conv, p, x, *, state, train, impl, delta, in_probe,
@@ -120,7 +105,7 @@ def _apply_conv(spec, conv, p, x, *, state, train, impl, delta, in_probe,
       y = y + layers.conv(xs, dk, conv.stride, False, impl)
   new_s = None
   if spec.batchnorm:
-    s = state[conv.name] if '/' not in conv.name else get_layer(state, conv.name)
+    s = tree_paths.get(state, conv.name)
     y, (m, v) = layers.batchnorm(y, p['scale'], p['bias'], s['mean'], s['var'],
                                  spec.bn_eps, train)
     new_s = {'mean': m, 'var': v}
@@ -140,8 +125,11 @@ def block_of(spec: ModelSpec, conv_name: str) -> int:
   return 0 if conv.index == 0 else len(spec.blocks)
 
 
-def prefix(spec: ModelSpec, params: Params, images: jax.Array,
-           start_block: int, impl: str = 'fast') -> jax.Array:
+def prefix(spec: ModelSpec,
+           params: Params,
+           images: jax.Array,
+           start_block: int,
+           impl: str = 'fast') -> jax.Array:
   """The activation entering block `start_block`, f32[B, H, W, C].
 
   `apply(spec, params, prefix(spec, params, x, b), start_block=b)` equals
@@ -152,8 +140,8 @@ def prefix(spec: ModelSpec, params: Params, images: jax.Array,
   _check_images(spec, images)
   if start_block == 0:  # block 0's input is the images (the stem is in it)
     return images
-  return _trunk(spec, params, images, 0, start_block, impl=impl,
-                feature_mix=False)[0]
+  return _trunk(
+      spec, params, images, 0, start_block, impl=impl, feature_mix=False)[0]
 
 
 def _check_start(spec, start_block):
@@ -163,16 +151,27 @@ def _check_start(spec, start_block):
 
 
 def _check_images(spec, images):
-  if images.ndim != 4 or images.shape[1:] != (spec.resolution,
-                                              spec.resolution, 3):
+  if images.ndim != 4 or images.shape[1:] != (spec.resolution, spec.resolution,
+                                              3):
     raise ValueError(f'images must be f32[B, {spec.resolution}, '
                      f'{spec.resolution}, 3] for {spec.name} at resolution '
                      f'{spec.resolution}, got shape {tuple(images.shape)}')
 
 
-def _trunk(spec, params, x, start_block, stop_block, *, state=None,
-           train=False, impl='fast', deltas=None, in_probes=None,
-           out_probes=None, capture=False, feature_mix=True):
+def _trunk(spec,
+           params,
+           x,
+           start_block,
+           stop_block,
+           *,
+           state=None,
+           train=False,
+           impl='fast',
+           deltas=None,
+           in_probes=None,
+           out_probes=None,
+           capture=False,
+           feature_mix=True):
   """Runs the stem (when start_block == 0), blocks [start, stop) and, with
   `feature_mix`, the feature-mix conv (spec.feature_mix only).
 
@@ -185,12 +184,18 @@ def _trunk(spec, params, x, start_block, stop_block, *, state=None,
   def run(conv, x):
     with layers.scope(conv.name):
       x_in, y, s = _apply_conv(
-          spec, conv, get_layer(params, conv.name), x, state=state,
-          train=train, impl=impl, delta=deltas.get(conv.name),
+          spec,
+          conv,
+          tree_paths.get(params, conv.name),
+          x,
+          state=state,
+          train=train,
+          impl=impl,
+          delta=deltas.get(conv.name),
           in_probe=in_probes.get(conv.name),
           out_probe=out_probes.get(conv.name))
       if s is not None:
-        new_state.update(_set_new(new_state, conv.name, s))
+        new_state.update(tree_paths.replace(new_state, conv.name, s))
       if capture:
         acts[conv.name] = {'in': x_in, 'out': y}
       return layers.relu6(y) if conv.activation == 'relu6' else y
@@ -211,12 +216,18 @@ def _trunk(spec, params, x, start_block, stop_block, *, state=None,
   return x, new_state, acts
 
 
-def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
-          state: Optional[Params] = None, train: bool = False,
-          impl: str = 'fast', deltas: Optional[Dict[str, Any]] = None,
+def apply(spec: ModelSpec,
+          params: Params,
+          images: jax.Array,
+          *,
+          state: Optional[Params] = None,
+          train: bool = False,
+          impl: str = 'fast',
+          deltas: Optional[Dict[str, Any]] = None,
           in_probes: Optional[Dict[str, jax.Array]] = None,
           out_probes: Optional[Dict[str, jax.Array]] = None,
-          capture: bool = False, start_block: int = 0) -> ModelOutput:
+          capture: bool = False,
+          start_block: int = 0) -> ModelOutput:
   """Forward pass (from the images, or from a cached block input).
 
   Args:
@@ -245,9 +256,18 @@ def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
   if start_block == 0:  # else `images` is a block's input activation
     _check_images(spec, images)
   x, new_state, acts = _trunk(
-      spec, params, images, start_block, len(spec.blocks), state=state,
-      train=train, impl=impl, deltas=deltas, in_probes=in_probes,
-      out_probes=out_probes, capture=capture)
+      spec,
+      params,
+      images,
+      start_block,
+      len(spec.blocks),
+      state=state,
+      train=train,
+      impl=impl,
+      deltas=deltas,
+      in_probes=in_probes,
+      out_probes=out_probes,
+      capture=capture)
   features = jnp.mean(x, axis=(1, 2))
   logits = None
   if spec.num_classes:

@@ -22,7 +22,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from tinytrain_jax import assets
-from tinytrain_jax.models import network
+from tinytrain_jax import tree_paths
+from tinytrain_jax.models import download as dl
 from tinytrain_jax.models.registry import canonical_name, model_spec
 from tinytrain_jax.models.spec import ModelSpec
 
@@ -100,11 +101,12 @@ def verify_weights(name: str, file, arrays: Dict[str, np.ndarray]) -> None:
     raise ValueError(
         f'weights file {file} fails its integrity check (arrays sha256 '
         f'{got[:16]}..., expected {want["arrays_sha256"][:16]}... from '
-        f'{MANIFEST_PATH.name}): it is damaged or modified; '
-        + _restore_hint(name, file))
+        f'{MANIFEST_PATH.name}): it is damaged or modified; ' +
+        _restore_hint(name, file))
 
 
-def load_arrays(name: str, path: Optional[str] = None,
+def load_arrays(name: str,
+                path: Optional[str] = None,
                 download: bool = True) -> Dict[str, np.ndarray]:
   """Raw npz arrays of a pretrained backbone, from the cache or downloaded.
 
@@ -120,9 +122,8 @@ def load_arrays(name: str, path: Optional[str] = None,
   file = pathlib.Path(path) if path else weights_path(name)
   if not file.exists():
     if path or not download:
-      raise FileNotFoundError(assets.missing_asset_message(
-          file, f'pretrained weights for {name}'))
-    from tinytrain_jax.models import download as dl  # pylint: disable=g-import-not-at-top
+      raise FileNotFoundError(
+          assets.missing_asset_message(file, f'pretrained weights for {name}'))
     dl.fetch_pretrained_npz(name, file.parent)
   try:
     with np.load(file, allow_pickle=False) as z:
@@ -130,8 +131,8 @@ def load_arrays(name: str, path: Optional[str] = None,
   except _READ_ERRORS as e:
     msg = ' '.join(str(e).split()) or 'truncated'
     raise ValueError(f'cannot read weights file {file} ({type(e).__name__}: '
-                     f'{msg}); it is damaged: '
-                     + _restore_hint(name, file)) from None
+                     f'{msg}); it is damaged: ' +
+                     _restore_hint(name, file)) from None
   if not path:
     verify_weights(name, file, arrays)
   return arrays
@@ -154,7 +155,8 @@ def _check_key(arrays, key, shape, file):
                      f'{arrays[key].shape}, expected {shape}; wrong model file')
 
 
-def params_from_arrays(spec: ModelSpec, arrays: Dict[str, np.ndarray],
+def params_from_arrays(spec: ModelSpec,
+                       arrays: Dict[str, np.ndarray],
                        source: str = '<arrays>'):
   """Dequantised float32 params for `spec` from raw npz arrays.
 
@@ -173,8 +175,10 @@ def params_from_arrays(spec: ModelSpec, arrays: Dict[str, np.ndarray],
     for q in QUANT_KEYS[1:]:
       _check_key(arrays, f'{pre}/{q}', None, source)
     w, b = _dequantize(arrays, pre)
-    params = network._set_new(params, conv.name,  # pylint: disable=protected-access
-                              {'kernel': w.transpose(2, 3, 1, 0), 'bias': b})
+    params = tree_paths.replace(params, conv.name, {
+        'kernel': w.transpose(2, 3, 1, 0),
+        'bias': b
+    })
   if spec.feature_mix:
     params['feature_mix'] = init_feature_mix(spec)
   if spec.num_classes:
@@ -209,7 +213,8 @@ def init_feature_mix(spec: ModelSpec):
   return {'kernel': w[None, None], 'bias': np.zeros((c_out,), np.float32)}
 
 
-def load_pretrained(name: str, resolution: int = 128,
+def load_pretrained(name: str,
+                    resolution: int = 128,
                     feature_mix: bool = False,
                     num_classes: Optional[int] = None,
                     path: Optional[str] = None) -> Tuple[ModelSpec, dict]:

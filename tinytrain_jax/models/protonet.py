@@ -13,8 +13,10 @@ NEG_LOGIT = -1e9
 
 def init_head(scale: float = 10.0, bias: float = 0.0):
   """{'scale': f32[], 'bias': f32[]}; tau = 10 as in P>M>F-style cosine heads."""
-  return {'scale': jnp.asarray(scale, jnp.float32),
-          'bias': jnp.asarray(bias, jnp.float32)}
+  return {
+      'scale': jnp.asarray(scale, jnp.float32),
+      'bias': jnp.asarray(bias, jnp.float32)
+  }
 
 
 def prototypes(features, labels, mask, num_ways: int):
@@ -58,6 +60,28 @@ def masked_accuracy(logits, labels, mask):
   hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
   m = mask.astype(jnp.float32)
   return jnp.sum(hit * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def support_loss(head, features, labels, valid, way_mask, query_features=None):
+  """ProtoNet cosine loss of the support set on its own prototypes.
+
+  The fine-tuning loss and the Fisher pass's loss: prototypes from
+  `features`, then the cross-entropy of `query_features` (default: the
+  same features; e.g. augmented views of the support images) against them
+  with the support labels.
+
+  Args:
+    head: {'scale', 'bias'} of `init_head`.
+    features: f32[S, D]; labels: i32[S]; valid: bool[S]; way_mask: bool[W].
+    query_features: f32[S, D] or None.
+
+  Returns:
+    f32[] mean cross-entropy over valid rows.
+  """
+  protos = prototypes(features, labels, valid, way_mask.shape[0])
+  q = features if query_features is None else query_features
+  logits = cosine_logits(head, q, protos, way_mask)
+  return masked_cross_entropy(logits, labels, valid)
 
 
 def episode_loss(head, support_features, support_y, support_mask,

@@ -42,17 +42,20 @@ def apply_int8(spec: ModelSpec, arrays, images) -> np.ndarray:
                      'feature_mix=False, num_classes=1000')
 
   def qconv(prefix, q, stride, groups, final=False):
-    a = {k: arrays[f'{prefix}/{k}'] for k in
-         ('weight', 'bias', 'w_scales', 'x_scale', 'x_zero', 'y_scale',
-          'y_zero')}
+    a = {
+        k: arrays[f'{prefix}/{k}']
+        for k in ('weight', 'bias', 'w_scales', 'x_scale', 'x_zero', 'y_scale',
+                  'y_zero')
+    }
     ws = a['w_scales'].astype(np.float64)
     xs, xz = float(a['x_scale']), float(a['x_zero'])
     acc = _conv_np(q - xz, a['weight'].astype(np.float64), stride, groups)
     acc += a['bias'].astype(np.float64)
     if final:
       return acc * ws * xs
-    return np.clip(np.round(acc * (xs * ws / float(a['y_scale'])))
-                   + float(a['y_zero']), -128, 127)
+    return np.clip(
+        np.round(acc * (xs * ws / float(a['y_scale']))) + float(a['y_zero']),
+        -128, 127)
 
   q = np.round(np.asarray(images, np.float64) * 127.5)
   convs = spec.convs
@@ -62,8 +65,10 @@ def apply_int8(spec: ModelSpec, arrays, images) -> np.ndarray:
     for conv in (c for c in convs if c.block == b):
       q = qconv(npz_prefix(conv.name), q, conv.stride, conv.groups)
     if blk.residual:
-      r = {k: float(arrays[f'blocks/{b}/residual/{k}'])
-           for k in ('x_scale', 'x_zero', 'y_scale', 'y_zero')}
+      r = {
+          k: float(arrays[f'blocks/{b}/residual/{k}'])
+          for k in ('x_scale', 'x_zero', 'y_scale', 'y_zero')
+      }
       pw2 = f'blocks/{b}/pointwise2/'
       s = ((inp - r['x_zero']) * r['x_scale'] +
            (q - float(arrays[pw2 + 'y_zero'])) * float(arrays[pw2 + 'y_scale']))

@@ -4,7 +4,7 @@ A `ModelSpec` is hashable (usable as a jit static argument) and is the single so
 of truth for layer names and tiny-training conv indices. Everything keyed by layer
 (masks, Fisher scores, costs) uses `ConvLayer.name` or `ConvLayer.index`.
 
-Conv indexing (tiny-training's convention, reference backbones.md §4): stem = 0, then
+Conv indexing (tiny-training's convention, docs/reference/backbones.md §4): stem = 0, then
 per block pointwise1 (absent when expand = 1), depthwise, pointwise2; the optional
 feature-mix conv comes last; the classifier is never counted.
 """
@@ -60,6 +60,29 @@ class ConvLayer:
   @property
   def depthwise(self) -> bool:
     return self.kind == 'dw'
+
+  @property
+  def mask_axis(self) -> int:
+    """Kernel axis that channel masks, deltas and Fisher scores index.
+
+    -2 (input channels) for a dense conv: a weight gradient restricted to
+    some input channels needs only those channels' activations, which is
+    where sparse training saves memory. -1 for a depthwise kernel (k, k, 1,
+    C), whose input and output channels coincide. The one place that decides
+    it; everything else asks the conv.
+    """
+    return -1 if self.depthwise else -2
+
+  @property
+  def mask_channels(self) -> int:
+    """Length of that axis: C_in, or C for depthwise."""
+    return self.kernel_shape[self.mask_axis]
+
+  def delta_shape(self, k: int) -> Tuple[int, int, int, int]:
+    """Kernel shape of a delta trained on k of the `mask_channels`."""
+    shape = list(self.kernel_shape)
+    shape[self.mask_axis] = k
+    return tuple(shape)
 
   @property
   def groups(self) -> int:
@@ -137,8 +160,9 @@ class ModelSpec:
     def add(name, kind, block, c_in, c_out, k, s, act):
       nonlocal h
       h_out = conv_out_size(h, k, s)
-      layers.append(ConvLayer(len(layers), name, kind, block, c_in, c_out, k,
-                              s, h, h_out, act))
+      layers.append(
+          ConvLayer(
+              len(layers), name, kind, block, c_in, c_out, k, s, h, h_out, act))
       h = h_out
 
     add('first_conv', 'first', None, 3, self.stem_channels, 3, 2, 'relu6')

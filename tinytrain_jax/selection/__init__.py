@@ -1,4 +1,4 @@
-"""Task-adaptive sparse-update selection (TinyTrain, criterion.md).
+"""Task-adaptive sparse-update selection (TinyTrain, docs/reference/criterion.md).
 
   fs = compute_fisher(spec, params, episode)           # one jitted pass
   sel = select(spec, params, episode,

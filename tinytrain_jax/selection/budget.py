@@ -1,4 +1,4 @@
-"""Default selection budgets per backbone (criterion.md §3.2, reconstructed).
+"""Default selection budgets per backbone (docs/reference/criterion.md §3.2, reconstructed).
 
 No budget value of TinyTrain could be read; the published numbers are
 calibration targets instead (poster Table II, per sample):
@@ -18,7 +18,7 @@ slot), 12 bytes each). With these, the MACs budget binds first on all three
 backbones (the selection stays well inside the memory cap: 3/4 or less on
 mcunet-5fps at 128 px); the byte cap therefore acts as TinyTrain's "≈1 MB
 device" envelope rather than as a reproduction of the published MB, whose
-accounting is unknown (cost_model.md §3.3). Sweep both (e.g. 0.25-2x).
+accounting is unknown (docs/reference/cost_model.md §3.3). Sweep both (e.g. 0.25-2x).
 """
 from typing import Tuple
 

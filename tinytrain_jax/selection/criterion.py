@@ -118,7 +118,7 @@ class Selection:
     layers: one dict per selected conv, in selection order: index, name,
       kind, channels_selected, channels_total, channels (sorted indices),
       score (s_i), fisher (P_i), cum_bytes, cum_macs (mask cost after it).
-    view: the layer view {name: LayerUpdate, 'classifier': bool}.
+    view: the selection's `masks.LayerView`.
     bwd_bytes: `cost.backward_memory_bytes` total of the mask (<= budget).
     bwd_macs: `cost.backward_macs` total per sample (<= budget).
     tt_kb: tiny-training's bit-level memory model of the mask, kB.
@@ -129,7 +129,7 @@ class Selection:
   """
   mask: Any
   layers: List[Dict[str, Any]]
-  view: Dict[str, Any]
+  view: masks_lib.LayerView
   bwd_bytes: int
   bwd_macs: int
   tt_kb: float
@@ -147,8 +147,7 @@ class Selection:
 
 def normalisers(spec: ModelSpec) -> Tuple[int, int]:
   """(max ‖W‖, max M) over the spec's convs: kernel entries, forward MACs."""
-  return (max(c.n_weights for c in spec.convs),
-          max(c.macs for c in spec.convs))
+  return (max(c.n_weights for c in spec.convs), max(c.macs for c in spec.convs))
 
 
 def layer_scores(spec: ModelSpec, fisher) -> Dict[str, float]:
@@ -163,8 +162,10 @@ def layer_scores(spec: ModelSpec, fisher) -> Dict[str, float]:
   """
   p = fisher.layer if isinstance(fisher, fisher_lib.FisherScores) else fisher
   max_w, max_m = normalisers(spec)
-  return {c.name: float(p[c.name]) / ((c.n_weights / max_w) *
-                                      (c.macs / max_m)) for c in spec.convs}
+  return {
+      c.name: float(p[c.name]) / ((c.n_weights / max_w) * (c.macs / max_m))
+      for c in spec.convs
+  }
 
 
 def candidate_convs(spec: ModelSpec, candidates) -> list:
@@ -172,8 +173,10 @@ def candidate_convs(spec: ModelSpec, candidates) -> list:
   if candidates == 'all':
     return list(spec.convs)
   first = len(spec.blocks) - candidates
-  return [c for c in spec.convs if (c.block is not None and c.block >= first)
-          or c.kind == 'mix']
+  return [
+      c for c in spec.convs
+      if (c.block is not None and c.block >= first) or c.kind == 'mix'
+  ]
 
 
 def _layer_order(convs, scores, fisher_p, order) -> list:
@@ -200,8 +203,9 @@ def _rank_channels(spec, params, conv, fisher, config, warned) -> np.ndarray:
     if np.any(s > 0):
       return np.argsort(-s, kind='stable')
     if not warned:
-      logging.warning('all-zero Fisher channel scores for %s: ranking its '
-                      'channels by weight L2 norm instead', conv.name)
+      logging.warning(
+          'all-zero Fisher channel scores for %s: ranking its '
+          'channels by weight L2 norm instead', conv.name)
     warned.add(conv.name)
   elif config.channel_rank == 'random':
     return static_masks.random_order(conv, config.seed)
@@ -215,10 +219,11 @@ class _Coster:
     self.spec, self.config = spec, config
 
   def __call__(self, updates: Mapping[str, LayerUpdate]) -> Tuple[int, int]:
-    view = dict(updates)
-    view[cost.analytic.CLASSIFIER] = self.config.train_classifier
+    view = masks_lib.LayerView(dict(updates), self.config.train_classifier)
     mem = cost.backward_memory_bytes(
-        self.spec, view, batch_size=self.config.batch_size,
+        self.spec,
+        view,
+        batch_size=self.config.batch_size,
         optimizer_slots=self.config.optimizer_slots).total_bytes
     return mem, cost.backward_macs(self.spec, view).total_macs
 
@@ -237,9 +242,9 @@ def _check_feasible(convs, coster, config):
   """
   rows = []
   for c in convs:
-    k = _channel_counts(_n_channels(c), config.ratios)[-1]
+    k = _channel_counts(c.mask_channels, config.ratios)[-1]
     ok, mem, mac = coster.fits(
-        {c.name: LayerUpdate(tuple(range(k)), _n_channels(c), True)})
+        {c.name: LayerUpdate(tuple(range(k)), c.mask_channels, True)})
     if ok:
       return
     rows.append((mem, mac, c.name, k))
@@ -262,9 +267,9 @@ def _check_feasible(convs, coster, config):
         f'{math.ceil(mem / 1024)}')
 
   def excess(r):  # how far over the budgets, as a multiple of them
-    over = max(r[0] / b if b > 0 else math.inf,
-               r[1] / m if m > 0 else math.inf)
+    over = max(r[0] / b if b > 0 else math.inf, r[1] / m if m > 0 else math.inf)
     return over, r[0], r[1]
+
   mem, mac, name, k = min(rows, key=excess)
   raise ValueError(
       f'budget_bytes={b} and budget_macs={m} are both below the cheapest '
@@ -274,18 +279,14 @@ def _check_feasible(convs, coster, config):
       f'{mac / 1e6:.6g}')
 
 
-def _n_channels(conv) -> int:
-  return conv.c_out if conv.depthwise else conv.c_in
-
-
 def _fit_layer(conv, ranking, chosen, coster, ratios):
   """Largest allowed k for `conv` whose whole candidate mask fits, or None."""
-  n = _n_channels(conv)
+  n = conv.mask_channels
 
   def trial(k):
     ups = dict(chosen)
-    ups[conv.name] = LayerUpdate(tuple(sorted(int(i) for i in ranking[:k])),
-                                 n, True)
+    ups[conv.name] = LayerUpdate(
+        tuple(sorted(int(i) for i in ranking[:k])), n, True)
     return coster.fits(ups), ups
 
   if ratios == 'any':  # cost is monotone in k: bisect the largest fitting k
@@ -345,24 +346,32 @@ def select_from_scores(spec: ModelSpec, params, fisher,
         break
       continue
     k, chosen, mem, mac = fit
-    layers.append(dict(index=conv.index, name=conv.name, kind=conv.kind,
-                       channels_selected=k, channels_total=_n_channels(conv),
-                       channels=list(chosen[conv.name].weight_channels),
-                       score=scores[conv.name], fisher=p[conv.name],
-                       cum_bytes=mem, cum_macs=mac))
+    layers.append(
+        dict(
+            index=conv.index,
+            name=conv.name,
+            kind=conv.kind,
+            channels_selected=k,
+            channels_total=conv.mask_channels,
+            channels=list(chosen[conv.name].weight_channels),
+            score=scores[conv.name],
+            fisher=p[conv.name],
+            cum_bytes=mem,
+            cum_macs=mac))
   mem, mac = coster(chosen)
-  view = dict(chosen)
-  view[cost.analytic.CLASSIFIER] = config.train_classifier
-  mask = masks_lib.mask_from_layers(spec, params, chosen,
-                                    config.train_classifier)
+  view = masks_lib.LayerView(dict(chosen), config.train_classifier)
+  mask = masks_lib.mask_from_view(spec, params, view)
   return Selection(mask, layers, view, mem, mac,
-                   cost.tt_memory_breakdown(spec, view).kb,
-                   config.budget_bytes, config.budget_macs, fisher, scores,
-                   config)
+                   cost.tt_memory_breakdown(spec, view).kb, config.budget_bytes,
+                   config.budget_macs, fisher, scores, config)
 
 
-def select(spec: ModelSpec, params, episode, config: SelectionConfig,
-           head=None, state=None) -> Selection:
+def select(spec: ModelSpec,
+           params,
+           episode,
+           config: SelectionConfig,
+           head=None,
+           state=None) -> Selection:
   """Task-adaptive selection: one Fisher pass, then the greedy fill.
 
   Args:

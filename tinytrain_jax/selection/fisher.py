@@ -5,7 +5,7 @@ channel o and spatial position d, with a the activation and g = dL/da:
 
   Δ_o = 1/(2N) · Σ_n ( Σ_d a[n, d, o] · g[n, d, o] )²,    P_i = Σ_o Δ_o.
 
-Which tensor (criterion.md §2.1, reconstructed):
+Which tensor (docs/reference/criterion.md §2.1, reconstructed):
   * `out` (option A): the conv's pre-activation output (incl. folded bias or
     BN); P_i sums it over the layer's output channels.
   * `inp` (option B): the conv's input (post-ReLU6 of the layer below, or the
@@ -13,7 +13,7 @@ Which tensor (criterion.md §2.1, reconstructed):
     only (the residual shortcut path is not included). Used to rank the input
     channels of non-depthwise convs; depthwise convs use `out` (own channels).
 
-Which loss (criterion.md §2.2, reconstructed): the ProtoNet cosine loss on the
+Which loss (docs/reference/criterion.md §2.2, reconstructed): the ProtoNet cosine loss on the
 support set itself (prototypes from the support features, logits for the same
 support images, mean over valid rows), BN frozen, no augmentation. The
 prototype couples the samples, so g is the gradient of the *batch* loss.
@@ -50,7 +50,8 @@ class FisherScores(NamedTuple):
   n_support: int = 0
 
 
-def fisher_per_channel(act: jax.Array, grad: jax.Array,
+def fisher_per_channel(act: jax.Array,
+                       grad: jax.Array,
                        valid: Optional[jax.Array] = None) -> jax.Array:
   """Δ per channel from one layer's activation and its loss gradient.
 
@@ -66,30 +67,24 @@ def fisher_per_channel(act: jax.Array, grad: jax.Array,
   if valid is None:
     return 0.5 * jnp.mean(s * s, axis=0)
   w = valid.astype(s.dtype)
-  return 0.5 * jnp.sum(w[:, None] * s * s, axis=0) / jnp.maximum(
-      jnp.sum(w), 1.0)
+  return 0.5 * jnp.sum(
+      w[:, None] * s * s, axis=0) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def support_loss(head, features, labels, valid, way_mask):
-  """ProtoNet cosine loss of the support set on itself (criterion.md §2.2).
-
-  Args:
-    head: {'scale', 'bias'} of `protonet.init_head`.
-    features: f32[S, D]; labels: i32[S]; valid: bool[S]; way_mask: bool[W].
-
-  Returns:
-    f32[] mean cross-entropy over valid rows.
-  """
-  protos = protonet.prototypes(features, labels, valid, way_mask.shape[0])
-  logits = protonet.cosine_logits(head, features, protos, way_mask)
-  return protonet.masked_cross_entropy(logits, labels, valid)
+# The Fisher pass's loss: the support set on its own prototypes
+# (docs/reference/criterion.md §2.2), the same loss fine-tuning minimises.
+support_loss = protonet.support_loss
 
 
 def _probes(spec: ModelSpec, batch: int):
-  inp = {c.name: jnp.zeros((batch, c.h_in, c.h_in, c.c_in), jnp.float32)
-         for c in spec.convs}
-  out = {c.name: jnp.zeros((batch, c.h_out, c.h_out, c.c_out), jnp.float32)
-         for c in spec.convs}
+  inp = {
+      c.name: jnp.zeros((batch, c.h_in, c.h_in, c.c_in), jnp.float32)
+      for c in spec.convs
+  }
+  out = {
+      c.name: jnp.zeros((batch, c.h_out, c.h_out, c.c_out), jnp.float32)
+      for c in spec.convs
+  }
   return inp, out
 
 
@@ -112,24 +107,33 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
   in_p, out_p = _probes(spec, images.shape[0])
 
   def loss_fn(probes):
-    o = network.apply(spec, params, images, state=state, train=False,
-                      in_probes=probes[0], out_probes=probes[1], capture=True)
-    loss = loss_scale * support_loss(head, o.features, labels, valid,
-                                     way_mask)
+    o = network.apply(
+        spec,
+        params,
+        images,
+        state=state,
+        train=False,
+        in_probes=probes[0],
+        out_probes=probes[1],
+        capture=True)
+    loss = loss_scale * support_loss(head, o.features, labels, valid, way_mask)
     return loss, o.activations
 
-  (loss, acts), (g_in, g_out) = jax.value_and_grad(loss_fn, has_aux=True)(
-      (in_p, out_p))
+  (loss, acts), (g_in, g_out) = jax.value_and_grad(
+      loss_fn, has_aux=True)((in_p, out_p))
   scores = {'out': {}, 'inp': {}}
   for c in spec.convs:
     scores['out'][c.name] = fisher_per_channel(acts[c.name]['out'],
                                                g_out[c.name], valid)
-    scores['inp'][c.name] = fisher_per_channel(acts[c.name]['in'],
-                                               g_in[c.name], valid)
+    scores['inp'][c.name] = fisher_per_channel(acts[c.name]['in'], g_in[c.name],
+                                               valid)
   return loss, scores
 
 
-def compute_fisher(spec: ModelSpec, params, episode, head=None,
+def compute_fisher(spec: ModelSpec,
+                   params,
+                   episode,
+                   head=None,
                    state: Optional[Any] = None,
                    loss_scale: float = 1.0) -> FisherScores:
   """Fisher potentials of every conv for one task (one jitted pass).
@@ -165,10 +169,10 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
     raise ValueError('episode.support_mask has no valid support image; the '
                      'Fisher pass needs at least one labelled image')
   head = protonet.init_head() if head is None else head
-  loss, scores = fisher_step(
-      spec, params, state or {}, head, x,
-      np.asarray(episode.support_y, np.int32), valid,
-      np.asarray(episode.way_mask, bool), np.float32(loss_scale))
+  loss, scores = fisher_step(spec, params, state or {}, head, x,
+                             np.asarray(episode.support_y, np.int32), valid,
+                             np.asarray(episode.way_mask, bool),
+                             np.float32(loss_scale))
   loss, scores = jax.device_get((loss, scores))
   out = {k: np.asarray(v, np.float32) for k, v in scores['out'].items()}
   inp = {k: np.asarray(v, np.float32) for k, v in scores['inp'].items()}
@@ -177,6 +181,7 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
     raise ValueError(f'the Fisher pass produced a non-finite support loss '
                      f'({float(loss)}) or scores (e.g. {bad[:2]}); check the '
                      'weights and inputs (images in [-1, 1]) and the head')
-  layer = {c.name: float(np.sum(out[c.name], dtype=np.float64))
-           for c in spec.convs}
+  layer = {
+      c.name: float(np.sum(out[c.name], dtype=np.float64)) for c in spec.convs
+  }
   return FisherScores(out, inp, layer, float(loss), int(valid.sum()))

@@ -71,10 +71,10 @@ class Scheme(NamedTuple):
 
 
 def scheme_view(spec: ModelSpec, n_bias: int, weights: Mapping[int, float]):
-  """Layer view (`cost.as_layer_view` form) of biases-last-n + weights."""
+  """`masks.LayerView` of biases-last-n + weights."""
   layers = cost.sparse_update_to_layers(spec, n_bias, sorted(weights),
                                         [weights[i] for i in sorted(weights)])
-  return cost.as_layer_view(spec, layers)
+  return layers
 
 
 def _costs(spec, n_bias, weights) -> Tuple[int, int]:
@@ -93,10 +93,11 @@ def _pareto(states):
   return kept
 
 
-def search_scheme(spec: ModelSpec, bias_gain: Mapping[int, float],
+def search_scheme(spec: ModelSpec,
+                  bias_gain: Mapping[int, float],
                   weight_gain: Mapping[int, Mapping[float, float]],
-                  budget_bytes: int, budget_macs: Optional[int] = None
-                  ) -> Scheme:
+                  budget_bytes: int,
+                  budget_macs: Optional[int] = None) -> Scheme:
   """The scheme with the largest summed gain within both budgets.
 
   Args:
@@ -156,27 +157,31 @@ def search_scheme(spec: ModelSpec, bias_gain: Mapping[int, float],
                      f'cheapest (biases of the last {k} convs) needs {b} bytes'
                      f' and {m} MACs; raise the budgets')
   _, k, weights = best
-  return describe_scheme(spec, k, weights,
-                         gain=-best[0][0])
+  return describe_scheme(spec, k, weights, gain=-best[0][0])
 
 
-def describe_scheme(spec: ModelSpec, n_bias: int, weights: Mapping[int, float],
-                    gain: float = float('nan')) -> Scheme:
+def describe_scheme(
+    spec: ModelSpec,
+    n_bias: int,
+    weights: Mapping[int, float],
+    gain: float = float('nan')) -> Scheme:
   """Scheme tuple with its costs on `spec` (weights: {conv index: ratio})."""
   idx = tuple(sorted(int(i) for i in weights))
   view = scheme_view(spec, n_bias, weights)
-  return Scheme(int(n_bias), idx, tuple(float(weights[i]) for i in idx),
-                float(gain), cost.backward_macs(spec, view).total_macs,
-                cost.backward_memory_bytes(spec, view).total_bytes,
-                cost.tt_memory_bits(spec, view) / 8 / 1024)
+  return Scheme(
+      int(n_bias), idx, tuple(float(weights[i]) for i in idx), float(gain),
+      cost.backward_macs(spec, view).total_macs,
+      cost.backward_memory_bytes(spec, view).total_bytes,
+      cost.tt_memory_bits(spec, view) / 8 / 1024)
 
 
-def candidate_weight_convs(spec: ModelSpec, last_n: int = 12,
+def candidate_weight_convs(spec: ModelSpec,
+                           last_n: int = 12,
                            kinds=('pw1', 'pw2', 'mix')) -> Tuple[int, ...]:
   """Indices of the 1x1 convs (+ the mix conv) among the last `last_n`."""
   n = len(spec.convs)
-  return tuple(c.index for c in spec.convs[max(0, n - last_n):]
-               if c.kind in kinds)
+  return tuple(
+      c.index for c in spec.convs[max(0, n - last_n):] if c.kind in kinds)
 
 
 def save_schemes(path, entries: Mapping[str, Dict[str, Any]],

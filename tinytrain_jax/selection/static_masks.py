@@ -1,6 +1,6 @@
 """Task-independent masks: static L2 / random channels, last-k, SparseUpdate.
 
-The static channel baselines of criterion.md §4 keep the same layers and
+The static channel baselines of docs/reference/criterion.md §4 keep the same layers and
 channel counts as a dynamic selection and change only which channels:
   * L2: input channel c of a conv ranked by ‖W[:, :, c, :]‖₂ (depthwise:
     ‖W[:, :, 0, c]‖₂), largest first (SparseUpdate's magnitude order);
@@ -17,18 +17,14 @@ import numpy as np
 
 from tinytrain_jax import cost
 from tinytrain_jax import masks as masks_lib
-from tinytrain_jax.models import network
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models.spec import ConvLayer, ModelSpec
-
-
-def _n_channels(conv: ConvLayer) -> int:
-  return conv.c_out if conv.depthwise else conv.c_in
 
 
 def l2_order(params, conv: ConvLayer) -> np.ndarray:
   """Channel indices of `conv` by weight-slice L2 norm, largest first."""
-  w = np.asarray(network.get_layer(params, conv.name)['kernel'], np.float64)
-  axis = masks_lib.channel_axis(w.shape)
+  w = np.asarray(tree_paths.get(params, f'{conv.name}/kernel'), np.float64)
+  axis = w.ndim + conv.mask_axis
   other = tuple(a for a in range(w.ndim) if a != axis)
   return np.argsort(-np.sqrt(np.sum(w * w, axis=other)), kind='stable')
 
@@ -36,14 +32,14 @@ def l2_order(params, conv: ConvLayer) -> np.ndarray:
 def random_order(conv: ConvLayer, seed: int) -> np.ndarray:
   """A fixed random channel order of `conv` for (seed, conv index)."""
   rng = np.random.default_rng([int(seed), conv.index])
-  return rng.permutation(_n_channels(conv))
+  return rng.permutation(conv.mask_channels)
 
 
 def _from_counts(spec, params, counts, order_fn, train_classifier):
   updates = {}
   for key, k in counts.items():
     conv = spec.conv(key)
-    n = _n_channels(conv)
+    n = conv.mask_channels
     if not 1 <= int(k) <= n:
       raise ValueError(f'channel count for {conv.name} must be in [1, {n}], '
                        f'got {k}; pass counts like selection.channel_counts')
@@ -51,7 +47,9 @@ def _from_counts(spec, params, counts, order_fn, train_classifier):
   return masks_lib.mask_from_layers(spec, params, updates, train_classifier)
 
 
-def static_l2_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
+def static_l2_mask(spec: ModelSpec,
+                   params,
+                   counts: Mapping[Any, int],
                    train_classifier: bool = False):
   """Mask with the top-k L2-norm channels of each listed conv (+ its bias).
 
@@ -67,14 +65,20 @@ def static_l2_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
                       train_classifier)
 
 
-def random_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
-                seed: int = 0, train_classifier: bool = False):
+def random_mask(spec: ModelSpec,
+                params,
+                counts: Mapping[Any, int],
+                seed: int = 0,
+                train_classifier: bool = False):
   """Mask with k seeded-random channels of each listed conv (+ its bias)."""
   return _from_counts(spec, params, counts, lambda c: random_order(c, seed),
                       train_classifier)
 
 
-def last_k_mask(spec: ModelSpec, params, k: int, ratio: float = 1.0,
+def last_k_mask(spec: ModelSpec,
+                params,
+                k: int,
+                ratio: float = 1.0,
                 train_classifier: bool = False):
   """Weights (first max(1, int(C · ratio)) input channels) and biases of the
   last k convs.
@@ -91,13 +95,18 @@ def last_k_mask(spec: ModelSpec, params, k: int, ratio: float = 1.0,
     raise ValueError(f'k must be in [1, {n}] for {spec.name}, got {k}')
   if not 0 < ratio <= 1:
     raise ValueError(f'ratio must be in (0, 1], got {ratio}')
-  updates = {c.index: list(range(max(1, int(_n_channels(c) * ratio))))
-             for c in spec.convs[n - k:]}
+  updates = {
+      c.index: list(range(max(1, int(c.mask_channels * ratio))))
+      for c in spec.convs[n - k:]
+  }
   return masks_lib.mask_from_layers(spec, params, updates, train_classifier)
 
 
-def sparse_update_mask(spec: ModelSpec, params, n_bias_update,
-                       manual_weight_idx, weight_update_ratio,
+def sparse_update_mask(spec: ModelSpec,
+                       params,
+                       n_bias_update,
+                       manual_weight_idx,
+                       weight_update_ratio,
                        train_classifier: bool = False):
   """tiny-training's SparseUpdate scheme (backward_config) as a mask.
 
@@ -112,7 +121,7 @@ def sparse_update_mask(spec: ModelSpec, params, n_bias_update,
   Example:
     sparse_update_mask(spec, params, 12, '36-39-41', '1-0.5-0.25')
   """
-  layers = cost.sparse_update_to_layers(spec, n_bias_update,
-                                        manual_weight_idx,
+  layers = cost.sparse_update_to_layers(spec, n_bias_update, manual_weight_idx,
                                         weight_update_ratio)
-  return masks_lib.mask_from_layers(spec, params, layers, train_classifier)
+  return masks_lib.mask_from_view(spec, params,
+                                  layers._replace(classifier=train_classifier))

@@ -14,8 +14,12 @@ from tinytrain_jax.selection import budget as budget_lib
 from tinytrain_jax.selection import criterion
 
 
-def task_episode(source_name: str, seed: int, resolution: int = 128,
-                 ways: int = 5, shots: int = 5, queries: int = 5,
+def task_episode(source_name: str,
+                 seed: int,
+                 resolution: int = 128,
+                 ways: int = 5,
+                 shots: int = 5,
+                 queries: int = 5,
                  variable: bool = False) -> data.Episode:
   """Test-split episode 0 of stream `seed` (fixed N-way K-shot by default).
 
@@ -27,17 +31,21 @@ def task_episode(source_name: str, seed: int, resolution: int = 128,
     variable: Meta-Dataset variable-way variable-shot sampling instead.
   """
   src = data.get_source(source_name, 'test')
-  cfg = (data.SamplerConfig(mode='variable') if variable else
-         data.SamplerConfig(mode='fixed', ways=ways, shots=shots,
-                            queries=queries))
+  cfg = (
+      data.SamplerConfig(mode='variable') if variable else data.SamplerConfig(
+          mode='fixed', ways=ways, shots=shots, queries=queries))
   spec = data.sample_episode(src, cfg, seed, 0)
   return data.make_episode(src, spec, resolution=resolution)
 
 
-def select_for_task(model: str, source_name: str = 'omniglot', seed: int = 0,
+def select_for_task(model: str,
+                    source_name: str = 'omniglot',
+                    seed: int = 0,
                     budget_bytes: Optional[float] = None,
                     budget_macs: Optional[float] = None,
-                    resolution: int = 128, ways: int = 5, shots: int = 5,
+                    resolution: int = 128,
+                    ways: int = 5,
+                    shots: int = 5,
                     variable: bool = False,
                     **config_kwargs) -> Tuple[Any, Any, criterion.Selection]:
   """Loads pretrained weights, samples a test task, runs `select`.
@@ -58,11 +66,12 @@ def select_for_task(model: str, source_name: str = 'omniglot', seed: int = 0,
   config = criterion.SelectionConfig(
       default_bytes if budget_bytes is None else budget_bytes,
       default_macs if budget_macs is None else budget_macs,
-      seed=seed, **config_kwargs)
+      seed=seed,
+      **config_kwargs)
   spec, params = pretrained.load_pretrained(
       name, resolution, feature_mix=name != 'mcunet-5fps')
-  episode = task_episode(source_name, seed, resolution, ways, shots,
-                         variable=variable)
+  episode = task_episode(
+      source_name, seed, resolution, ways, shots, variable=variable)
   return spec, params, criterion.select(spec, params, episode, config)
 
 
@@ -70,24 +79,30 @@ def selection_report(sel: criterion.Selection) -> Dict[str, Any]:
   """JSON-able summary: layers, costs, budgets, the config."""
   num = lambda v: v if v != float('inf') else None  # JSON has no inf
   return {
-      'layers': [{k: l[k] for k in ('index', 'name', 'kind',
-                                    'channels_selected', 'channels_total',
-                                    'score', 'fisher', 'channels')}
-                 for l in sel.layers],
-      'bwd_bytes': sel.bwd_bytes, 'bwd_macs': sel.bwd_macs,
+      'layers': [{
+          k: l[k] for k in ('index', 'name', 'kind', 'channels_selected',
+                           'channels_total', 'score', 'fisher', 'channels')
+      } for l in sel.layers],
+      'bwd_bytes': sel.bwd_bytes,
+      'bwd_macs': sel.bwd_macs,
       'tt_kb': sel.tt_kb,
       'budget_bytes': num(sel.budget_bytes),
       'budget_macs': num(sel.budget_macs),
-      'fisher_loss': sel.fisher.loss, 'n_support': sel.fisher.n_support,
-      'config': {k: (list(v) if isinstance(v, tuple) else num(v))
-                 for k, v in dataclasses.asdict(sel.config).items()},
+      'fisher_loss': sel.fisher.loss,
+      'n_support': sel.fisher.n_support,
+      'config': {
+          k: (list(v) if isinstance(v, tuple) else num(v))
+          for k, v in dataclasses.asdict(sel.config).items()
+      },
   }
 
 
 def format_selection(sel: criterion.Selection) -> str:
   """Human-readable table of the chosen layers and the mask's costs."""
-  rows = [f'{"idx":>4} {"name":<24} {"kind":<5} {"channels":>10} '
-          f'{"P_i":>10} {"s_i":>10}']
+  rows = [
+      f'{"idx":>4} {"name":<24} {"kind":<5} {"channels":>10} '
+      f'{"P_i":>10} {"s_i":>10}'
+  ]
   for l in sel.layers:
     ch = f'{l["channels_selected"]}/{l["channels_total"]}'
     rows.append(f'{l["index"]:>4} {l["name"]:<24} {l["kind"]:<5} {ch:>10} '

@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import layers
-from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 
@@ -84,25 +84,33 @@ def init_adapters(spec, drop_percent: int, key) -> Dict[str, Any]:
     c, m, _ = _dims(spec, b)
     k = jax.random.fold_in(key, b)
     out[f'blocks_{b}'] = {
-        'down': {'kernel': jax.random.normal(k, (c, m)) * np.sqrt(2.0 / m),
-                 'bias': jnp.zeros((m,))},
-        'up': {'kernel': jnp.zeros((m, c)), 'bias': jnp.zeros((c,))}}
+        'down': {
+            'kernel': jax.random.normal(k, (c, m)) * np.sqrt(2.0 / m),
+            'bias': jnp.zeros((m,))
+        },
+        'up': {
+            'kernel': jnp.zeros((m, c)),
+            'bias': jnp.zeros((c,))
+        }
+    }
   return out
 
 
 def _adapter(ap, x):
-  h = jax.nn.relu(jnp.einsum('nhwc,cm->nhwm', x, ap['down']['kernel']) +
-                  ap['down']['bias'])
-  return x + jnp.einsum('nhwm,mc->nhwc', h, ap['up']['kernel']) + ap['up'][
-      'bias']
+  h = jax.nn.relu(
+      jnp.einsum('nhwc,cm->nhwm', x, ap['down']['kernel']) + ap['down']['bias'])
+  return x + jnp.einsum('nhwm,mc->nhwc', h,
+                        ap['up']['kernel']) + ap['up']['bias']
 
 
 def features(spec, params, adapters, images):
   """Pooled features f32[B, D] of the backbone with the given adapters."""
+
   def run(conv, x):
-    p = network.get_layer(params, conv.name)
+    p = tree_paths.get(params, conv.name)
     y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise) + p['bias']
     return layers.relu6(y) if conv.activation == 'relu6' else y
+
   by = _block_convs(spec)
   x = run(spec.convs[0], images)
   for b, blk in enumerate(spec.blocks):
@@ -118,27 +126,29 @@ def features(spec, params, adapters, images):
   return jnp.mean(x, axis=(1, 2))
 
 
-def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
+def _step_impl(spec,
+               cfg,
+               tr,
+               opt_state,
+               params,
+               head,
+               batch,
+               step,
+               task,
                lr=None):
-  key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
+  key = ft.task_key(cfg.seed, task, step)
   frozen = jax.tree.map(jax.lax.stop_gradient, params)
 
   def loss_fn(t):
     return ft.support_loss(lambda x: features(spec, frozen, t, x),
-                           jax.lax.stop_gradient(head), batch, key,
-                           cfg.augment)
+                           jax.lax.stop_gradient(head), batch, key, cfg.augment)
+
   loss, grads = jax.value_and_grad(loss_fn)(tr)
-  if cfg.weight_decay:
-    grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
-  tx = optax.sgd(cfg.lr if lr is None else lr,
-                 momentum=cfg.momentum or None)
-  updates, opt_state = tx.update(grads, opt_state, tr)
-  return jax.tree.map(jnp.add, tr, updates), opt_state, loss
+  tr, opt_state = ft.sgd_update(cfg, grads, opt_state, tr, lr)
+  return tr, opt_state, loss
 
 
-adapter_step = jax.jit(_step_impl, static_argnums=(0, 1),
-                       donate_argnums=(2, 3))
+adapter_step = jax.jit(_step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
 
 
 def _eval_impl(spec, params, adapters, head, batch):
@@ -162,12 +172,12 @@ def adapter_costs(spec, drop_percent: int, batch_size: int) -> Dict[str, int]:
     return {'bwd_macs': 0, 'bwd_bytes': 0, 'n_trained': 0}
   lowest = kept[0]
   by = _block_convs(spec)
-  above = [c for c in spec.convs
-           if (c.block is not None and c.block > lowest) or
-           (c.block is None and c.index > by[lowest][-1].index)]
+  above = [
+      c for c in spec.convs if (c.block is not None and c.block > lowest) or
+      (c.block is None and c.index > by[lowest][-1].index)
+  ]
   macs = sum(c.macs for c in above)
-  mask_bits = sum(c.output_elements for c in above
-                  if c.activation == 'relu6')
+  mask_bits = sum(c.output_elements for c in above if c.activation == 'relu6')
   saved_bytes = n_params = 0
   for b in kept:
     c, m, h = _dims(spec, b)
@@ -177,11 +187,17 @@ def adapter_costs(spec, drop_percent: int, batch_size: int) -> Dict[str, int]:
     mask_bits += h * h * m  # ReLU mask of the hidden layer
     n_params += c * m + m + m * c + c
   act = saved_bytes * batch_size + -(-mask_bits * batch_size // 8)
-  return {'bwd_macs': int(macs), 'bwd_bytes': int(act + 3 * 4 * n_params),
-          'n_trained': int(n_params)}
+  return {
+      'bwd_macs': int(macs),
+      'bwd_bytes': int(act + 3 * 4 * n_params),
+      'n_trained': int(n_params)
+  }
 
 
-def finetune_adapters(spec, params, head, episode,
+def finetune_adapters(spec,
+                      params,
+                      head,
+                      episode,
                       config: ft.FinetuneConfig = ft.FinetuneConfig(),
                       drop_percent: int = 50,
                       task: int = 0) -> ft.FinetuneResult:
@@ -201,7 +217,7 @@ def finetune_adapters(spec, params, head, episode,
                                        jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
-  ft._check_finite(curve, config.steps)  # pylint: disable=protected-access
+  ft.check_finite_curve(curve, config.steps)
   loss, acc = adapter_eval(spec, params, tr, head, batch)
   costs['adapters'] = tr
   return ft.FinetuneResult(float(acc), curve, params, costs, float(loss), head)

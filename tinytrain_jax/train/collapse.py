@@ -26,9 +26,11 @@ _warned = set()
 
 def param_norm(params: Any) -> float:
   """Global L2 norm of a pytree of arrays (float64 on the host)."""
-  return float(np.sqrt(sum(
-      np.sum(np.square(np.asarray(x, np.float64)))
-      for x in jax.tree.leaves(params))))
+  return float(
+      np.sqrt(
+          sum(
+              np.sum(np.square(np.asarray(x, np.float64)))
+              for x in jax.tree.leaves(params))))
 
 
 def check(what: str, lr: float, ways: int, final_loss: float,
@@ -56,8 +58,7 @@ def check(what: str, lr: float, ways: int, final_loss: float,
 def warn_if_collapsed(what: str, lr: float, ways: int, final_loss: float,
                       norm_before: float, params_after: Any) -> Optional[str]:
   """`check`, logging the message as one warning line (once per what/lr)."""
-  msg = check(what, lr, ways, final_loss, norm_before,
-              param_norm(params_after))
+  msg = check(what, lr, ways, final_loss, norm_before, param_norm(params_after))
   if msg and (what, lr) not in _warned:
     _warned.add((what, lr))
     logging.warning('%s', msg)

@@ -29,6 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax import mask_partition
+from tinytrain_jax import masks as masks_lib
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import network
 from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import sparse_step
@@ -97,8 +100,7 @@ class Contributions(NamedTuple):
 
 def n_kept(conv, ratio: float) -> int:
   """Channels tiny-training's sliced kernel keeps: max(1, int(C · ratio))."""
-  n = conv.c_out if conv.depthwise else conv.c_in
-  return max(1, int(n * ratio))
+  return max(1, int(conv.mask_channels * ratio))
 
 
 def _bias_path(conv):
@@ -109,33 +111,38 @@ def _kernel_path(conv):
   return f'{conv.name}/kernel'
 
 
-def _plan(paths: Sequence[str]) -> sparse_step.SparsePlan:
-  return sparse_step.SparsePlan(tuple(sorted(paths)), ())
+def _plan(paths: Sequence[str]) -> mask_partition.SparsePlan:
+  return mask_partition.SparsePlan(tuple(sorted(paths)), ())
 
 
-def _mask_tree(plan, params, on: Dict[str, int]) -> Dict[str, np.ndarray]:
+def _mask_tree(spec, plan, params, on: Dict[str, int]) -> Dict[str, np.ndarray]:
   """{leaf path: 0/1 f32 array} over `plan`'s leaves; `on` = {path: channels
-  (kernels: the first n input channels; biases: -1 = all)}."""
+  (kernels: the first n along the conv's mask axis; biases: -1 = all)}."""
+  axes = masks_lib.channel_axes(spec, params)
   out = {}
   for path in plan.full_leaves:
-    shape = np.shape(network.get_layer(params, path))
+    shape = np.shape(tree_paths.get(params, path))
     m = np.zeros(shape, np.float32)
     if path in on:
       c = on[path]
       if c < 0:
         m[...] = 1.0
-      elif shape[-2] == 1:  # depthwise: channels on the last axis
-        m[..., :c] = 1.0
       else:
-        m[:, :, :c, :] = 1.0
+        m[tuple(
+            slice(0, c) if a == axes[path] else slice(None)
+            for a in range(len(shape)))] = 1.0
     out[path] = m
   return out
 
 
 def _run_impl(spec, plan, cfg, params, head, batch, dmask):
   """Fine-tunes `plan`'s leaves under `dmask` for cfg.steps; query accuracy."""
-  tr = {'params': {p: network.get_layer(params, p) for p in plan.full_leaves},
-        'deltas': {}}
+  tr = {
+      'params': {
+          p: tree_paths.get(params, p) for p in plan.full_leaves
+      },
+      'deltas': {}
+  }
   tx = optax.sgd(cfg.lr, momentum=cfg.momentum or None)
   key = jax.random.PRNGKey(0)  # unused: no augmentation
 
@@ -148,15 +155,13 @@ def _run_impl(spec, plan, cfg, params, head, batch, dmask):
     t, s = carry
     _, g = sparse_step.sparse_value_and_grad(loss_fn, t, params, head, {},
                                              batch, key)
-    g = {'params': jax.tree.map(jnp.multiply, g['params'], dmask),
-         'deltas': {}}
+    g = {'params': jax.tree.map(jnp.multiply, g['params'], dmask), 'deltas': {}}
     u, s = tx.update(g, s, t)
-    u = {'params': jax.tree.map(jnp.multiply, u['params'], dmask),
-         'deltas': {}}
+    u = {'params': jax.tree.map(jnp.multiply, u['params'], dmask), 'deltas': {}}
     return jax.tree.map(jnp.add, t, u), s
 
   tr, _ = jax.lax.fori_loop(0, cfg.steps, body, (tr, tx.init(tr)))
-  new = sparse_step.combine(params, tr['params'])
+  new = mask_partition.combine(params, tr['params'])
   return ft.episode_loss(spec, new, head, batch)[1]
 
 
@@ -165,9 +170,11 @@ _run = jax.jit(_run_impl, static_argnums=(0, 1, 2))
 
 
 def _accuracy(spec, plan, cfg, params, head, batch, on):
-  dmask = _mask_tree(plan, params, on)
-  return float(_run(spec, plan, cfg, params, head, batch,
-                    {k: jnp.asarray(v) for k, v in dmask.items()}))
+  dmask = _mask_tree(spec, plan, params, on)
+  return float(
+      _run(spec, plan, cfg, params, head, batch, {
+          k: jnp.asarray(v) for k, v in dmask.items()
+      }))
 
 
 def measure_contributions(spec, params, head, episodes,
@@ -192,8 +199,8 @@ def measure_contributions(spec, params, head, episodes,
   convs = spec.convs
   bias_plan = _plan([_bias_path(c) for c in convs[n - max(cfg.bias_ks):]])
   ref = {_bias_path(c): -1 for c in convs[n - cfg.ref_bias_k:]}
-  weight_plan = _plan(list(ref) + [_kernel_path(convs[i])
-                                   for i in cfg.weight_convs])
+  weight_plan = _plan(
+      list(ref) + [_kernel_path(convs[i]) for i in cfg.weight_convs])
   per = {}
 
   def record(name, acc):
@@ -207,14 +214,13 @@ def measure_contributions(spec, params, head, episodes,
       record(f'bias{k}', _accuracy(spec, bias_plan, cfg, params, head, batch,
                                    on))
     if cfg.weight_convs:
-      record('ref', _accuracy(spec, weight_plan, cfg, params, head, batch,
-                              ref))
+      record('ref', _accuracy(spec, weight_plan, cfg, params, head, batch, ref))
     for i in cfg.weight_convs:
       for r in cfg.ratios:
         on = dict(ref)
         on[_kernel_path(convs[i])] = n_kept(convs[i], r)
-        record(f'w{i}@{r}', _accuracy(spec, weight_plan, cfg, params, head,
-                                      batch, on))
+        record(f'w{i}@{r}',
+               _accuracy(spec, weight_plan, cfg, params, head, batch, on))
   mean = {k: float(np.mean(v)) for k, v in per.items()}
   base = mean['none']
   ref_acc = mean.get('ref', base)
@@ -223,6 +229,9 @@ def measure_contributions(spec, params, head, episodes,
       bias_accuracy={k: mean[f'bias{k}'] for k in cfg.bias_ks},
       bias_gain={k: mean[f'bias{k}'] - base for k in cfg.bias_ks},
       ref_accuracy=ref_acc,
-      weight_gain={i: {r: mean[f'w{i}@{r}'] - ref_acc for r in cfg.ratios}
-                   for i in cfg.weight_convs},
+      weight_gain={
+          i: {
+              r: mean[f'w{i}@{r}'] - ref_acc for r in cfg.ratios
+          } for i in cfg.weight_convs
+      },
       per_episode=per)

@@ -1,4 +1,4 @@
-"""Per-task fine-tuning on the support set (protocol.md §5) and evaluation.
+"""Per-task fine-tuning on the support set (docs/reference/protocol.md §5) and evaluation.
 
   cfg = FinetuneConfig(steps=40, lr=1e-3)
   res = finetune(spec, params, head, episode, mask, cfg)  # res.accuracy
@@ -11,14 +11,15 @@ prototypes of the clean support set under the fine-tuned weights.
 `impl='dense'` is the dense-masked reference.
 """
 import dataclasses
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tinytrain_jax.configs import dataclass_config
+from tinytrain_jax import cost
+from tinytrain_jax import mask_partition
 from tinytrain_jax import masks as masks_lib
 from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
@@ -27,7 +28,7 @@ from tinytrain_jax.train import sparse_step
 
 IMPLS = ('sparse', 'dense')
 EPISODE_KEYS = ('support_x', 'support_y', 'support_mask', 'query_x', 'query_y',
-            'query_mask', 'way_mask')
+                'query_mask', 'way_mask')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ class FinetuneConfig:
   def __post_init__(self):
     if not isinstance(self.steps, int) or self.steps < 0:
       raise ValueError(f'FinetuneConfig.steps must be an int >= 0, got '
-                       f'{self.steps!r}; set --config.finetune.steps')
+                       f'{self.steps!r}')
     if not self.lr > 0:
       raise ValueError(f'FinetuneConfig.lr must be > 0, got {self.lr}')
     if not 0 <= self.momentum < 1:
@@ -69,11 +70,6 @@ class FinetuneConfig:
     if self.impl not in IMPLS:
       raise ValueError(f'FinetuneConfig.impl must be one of {IMPLS}, got '
                        f'{self.impl!r}')
-
-  @classmethod
-  def from_config(cls, cfg) -> 'FinetuneConfig':
-    """From a ConfigDict / dict; unknown keys raise ValueError."""
-    return dataclass_config.dataclass_from_config(cls, cfg)
 
 
 class FinetuneResult(NamedTuple):
@@ -94,8 +90,9 @@ def episode_arrays(spec, episode) -> Dict[str, jax.Array]:
   Raises:
     ValueError: wrong image shape, misaligned labels/masks (before any jit).
   """
-  get = (episode.get if isinstance(episode, dict)
-         else lambda k: getattr(episode, k, None))
+  get = (
+      episode.get
+      if isinstance(episode, dict) else lambda k: getattr(episode, k, None))
   out = {}
   for k in EPISODE_KEYS:
     v = get(k)
@@ -122,44 +119,50 @@ def episode_arrays(spec, episode) -> Dict[str, jax.Array]:
                      f' but way_mask has {w.shape[0]} slots')
   if not out['support_mask'].any():
     raise ValueError('episode has no valid support image')
-  return {k: jnp.asarray(v, jnp.float32 if k.endswith('_x') else None)
-          for k, v in out.items()}
+  return {
+      k: jnp.asarray(v, jnp.float32 if k.endswith('_x') else None)
+      for k, v in out.items()
+  }
 
 
 def support_loss(features_fn, head, batch, key, augment: bool):
   """ProtoNet support loss (module docstring). features_fn(images) -> f32[B,D].
   """
-  sx, sy, sm = batch['support_x'], batch['support_y'], batch['support_mask']
+  sx = batch['support_x']
   clean = features_fn(sx)
-  protos = protonet.prototypes(clean, sy, sm, batch['way_mask'].shape[0])
-  q = features_fn(augment_jax(sx, key)) if augment else clean
-  logits = protonet.cosine_logits(head, q, protos, batch['way_mask'])
-  return protonet.masked_cross_entropy(logits, sy, sm)
+  q = features_fn(augment_jax(sx, key)) if augment else None
+  return protonet.support_loss(head, clean, batch['support_y'],
+                               batch['support_mask'], batch['way_mask'], q)
 
 
 def _loss(spec, cfg, start_block=0):
   """Support loss of the step; with start_block > 0 the batch carries the
   cached prefix activation 'support_h' (augmentation off), so only blocks
   from start_block on run."""
+
   def loss_fn(params, head, deltas, batch, key):
     if start_block:
-      feats = lambda _: network.apply(spec, params, batch['support_h'],
-                                      deltas=deltas,
-                                      start_block=start_block).features
+      feats = lambda _: network.apply(
+          spec,
+          params,
+          batch['support_h'],
+          deltas=deltas,
+          start_block=start_block).features
     else:
       feats = lambda x: network.apply(spec, params, x, deltas=deltas).features
     return support_loss(feats, head, batch, key, cfg.augment)
+
   return loss_fn
 
 
-def start_block(spec, plan: sparse_step.SparsePlan) -> int:
+def start_block(spec, plan: mask_partition.SparsePlan) -> int:
   """The first block a plan trains: blocks below it are a frozen prefix.
 
   0 when the stem is trained; len(spec.blocks) when no conv is (then only
   the feature-mix conv, if any, and the pooling run per step).
   """
   layers = [p.rsplit('/', 1)[0] for p in plan.full_leaves]
-  layers += [n for n, _, _ in plan.delta_layers]
+  layers += [d.name for d in plan.delta_layers]
   convs = {c.name for c in spec.convs}
   return min((network.block_of(spec, n) for n in layers if n in convs),
              default=len(spec.blocks))
@@ -179,13 +182,17 @@ def step_forward_macs(spec, start: int) -> Dict[str, int]:
 
   Returns {'start_block', 'step_macs', 'prefix_macs'} (MACs per sample).
   """
-  suffix = sum(c.macs for c in spec.convs
+  suffix = sum(c.macs
+               for c in spec.convs
                if c.index > 0 and network.block_of(spec, c.name) >= start)
   if start == 0:
     suffix += spec.convs[0].macs
   total = sum(c.macs for c in spec.convs)
-  return {'start_block': int(start), 'step_macs': int(suffix),
-          'prefix_macs': int(total - suffix)}
+  return {
+      'start_block': int(start),
+      'step_macs': int(suffix),
+      'prefix_macs': int(total - suffix)
+  }
 
 
 # One compile per (spec, start_block): the frozen prefix of a task's support.
@@ -206,18 +213,25 @@ class SparseTask(NamedTuple):
   batch: Dict[str, jax.Array]
 
 
-def sparse_task(spec, params, plan, indices, batch, cfg,
+def sparse_task(spec,
+                params,
+                plan,
+                indices,
+                batch,
+                cfg,
                 head=None) -> SparseTask:
   """Everything the sparse step needs for a task, the prefix computed once
   (`prefix_start`); `head` is trained when given."""
   start = prefix_start(spec, plan, cfg)
   if start:
-    batch = dict(batch, support_h=support_prefix(
-        spec, params, batch['support_x'], start))
-  tr = sparse_step.split(params, plan, head)
+    batch = dict(
+        batch,
+        support_h=support_prefix(spec, params, batch['support_x'], start))
+  tr = mask_partition.split(params, plan, head)
   opt_state = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
-  return SparseTask(start, tr, opt_state,
-                    {k: jnp.asarray(v) for k, v in indices.items()}, batch)
+  return SparseTask(start, tr, opt_state, {
+      k: jnp.asarray(v) for k, v in indices.items()
+  }, batch)
 
 
 def task_key(seed, task, step):
@@ -228,16 +242,39 @@ def task_key(seed, task, step):
       jax.random.fold_in(jax.random.PRNGKey(seed), task), step)
 
 
-def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
-                      indices, batch, step, task=0, lr=None, start_block=0):
+def sgd_update(cfg, grads, opt_state, tr, lr=None):
+  """One momentum-SGD update of `tr` with cfg's weight decay (on `tr`
+  itself) and lr (or `lr`, a runtime value): (tr, opt_state). The update of
+  the modules that TinyTL, Transductive and AdapterDrop train."""
+  if cfg.weight_decay:
+    grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
+  tx = sparse_step.sparse_optimizer(cfg.lr if lr is None else lr, cfg.momentum)
+  updates, opt_state = tx.update(grads, opt_state, tr)
+  return jax.tree.map(jnp.add, tr, updates), opt_state
+
+
+def sparse_step_fn(spec,
+                   plan,
+                   cfg,
+                   trainable,
+                   opt_state,
+                   params,
+                   head,
+                   indices,
+                   batch,
+                   step,
+                   task=0,
+                   lr=None,
+                   start_block=0):
+  """One sparse SGD step on the partition (unjitted; `sparse_train_step` is
+  its jit): (trainable, opt_state, loss)."""
   key = task_key(cfg.seed, task, step)
   loss, grads = sparse_step.sparse_value_and_grad(
       _loss(spec, cfg, start_block), trainable, params, head, indices, batch,
       key)
-  grads = sparse_step._weight_decay_grads(  # pylint: disable=protected-access
-      grads, trainable, params, indices, cfg.weight_decay)
-  tx = sparse_step.sparse_optimizer(cfg.lr if lr is None else lr,
-                                    cfg.momentum)
+  grads = mask_partition.weight_decay_grads(grads, plan, trainable, params,
+                                            indices, cfg.weight_decay)
+  tx = sparse_step.sparse_optimizer(cfg.lr if lr is None else lr, cfg.momentum)
   updates, opt_state = tx.update(grads, opt_state, trainable)
   return jax.tree.map(jnp.add, trainable, updates), opt_state, loss
 
@@ -245,9 +282,11 @@ def _sparse_step_impl(spec, plan, cfg, trainable, opt_state, params, head,
 # One compile per (spec, plan, config); trainable/opt_state are donated.
 # `finetune` passes lr as a runtime argument (and a config with lr=0 as the
 # static one), so an lr grid shares one compile.
-sparse_train_step = jax.jit(_sparse_step_impl, static_argnums=(0, 1, 2),
-                            static_argnames=('start_block',),
-                            donate_argnums=(3, 4))
+sparse_train_step = jax.jit(
+    sparse_step_fn,
+    static_argnums=(0, 1, 2),
+    static_argnames=('start_block',),
+    donate_argnums=(3, 4))
 sparse_train_step.__doc__ = (
     'sparse_train_step(spec, plan, cfg, trainable, opt_state, params, head, '
     'indices, batch, step, task=0, lr=None, start_block=0) -> (trainable, '
@@ -257,19 +296,21 @@ sparse_train_step.__doc__ = (
 
 def _sparse_loop_impl(spec, plan, cfg, start, trainable, opt_state, params,
                       head, indices, batch, task, lr):
+
   def body(carry, i):
     tr, opt = carry
-    tr, opt, loss = _sparse_step_impl(spec, plan, cfg, tr, opt, params, head,
-                                      indices, batch, i, task, lr, start)
+    tr, opt, loss = sparse_step_fn(spec, plan, cfg, tr, opt, params, head,
+                                   indices, batch, i, task, lr, start)
     return (tr, opt), loss
-  (tr, opt), losses = jax.lax.scan(
-      body, (trainable, opt_state), jnp.arange(cfg.steps, dtype=jnp.int32))
+
+  (tr, opt), losses = jax.lax.scan(body, (trainable, opt_state),
+                                   jnp.arange(cfg.steps, dtype=jnp.int32))
   return tr, opt, losses
 
 
 # All cfg.steps steps of a task in one program: one dispatch, one host sync.
-sparse_train_loop = jax.jit(_sparse_loop_impl, static_argnums=(0, 1, 2, 3),
-                            donate_argnums=(4, 5))
+sparse_train_loop = jax.jit(
+    _sparse_loop_impl, static_argnums=(0, 1, 2, 3), donate_argnums=(4, 5))
 sparse_train_loop.__doc__ = (
     'sparse_train_loop(spec, plan, cfg, start_block, trainable, opt_state, '
     'params, head, indices, batch, task, lr) -> (trainable, opt_state, '
@@ -292,19 +333,35 @@ def make_dense_step(spec, cfg, mask, head, donate: bool = True):
   tx = optax.sgd(cfg.lr, momentum=cfg.momentum or None)
   if cfg.weight_decay:
     tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
-  full = {'params': mask,
-          'head': jax.tree.map(lambda _: bool(cfg.train_head), head)}
+  full = {
+      'params': mask,
+      'head': jax.tree.map(lambda _: bool(cfg.train_head), head)
+  }
   loss_fn = _loss(spec, cfg)
 
   def step(tr, opt_state, batch, step_i, dense_mask, task=0):
     key = task_key(cfg.seed, task, step_i)
-    loss, grads = sparse_step.dense_value_and_grad(
-        loss_fn, tr['params'], tr['head'], batch, key)
+    loss, grads = sparse_step.dense_value_and_grad(loss_fn, tr['params'],
+                                                   tr['head'], batch, key)
     grads = jax.tree.map(jnp.multiply, grads, dense_mask)
     updates, opt_state = tx.update(grads, opt_state, tr)
     updates = jax.tree.map(jnp.multiply, updates, dense_mask)
     return jax.tree.map(jnp.add, tr, updates), opt_state, loss
+
   return jax.jit(step, donate_argnums=(0, 1) if donate else ()), tx, full
+
+
+def dense_step_mask(spec, full, tr):
+  """The 0/1 `dense_mask` argument of `make_dense_step`'s step: `full` (its
+  third result, {'params': mask, 'head': bools}) expanded to the shapes of
+  tr = {'params', 'head'}."""
+  return {
+      'params':
+          masks_lib.to_dense(full['params'], tr['params'], spec),
+      'head':
+          jax.tree.map(lambda m, h: np.full(np.shape(h), m, np.result_type(h)),
+                       full['head'], tr['head'])
+  }
 
 
 def episode_loss(spec, params, head, batch):
@@ -327,30 +384,40 @@ def evaluate(spec, params, head, episode):
 
 def mask_costs(spec, mask, batch_size: int) -> Dict[str, Any]:
   """Analytic per-sample backward MACs and fp32 bytes at `batch_size`."""
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import cost
   if mask is None:
     return {'bwd_macs': 0, 'bwd_bytes': 0, 'n_trained': 0, 'layers': {}}
   macs = cost.backward_macs(spec, mask)
   mem = cost.backward_memory_bytes(spec, mask, batch_size=batch_size)
   ups = masks_lib.layer_updates(spec, mask)
-  return {'bwd_macs': int(macs.total_macs), 'bwd_bytes': int(mem.total_bytes),
-          'bwd_saved_activation_bytes': int(mem.saved_activation_bytes),
-          'layers': {n: {'channels': len(u.weight_channels),
-                         'of': u.n_channels, 'bias': u.bias}
-                     for n, u in ups.items()}}
+  return {
+      'bwd_macs': int(macs.total_macs),
+      'bwd_bytes': int(mem.total_bytes),
+      'bwd_saved_activation_bytes': int(mem.saved_activation_bytes),
+      'layers': {
+          n: {
+              'channels': len(u.weight_channels),
+              'of': u.n_channels,
+              'bias': u.bias
+          } for n, u in ups.items()
+      }
+  }
 
 
-def _check_finite(curve, steps):
+def check_finite_curve(curve, steps):
+  """Raises RuntimeError naming the first step whose loss is not finite."""
   if not np.all(np.isfinite(curve)):
     bad = int(np.flatnonzero(~np.isfinite(curve))[0])
     raise RuntimeError(f'fine-tuning loss became non-finite at step {bad} of '
                        f'{steps}; lower FinetuneConfig.lr')
 
 
-def finetune(spec, params, head, episode, mask,
-             config: FinetuneConfig = FinetuneConfig(),
-             task: int = 0) -> FinetuneResult:
+def finetune_task(spec,
+                  params,
+                  head,
+                  episode,
+                  mask,
+                  config: FinetuneConfig = FinetuneConfig(),
+                  task: int = 0) -> FinetuneResult:
   """Fine-tunes a copy of `params` on the episode's support set.
 
   Args:
@@ -370,10 +437,11 @@ def finetune(spec, params, head, episode, mask,
   batch = episode_arrays(spec, episode)
   n_support = int(np.asarray(batch['support_mask']).sum())
   if mask is not None:
-    masks_lib.check_mask(mask, params)
+    masks_lib.check_mask(mask, params, spec)
   costs = mask_costs(spec, mask, n_support)
-  plan, indices = (sparse_step.make_plan(spec, params, mask) if mask is not None
-                   else (sparse_step.SparsePlan((), ()), {}))
+  plan, indices = (
+      mask_partition.make_plan(spec, params, mask) if mask is not None else
+      (mask_partition.SparsePlan((), ()), {}))
   trains = config.steps > 0 and (not plan.empty or config.train_head)
   start = prefix_start(spec, plan, config) if trains else 0
   costs['step_forward'] = step_forward_macs(spec, start)
@@ -381,19 +449,22 @@ def finetune(spec, params, head, episode, mask,
   if trains and config.impl == 'sparse':
     t = sparse_task(spec, params, plan, indices, batch, config,
                     head if config.train_head else None)
-    tr, _, losses = sparse_train_loop(
-        spec, plan, dataclasses.replace(config, lr=1.0), t.start, t.trainable,
-        t.opt_state, params, head, t.indices, t.batch, jnp.int32(task),
-        jnp.float32(config.lr))
+    tr, _, losses = sparse_train_loop(spec, plan,
+                                      dataclasses.replace(config, lr=1.0),
+                                      t.start, t.trainable, t.opt_state, params,
+                                      head, t.indices, t.batch, jnp.int32(task),
+                                      jnp.float32(config.lr))
     curve = np.asarray(jax.device_get(losses), np.float32)
-    params = sparse_step.fold(params, tr, indices)
+    params = mask_partition.fold(params, plan, tr, indices)
     head = tr.get('head', head)
   elif trains:
     m = mask if mask is not None else masks_lib.full_mask(params, False)
     step_fn, tx, full = make_dense_step(spec, config, m, head)
-    tr = jax.tree.map(lambda x: jnp.array(x, copy=True),
-                      {'params': params, 'head': head})
-    dense_mask = masks_lib.to_dense(full, tr)
+    tr = jax.tree.map(lambda x: jnp.array(x, copy=True), {
+        'params': params,
+        'head': head
+    })
+    dense_mask = dense_step_mask(spec, full, tr)
     opt_state = tx.init(tr)
     losses = []
     for i in range(config.steps):
@@ -403,6 +474,6 @@ def finetune(spec, params, head, episode, mask,
     curve = np.asarray(jax.device_get(losses), np.float32)
     params, head = tr['params'], tr['head']
   if trains:
-    _check_finite(curve, config.steps)
+    check_finite_curve(curve, config.steps)
   loss, acc = evaluate_step(spec, params, head, batch)
   return FinetuneResult(float(acc), curve, params, costs, float(loss), head)

@@ -1,4 +1,4 @@
-"""Episodic ProtoNet meta-training of a whole backbone (protocol.md §3).
+"""Episodic ProtoNet meta-training of a whole backbone (docs/reference/protocol.md §3).
 
   cfg = MetaTrainConfig(model='mcunet-5fps', steps=2000)
   state = meta_train(cfg, '/tmp/run')     # resumes from /tmp/run if present
@@ -14,7 +14,6 @@ same params, bit for bit, as an uninterrupted run.
 import dataclasses
 import json
 import sys
-import time
 import pathlib
 from typing import Any, NamedTuple, Optional, Tuple
 
@@ -22,11 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
-from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
 from tinytrain_jax import models
+from tinytrain_jax import progress as progress_lib
 from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
@@ -78,9 +78,9 @@ class MetaTrainConfig:
 
   def __post_init__(self):
     models.canonical_name(self.model)
-    if isinstance(self.val_sources, str):  # 'a,b' from a command line
-      object.__setattr__(self, 'val_sources', tuple(
-          v.strip() for v in self.val_sources.split(',') if v.strip()))
+    if isinstance(self.val_sources, str):  # tuple('ab') would be ('a', 'b')
+      raise ValueError('MetaTrainConfig.val_sources must be a tuple of source '
+                       f'names, got the string {self.val_sources!r}')
     object.__setattr__(self, 'val_sources', tuple(self.val_sources))
     if self.val_every < 0:
       raise ValueError(f'MetaTrainConfig.val_every must be >= 0, got '
@@ -102,18 +102,13 @@ class MetaTrainConfig:
       raise ValueError("MetaTrainConfig.init must be 'pretrained' or "
                        f"'random', got {self.init!r}")
 
-  @classmethod
-  def from_config(cls, cfg) -> 'MetaTrainConfig':
-    """From an ml_collections ConfigDict (or dict); unknown keys raise."""
-    return dataclass_config.dataclass_from_config(cls, cfg)
-
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
   @property
   def sampler(self) -> data.SamplerConfig:
-    return data.SamplerConfig(mode='fixed', ways=self.ways, shots=self.shots,
-                              queries=self.queries)
+    return data.SamplerConfig(
+        mode='fixed', ways=self.ways, shots=self.shots, queries=self.queries)
 
 
 class TrainState(NamedTuple):
@@ -136,8 +131,8 @@ class StepHParams(NamedTuple):
 
 
 def step_hparams(config: MetaTrainConfig) -> StepHParams:
-  return StepHParams(bool(config.augment), float(config.momentum),
-                     float(config.weight_decay))
+  return StepHParams(
+      bool(config.augment), float(config.momentum), float(config.weight_decay))
 
 
 def schedule(config: MetaTrainConfig) -> optax.Schedule:
@@ -173,8 +168,10 @@ def init_state(config: MetaTrainConfig, init_params=None) -> TrainState:
     params = network.init(spec, jax.random.PRNGKey(config.seed))[0]
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
   head = protonet.init_head()
-  opt_state = optimizer(step_hparams(config)).init(
-      {'params': params, 'head': head})
+  opt_state = optimizer(step_hparams(config)).init({
+      'params': params,
+      'head': head
+  })
   return TrainState(params, head, opt_state, jnp.zeros((), jnp.int32),
                     jax.random.PRNGKey(config.seed))
 
@@ -183,11 +180,14 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
   if hp.augment:
     k = jax.random.fold_in(state.key, state.step)
     ks, kq = jax.random.split(k)
-    batch = dict(batch, support_x=augment_jax(batch['support_x'], ks),
-                 query_x=augment_jax(batch['query_x'], kq))
+    batch = dict(
+        batch,
+        support_x=augment_jax(batch['support_x'], ks),
+        query_x=augment_jax(batch['query_x'], kq))
 
   def f(tr):
     return finetune_lib.episode_loss(spec, tr['params'], tr['head'], batch)
+
   tr = {'params': state.params, 'head': state.head}
   (loss, acc), grads = jax.value_and_grad(f, has_aux=True)(tr)
   updates, opt_state = optimizer(hp).update(grads, state.opt_state, tr)
@@ -200,12 +200,12 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
 @jax.jit
 def all_finite(tree) -> jax.Array:
   """bool[]: every entry of every leaf of `tree` is finite."""
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                            for x in jax.tree.leaves(tree)]))
+  return jnp.all(
+      jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-meta_train_step = jax.jit(_meta_train_step, static_argnums=(0, 1),
-                          donate_argnums=(2,))
+meta_train_step = jax.jit(
+    _meta_train_step, static_argnums=(0, 1), donate_argnums=(2,))
 meta_train_step.__doc__ = (
     'meta_train_step(spec, hp, state, batch, lr) -> (state, metrics); one '
     'episode; static: spec, hp (StepHParams); lr: f32[]; the state is '
@@ -217,41 +217,22 @@ eval_episode = finetune_lib.evaluate_step
 def make_batch(source, config: MetaTrainConfig, index: int):
   """Episode `index` of the run as a dict of arrays (pure in seed, index)."""
   es = data.sample_episode(source, config.sampler, config.seed, index)
-  ep = data.make_episode(source, es, config.resolution, buckets=None,
-                         way_buckets=None)
+  ep = data.make_episode(
+      source, es, config.resolution, buckets=None, way_buckets=None)
   return finetune_lib.episode_arrays(build_spec(config), ep)
 
 
-class _Progress:
-  """tqdm bar on a TTY; periodic log lines otherwise."""
+class _RunningMetrics:
+  """Exponential moving averages of the meta-training loss and accuracy."""
 
-  def __init__(self, config, start, enabled):
-    self.config, self.t0, self.start = config, time.time(), start
-    self.bar, self.enabled = None, enabled
+  def __init__(self):
     self.loss = self.acc = None
-    if enabled and sys.stderr.isatty():
-      import tqdm  # pylint: disable=g-import-not-at-top
-      self.bar = tqdm.tqdm(total=config.steps, initial=start, unit='ep',
-                           dynamic_ncols=True)
 
-  def update(self, step, loss, acc):
+  def update(self, loss, acc) -> str:
     a = 0.05 if self.loss is not None else 1.0
     self.loss = (1 - a) * (self.loss or 0.0) + a * loss
     self.acc = (1 - a) * (self.acc or 0.0) + a * acc
-    if self.bar is not None:
-      self.bar.update(1)
-      self.bar.set_postfix(loss=f'{self.loss:.3f}', acc=f'{self.acc:.3f}')
-    elif self.enabled and (step % self.config.log_every == 0 or
-                           step == self.config.steps):
-      rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
-      eta = (self.config.steps - step) / max(rate, 1e-9)
-      print(f'meta_train step {step}/{self.config.steps} loss {self.loss:.4f}'
-            f' acc {self.acc:.3f} {rate:.2f} ep/s eta {eta:.0f}s',
-            file=sys.stderr, flush=True)
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
+    return f'loss {self.loss:.4f} acc {self.acc:.3f}'
 
 
 def check_resumable(stored: dict, config: MetaTrainConfig, directory) -> None:
@@ -289,8 +270,11 @@ def _read_val_log(path: pathlib.Path):
 def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
   accs = validation.none_accuracy(spec, state.params, state.head, val_set)
   step = int(state.step)
-  row = {'step': step, 'none_accuracy': accs,
-         'mean': float(np.mean(list(accs.values())))}
+  row = {
+      'step': step,
+      'none_accuracy': accs,
+      'mean': float(np.mean(list(accs.values())))
+  }
   best = max((r['mean'] for r in rows), default=-1.0)
   rows.append(row)
   if row['mean'] > best:
@@ -300,9 +284,13 @@ def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
   return row
 
 
-def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
-               progress: bool = True, stop_at: Optional[int] = None,
-               source=None) -> TrainState:
+def run_meta_training(config: MetaTrainConfig,
+                      workdir,
+                      *,
+                      init_params=None,
+                      progress: bool = True,
+                      stop_at: Optional[int] = None,
+                      source=None) -> TrainState:
   """Meta-trains (or resumes) in `workdir`; returns the final state.
 
   With `config.val_every`, the run validates at step 0, every val_every
@@ -328,8 +316,9 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
   if mngr.latest_step() is not None:
     check_resumable(checkpoint.read_config(mngr), config, mngr.directory)
   source = source or data.get_source(config.source, config.split)
-  state, _ = checkpoint.restore_or_init(
-      mngr, lambda: init_state(config, init_params), config.to_json())
+  state, _ = checkpoint.restore_or_init(mngr,
+                                        lambda: init_state(config, init_params),
+                                        config.to_json())
   state = jax.tree.map(jnp.asarray, state)
   norm0 = collapse.param_norm(state.params)  # the step donates state
   start, end = int(state.step), config.steps
@@ -345,7 +334,14 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
     val_log.write_text(''.join(json.dumps(r) + '\n' for r in val_rows))
     if not val_rows:
       _validate(config, spec, state, val_set, val_log, best_mngr, val_rows)
-  bar = _Progress(config, start, progress)
+  bar = progress_lib.Progress(
+      config.steps,
+      'meta_train',
+      initial=start,
+      unit='ep',
+      log_every=config.log_every,
+      enabled=progress)
+  running = _RunningMetrics()
   hp, sched = step_hparams(config), schedule(config)
   try:
     for i in range(start, end):
@@ -365,7 +361,7 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
             (f'last good checkpoint at step {last} in {mngr.directory}'
              if last is not None else 'no checkpoint was written yet') +
             '; lower --config.lr')
-      bar.update(i + 1, loss, acc)
+      bar.update(running.update(loss, acc))
       if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps:
         checkpoint.save(mngr, i + 1, state, config.to_json())
       if i + 1 == end:
@@ -376,10 +372,11 @@ def meta_train(config: MetaTrainConfig, workdir, *, init_params=None,
         row = _validate(config, spec, state, val_set, val_log, best_mngr,
                         val_rows)
         if progress:
-          print(f'meta_train val step {row["step"]}: None accuracy ' +
-                ' '.join(f'{k}={v:.2f}' for k, v in
-                         row['none_accuracy'].items()),
-                file=sys.stderr, flush=True)
+          print(
+              f'meta_train val step {row["step"]}: None accuracy ' +
+              ' '.join(f'{k}={v:.2f}' for k, v in row['none_accuracy'].items()),
+              file=sys.stderr,
+              flush=True)
   finally:
     bar.close()
     mngr.wait_until_finished()
@@ -399,8 +396,10 @@ def best_step(workdir) -> Optional[int]:
   return max(rows, key=lambda r: (r['mean'], -r['step']))['step']
 
 
-def load_backbone(path_or_name: str, resolution: Optional[int] = None,
-                  feature_mix: Optional[bool] = None, step: Optional[int] = None):
+def load_backbone(path_or_name: str,
+                  resolution: Optional[int] = None,
+                  feature_mix: Optional[bool] = None,
+                  step: Optional[int] = None):
   """(spec, params, head) from a meta-train workdir or a pretrained name.
 
   Args:
@@ -414,8 +413,9 @@ def load_backbone(path_or_name: str, resolution: Optional[int] = None,
     try:
       models.canonical_name(path_or_name)
     except ValueError:
-      raise ValueError(f'{path_or_name!r} is neither a meta-train workdir '
-                       '(no checkpoints/ inside) nor a known model name') from None
+      raise ValueError(
+          f'{path_or_name!r} is neither a meta-train workdir '
+          '(no checkpoints/ inside) nor a known model name') from None
     spec, params = models.load_pretrained(path_or_name, resolution or 128,
                                           bool(feature_mix))
     return spec, params, protonet.init_head()
@@ -433,11 +433,10 @@ def load_backbone(path_or_name: str, resolution: Optional[int] = None,
   cfg = MetaTrainConfig(**stored)
   if resolution is not None:
     cfg = dataclasses.replace(cfg, resolution=resolution)
-  shapes = jax.eval_shape(lambda: network.init(build_spec(cfg),
-                                              jax.random.PRNGKey(0))[0])
+  shapes = jax.eval_shape(
+      lambda: network.init(build_spec(cfg), jax.random.PRNGKey(0))[0])
   abstract = jax.eval_shape(lambda p: init_state(cfg, p), shapes)
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  out = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))
+  out = mngr.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   st = out['state']
   return build_spec(cfg), st.params, st.head

@@ -3,7 +3,7 @@
   res = run_method('lastlayer', spec, params, head, episode, FinetuneConfig())
 
 A mask method maps (spec, params, episode) to a mask (`masks`), or None for
-no training; `run_method` fine-tunes with it (`finetune.finetune`). A module
+no training; `run_method` fine-tunes with it (`finetune.finetune_task`). A module
 method (TinyTL, Transductive, AdapterDrop) has its own fine-tune (`run_fn`).
 Every method's backward cost comes from one function, `method_costs`
 (`cost.backward_macs` per sample, `cost.backward_memory_bytes` fp32 at the
@@ -34,11 +34,20 @@ Methods:
 import dataclasses
 from typing import Any, Callable, Dict, Optional
 
+import jax
 import numpy as np
 
+from tinytrain_jax import cost
 from tinytrain_jax import masks as masks_lib
+from tinytrain_jax import selection
+from tinytrain_jax.cost import methods as cost_methods
+from tinytrain_jax.models import network
+from tinytrain_jax.models.registry import model_spec
+from tinytrain_jax.train import adapters
 from tinytrain_jax.train import collapse
 from tinytrain_jax.train import finetune as finetune_lib
+from tinytrain_jax.train import tinytl
+from tinytrain_jax.train import transductive
 
 
 def _none(spec, params, episode, head=None):
@@ -48,27 +57,26 @@ def _none(spec, params, episode, head=None):
 
 def _view_mask(name):
   """Mask of a static method from the cost launcher's layer view."""
+
   def fn(spec, params, episode, head=None):
     del head, episode
-    view = _static_view(spec, name)
-    return masks_lib.mask_from_layers(
-        spec, params, {k: v for k, v in view.items() if k != 'classifier'},
-        bool(view.get('classifier')))
+    return masks_lib.mask_from_view(spec, params, _static_view(spec, name))
+
   return fn
 
 
 def sparse_update_args(spec):
   """(n_bias_update, manual_weight_idx, weight_update_ratio) for `spec`."""
-  from tinytrain_jax.cost import methods as cost_methods  # pylint: disable=g-import-not-at-top
   return cost_methods.sparse_update_scheme(spec)
 
 
 def _static_view(spec, name):
-  from tinytrain_jax.cost import methods as cost_methods  # pylint: disable=g-import-not-at-top
   return cost_methods.method_layer_view(spec, name)
 
 
-def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
+def tinytrain_budgets(spec,
+                      scale: float = 1.0,
+                      budget_bytes: int = 0,
                       budget_macs: int = 0):
   """(bytes, MACs) budgets of TinyTrain's selection for `spec`.
 
@@ -78,40 +86,39 @@ def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
   cover half a full backward and push the selection to the stem), then by
   `scale` (budget sweeps). Positive `budget_bytes` / `budget_macs` override.
   """
-  from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
   b, m = selection.default_budgets(spec.name)
-  px = (spec.resolution / 128.0) ** 2
-  return (int(budget_bytes) or int(b * px * scale),
-          int(budget_macs) or int(m * px * scale))
+  px = (spec.resolution / 128.0)**2
+  return (int(budget_bytes) or int(b * px * scale), int(budget_macs) or
+          int(m * px * scale))
 
 
 def _tinytrain(channel_rank=None):
+
   def fn(spec, params, episode, head=None, budgets=None):
-    from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
     budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
     kw = {} if channel_rank is None else {'channel_rank': channel_rank}
-    cfg = selection.SelectionConfig(budget_bytes=budget_bytes,
-                                    budget_macs=budget_macs, **kw)
+    cfg = selection.SelectionConfig(
+        budget_bytes=budget_bytes, budget_macs=budget_macs, **kw)
     return selection.select(spec, params, episode, cfg, head=head).mask
+
   return fn
 
 
 def _run_tinytl(spec, params, head, episode, config, task=0):
-  from tinytrain_jax.train import tinytl  # pylint: disable=g-import-not-at-top
   return tinytl.finetune_tinytl(spec, params, head, episode, config, task)
 
 
 def _run_transductive(spec, params, head, episode, config, task=0):
-  from tinytrain_jax.train import transductive  # pylint: disable=g-import-not-at-top
-  return transductive.finetune_transductive(spec, params, head, episode,
-                                            config, task)
+  return transductive.finetune_transductive(spec, params, head, episode, config,
+                                            task)
 
 
 def _run_adapterdrop(percent):
+
   def fn(spec, params, head, episode, config, task=0):
-    from tinytrain_jax.train import adapters  # pylint: disable=g-import-not-at-top
     return adapters.finetune_adapters(spec, params, head, episode, config,
                                       percent, task)
+
   return fn
 
 
@@ -133,27 +140,35 @@ class Method:
 
 
 METHODS: Dict[str, Method] = {
-    'none': Method('none', _none),
-    'fulltrain': Method('fulltrain', _view_mask('fulltrain')),
-    'lastlayer': Method('lastlayer', _view_mask('lastlayer')),
-    'biasonly': Method('biasonly', _view_mask('biasonly')),
-    'sparseupdate': Method('sparseupdate', _view_mask('sparseupdate')),
-    'tinytrain': Method('tinytrain', _tinytrain(), 'metatrained'),
-    'tinytrain_l2': Method('tinytrain_l2', _tinytrain('l2'), 'metatrained'),
-    'tinytrain_random': Method('tinytrain_random', _tinytrain('random'),
-                               'metatrained'),
-    'tinytl': Method('tinytl', None, run_fn=_run_tinytl),
-    'transductive': Method('transductive', None, run_fn=_run_transductive),
-    'adapterdrop_25': Method('adapterdrop_25', None,
-                             run_fn=_run_adapterdrop(25)),
-    'adapterdrop_50': Method('adapterdrop_50', None,
-                             run_fn=_run_adapterdrop(50)),
-    'adapterdrop_75': Method('adapterdrop_75', None,
-                             run_fn=_run_adapterdrop(75)),
+    'none':
+        Method('none', _none),
+    'fulltrain':
+        Method('fulltrain', _view_mask('fulltrain')),
+    'lastlayer':
+        Method('lastlayer', _view_mask('lastlayer')),
+    'biasonly':
+        Method('biasonly', _view_mask('biasonly')),
+    'sparseupdate':
+        Method('sparseupdate', _view_mask('sparseupdate')),
+    'tinytrain':
+        Method('tinytrain', _tinytrain(), 'metatrained'),
+    'tinytrain_l2':
+        Method('tinytrain_l2', _tinytrain('l2'), 'metatrained'),
+    'tinytrain_random':
+        Method('tinytrain_random', _tinytrain('random'), 'metatrained'),
+    'tinytl':
+        Method('tinytl', None, run_fn=_run_tinytl),
+    'transductive':
+        Method('transductive', None, run_fn=_run_transductive),
+    'adapterdrop_25':
+        Method('adapterdrop_25', None, run_fn=_run_adapterdrop(25)),
+    'adapterdrop_50':
+        Method('adapterdrop_50', None, run_fn=_run_adapterdrop(50)),
+    'adapterdrop_75':
+        Method('adapterdrop_75', None, run_fn=_run_adapterdrop(75)),
 }
 # Methods whose cost does not depend on the task (`experiments.cost`).
-STATIC_COST_METHODS = tuple(m for m in METHODS
-                            if not m.startswith('tinytrain'))
+STATIC_COST_METHODS = tuple(m for m in METHODS if not m.startswith('tinytrain'))
 
 
 def get_method(name: str) -> Method:
@@ -180,18 +195,23 @@ def mask_summary(spec, mask) -> Dict[str, Any]:
   if mask is None:
     return {'n_trained': 0, 'layers': {}}
   ups = masks_lib.layer_updates(spec, mask)
-  return {'n_trained': masks_lib.count_trained(mask, _shapes(spec)),
-          'layers': {n: [len(u.weight_channels), u.n_channels, u.bias]
-                     for n, u in ups.items()}}
+  return {
+      'n_trained': masks_lib.count_trained(mask, _shapes(spec), spec),
+      'layers': {
+          n: [len(u.weight_channels), u.n_channels, u.bias]
+          for n, u in ups.items()
+      }
+  }
 
 
 def _shapes(spec):
-  import jax  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax.models import network  # pylint: disable=g-import-not-at-top
   return jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
 
 
-def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
+def method_costs(method: str,
+                 spec,
+                 n_support: int = 1,
+                 n_query: int = 0,
                  mask=None) -> Dict[str, int]:
   """Backward cost of `method`: the evaluation's cost columns.
 
@@ -210,20 +230,15 @@ def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
   Example:
     method_costs('sparseupdate', model_spec('mcunet-5fps'), 25)
   """
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import cost
   get_method(method)
   if n_support < 1:
     raise ValueError(f'n_support must be >= 1, got {n_support}')
   batch = n_support + (n_query if method == 'transductive' else 0)
   if method == 'tinytl':
-    from tinytrain_jax.train import tinytl
     c = tinytl.tinytl_costs(spec, batch)
   elif method == 'transductive':
-    from tinytrain_jax.train import transductive
     c = transductive.transductive_costs(spec, n_support, n_query)
   elif method.startswith('adapterdrop_'):
-    from tinytrain_jax.train import adapters
     c = adapters.adapter_costs(spec, int(method.split('_')[1]), batch)
   else:
     if method.startswith('tinytrain'):
@@ -238,22 +253,36 @@ def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
     if view is None:
       c = {'bwd_macs': 0, 'bwd_bytes': 0}
     else:
-      c = {'bwd_macs': int(cost.backward_macs(spec, view).total_macs),
-           'bwd_bytes': int(cost.backward_memory_bytes(
-               spec, view, batch_size=batch).total_bytes)}
-  return {'bwd_macs': int(c['bwd_macs']), 'bwd_bytes': int(c['bwd_bytes']),
-          'batch': int(batch)}
+      c = {
+          'bwd_macs':
+              int(cost.backward_macs(spec, view).total_macs),
+          'bwd_bytes':
+              int(
+                  cost.backward_memory_bytes(spec, view,
+                                             batch_size=batch).total_bytes)
+      }
+  return {
+      'bwd_macs': int(c['bwd_macs']),
+      'bwd_bytes': int(c['bwd_bytes']),
+      'batch': int(batch)
+  }
 
 
 def episode_ways(episode):
   """bool[W] valid ways of an Episode or episode dict."""
-  return (episode['way_mask'] if isinstance(episode, dict)
-          else episode.way_mask)
+  return (episode['way_mask']
+          if isinstance(episode, dict) else episode.way_mask)
 
 
-def run_method(method: str, spec, params, head, episode,
-               config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
-               budgets=None, task: int = 0) -> Dict[str, Any]:
+def run_method(
+    method: str,
+    spec,
+    params,
+    head,
+    episode,
+    config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
+    budgets=None,
+    task: int = 0) -> Dict[str, Any]:
   """Runs one method on one task (`budgets`: TinyTrain's (bytes, MACs);
   default `tinytrain_budgets(spec)`; `task`: the task's index in its
   evaluation, folded into the fine-tuning augmentation key).
@@ -270,27 +299,38 @@ def run_method(method: str, spec, params, head, episode,
   if m.run_fn is not None:
     res = m.run_fn(spec, params, head, episode, config, task)
     mask = None
-    summary = {'n_trained': int(res.costs.get('n_trained', 0)),
-               'layers': _MODULE_SUMMARY.get(method, method)}
+    summary = {
+        'n_trained': int(res.costs.get('n_trained', 0)),
+        'layers': _MODULE_SUMMARY.get(method, method)
+    }
   else:
     mask = method_mask(method, spec, params, episode, head, budgets)
     steps = config.steps if mask is not None else 0
-    res = finetune_lib.finetune(spec, params, head, episode, mask,
-                                dataclasses.replace(config, steps=steps),
-                                task=task)
+    res = finetune_lib.finetune_task(
+        spec,
+        params,
+        head,
+        episode,
+        mask,
+        dataclasses.replace(config, steps=steps),
+        task=task)
     summary = mask_summary(spec, mask)
   costs = method_costs(method, spec, n_s, n_q, mask)
   curve = np.asarray(res.loss_curve)
   if curve.size and getattr(res, 'params', None) is not None:
     ways = int(np.asarray(episode_ways(episode)).sum())
-    collapse.warn_if_collapsed(f'fine-tuning (method {method})',
-                               config.lr, ways, float(res.query_loss),
+    collapse.warn_if_collapsed(f'fine-tuning (method {method})', config.lr,
+                               ways, float(res.query_loss),
                                collapse.param_norm(params), res.params)
-  return {'method': method, 'accuracy': res.accuracy,
-          'query_loss': res.query_loss,
-          'bwd_macs': costs['bwd_macs'], 'bwd_bytes': costs['bwd_bytes'],
-          'final_support_loss': float(curve[-1]) if curve.size else None,
-          'mask': summary}
+  return {
+      'method': method,
+      'accuracy': res.accuracy,
+      'query_loss': res.query_loss,
+      'bwd_macs': costs['bwd_macs'],
+      'bwd_bytes': costs['bwd_bytes'],
+      'final_support_loss': float(curve[-1]) if curve.size else None,
+      'mask': summary
+  }
 
 
 _MODULE_SUMMARY = {
@@ -302,8 +342,11 @@ _MODULE_SUMMARY = {
 }
 
 
-def cost_report(model: str, method: str, resolution: int = 128,
-                feature_mix: bool = False, batch_size: int = 1,
+def cost_report(model: str,
+                method: str,
+                resolution: int = 128,
+                feature_mix: bool = False,
+                batch_size: int = 1,
                 query_size: int = 0) -> Dict[str, Any]:
   """JSON-able costs of a static-cost method (`experiments.cost --json`).
 
@@ -315,9 +358,6 @@ def cost_report(model: str, method: str, resolution: int = 128,
   Raises:
     ValueError: unknown model / method, per-task method, bad sizes.
   """
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax.cost import methods as cost_methods
-  from tinytrain_jax.models.registry import model_spec
   get_method(method)
   if method not in STATIC_COST_METHODS:
     raise ValueError(f'method {method!r} selects per task; its cost needs a '
@@ -332,8 +372,15 @@ def cost_report(model: str, method: str, resolution: int = 128,
   if method in cost_methods.METHODS:
     measured = cost_methods.method_report(model, method, resolution,
                                           feature_mix, costs['batch'])
-  return {'model': spec.name, 'method': method, 'resolution': resolution,
-          'feature_mix': bool(feature_mix), 'batch_size': batch_size,
-          'query_size': query_size, 'cost_batch': costs['batch'],
-          'bwd_macs': costs['bwd_macs'], 'bwd_bytes': costs['bwd_bytes'],
-          'measured': measured}
+  return {
+      'model': spec.name,
+      'method': method,
+      'resolution': resolution,
+      'feature_mix': bool(feature_mix),
+      'batch_size': batch_size,
+      'query_size': query_size,
+      'cost_batch': costs['batch'],
+      'bwd_macs': costs['bwd_macs'],
+      'bwd_bytes': costs['bwd_bytes'],
+      'measured': measured
+  }

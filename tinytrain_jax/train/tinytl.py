@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax import cost
+from tinytrain_jax import tree_paths
 from tinytrain_jax.models import layers
-from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 
@@ -110,16 +111,24 @@ def init_lite_residual(spec, key) -> Dict[str, Any]:
   keys = jax.random.split(key, 2 * len(spec.blocks))
   for b in range(len(spec.blocks)):
     s = branch_shape(spec, b)
-    w1 = jax.random.normal(keys[2 * b], (s.kernel, s.kernel, s.c_in // 2,
-                                         s.c_mid)) * np.sqrt(
-                                             2.0 / (s.kernel**2 * s.c_mid // 2))
+    w1 = jax.random.normal(keys[2 * b],
+                           (s.kernel, s.kernel, s.c_in // 2,
+                            s.c_mid)) * np.sqrt(2.0 /
+                                                (s.kernel**2 * s.c_mid // 2))
     w2 = jax.random.normal(keys[2 * b + 1], (1, 1, s.c_mid, s.c_out)) * (
         np.sqrt(2.0 / s.c_out))
     out[f'blocks_{b}'] = {
-        'conv1': w1, 'conv2': w2,
-        'norm1': {'scale': jnp.ones((s.c_mid,)), 'bias': jnp.zeros((s.c_mid,))},
-        'norm2': {'scale': jnp.zeros((s.c_out,)),
-                  'bias': jnp.zeros((s.c_out,))}}
+        'conv1': w1,
+        'conv2': w2,
+        'norm1': {
+            'scale': jnp.ones((s.c_mid,)),
+            'bias': jnp.zeros((s.c_mid,))
+        },
+        'norm2': {
+            'scale': jnp.zeros((s.c_out,)),
+            'bias': jnp.zeros((s.c_out,))
+        }
+    }
   return out
 
 
@@ -147,15 +156,18 @@ def _branch(spec, b, lp, x):
   else:
     n = 2 * s.pooled
     x = x[:, :n, :n, :]
-    x = x.reshape(x.shape[0], s.pooled, 2, s.pooled, 2, x.shape[3]).mean(
-        axis=(2, 4))
+    x = x.reshape(x.shape[0], s.pooled, 2, s.pooled, 2,
+                  x.shape[3]).mean(axis=(2, 4))
   p = s.kernel // 2
   y = jax.lax.conv_general_dilated(
-      x, weight_standardize(lp['conv1']),
-      (1, 1) if s.global_pool else (s.stride, s.stride), ((p, p), (p, p)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=2)
-  y = jax.nn.relu(group_norm(y, lp['norm1']['scale'], lp['norm1']['bias'],
-                             _gn_groups(s.c_mid)))
+      x,
+      weight_standardize(lp['conv1']), (1, 1) if s.global_pool else
+      (s.stride, s.stride), ((p, p), (p, p)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=2)
+  y = jax.nn.relu(
+      group_norm(y, lp['norm1']['scale'], lp['norm1']['bias'],
+                 _gn_groups(s.c_mid)))
   y = jnp.einsum('nhwc,co->nhwo', y, weight_standardize(lp['conv2'])[0, 0])
   y = group_norm(y, lp['norm2']['scale'], lp['norm2']['bias'],
                  _gn_groups(s.c_out))
@@ -167,10 +179,12 @@ def _branch(spec, b, lp, x):
 
 def features(spec, params, lite, images):
   """Pooled features f32[B, D] of the backbone with lite-residual branches."""
+
   def run(conv, x):
-    p = network.get_layer(params, conv.name)
+    p = tree_paths.get(params, conv.name)
     y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise) + p['bias']
     return layers.relu6(y) if conv.activation == 'relu6' else y
+
   by = _block_convs(spec)
   x = run(spec.convs[0], images)
   for b, blk in enumerate(spec.blocks):
@@ -186,35 +200,36 @@ def features(spec, params, lite, images):
 
 
 def _biases(spec, params):
-  return {c.name: network.get_layer(params, c.name)['bias'] for c in spec.convs}
+  return {c.name: tree_paths.get(params, f'{c.name}/bias') for c in spec.convs}
 
 
 def _with_biases(params, biases):
   for name, b in biases.items():
-    layer = dict(network.get_layer(params, name))
-    layer['bias'] = b
-    params = network.set_layer(params, name, layer)
+    params = tree_paths.replace(params, f'{name}/bias', b)
   return params
 
 
-def _step_impl(spec, cfg, tr, opt_state, params, head, batch, step, task,
+def _step_impl(spec,
+               cfg,
+               tr,
+               opt_state,
+               params,
+               head,
+               batch,
+               step,
+               task,
                lr=None):
-  key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
+  key = ft.task_key(cfg.seed, task, step)
   frozen = jax.tree.map(jax.lax.stop_gradient, params)
 
   def loss_fn(t):
     p = _with_biases(frozen, t['biases'])
     return ft.support_loss(lambda x: features(spec, p, t['lite'], x),
-                           jax.lax.stop_gradient(head), batch, key,
-                           cfg.augment)
+                           jax.lax.stop_gradient(head), batch, key, cfg.augment)
+
   loss, grads = jax.value_and_grad(loss_fn)(tr)
-  if cfg.weight_decay:
-    grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, tr)
-  tx = optax.sgd(cfg.lr if lr is None else lr,
-                 momentum=cfg.momentum or None)
-  updates, opt_state = tx.update(grads, opt_state, tr)
-  return jax.tree.map(jnp.add, tr, updates), opt_state, loss
+  tr, opt_state = ft.sgd_update(cfg, grads, opt_state, tr, lr)
+  return tr, opt_state, loss
 
 
 tinytl_step = jax.jit(_step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
@@ -245,8 +260,9 @@ def lite_costs(spec, batch_size: int) -> Dict[str, int]:
     macs += m1 + m2
     saved += (s.pooled * s.pooled * s.c_in + 2 * hw * s.c_mid +
               hw * s.c_out) * 4
-    n += (s.kernel * s.kernel * (s.c_in // 2) * s.c_mid + s.c_mid * s.c_out +
-          2 * (s.c_mid + s.c_out))
+    n += (
+        s.kernel * s.kernel * (s.c_in // 2) * s.c_mid + s.c_mid * s.c_out + 2 *
+        (s.c_mid + s.c_out))
   return {'fwd_macs': macs, 'saved_bytes': saved * batch_size, 'params': n}
 
 
@@ -256,19 +272,24 @@ def tinytl_costs(spec, batch_size: int) -> Dict[str, int]:
   Backbone: the all-biases mask (`cost` models); branches: `lite_costs` at
   the same batch, 2 x forward MACs, parameters x 3 (weight, grad, momentum).
   """
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import cost
   view = cost.as_layer_view(spec, {c.index: 'bias' for c in spec.convs})
   macs = cost.backward_macs(spec, view)
   mem = cost.backward_memory_bytes(spec, view, batch_size=batch_size)
   lc = lite_costs(spec, batch_size)
-  return {'bwd_macs': int(macs.total_macs + 2 * lc['fwd_macs']),
-          'bwd_bytes': int(mem.total_bytes + lc['saved_bytes'] +
-                           3 * 4 * lc['params']),
-          'n_trained': int(lc['params'] + sum(c.c_out for c in spec.convs))}
+  return {
+      'bwd_macs':
+          int(macs.total_macs + 2 * lc['fwd_macs']),
+      'bwd_bytes':
+          int(mem.total_bytes + lc['saved_bytes'] + 3 * 4 * lc['params']),
+      'n_trained':
+          int(lc['params'] + sum(c.c_out for c in spec.convs))
+  }
 
 
-def finetune_tinytl(spec, params, head, episode,
+def finetune_tinytl(spec,
+                    params,
+                    head,
+                    episode,
                     config: ft.FinetuneConfig = ft.FinetuneConfig(),
                     task: int = 0) -> ft.FinetuneResult:
   """TinyTL fine-tuning of one task; the result's params carry the trained
@@ -277,23 +298,26 @@ def finetune_tinytl(spec, params, head, episode,
   batch = ft.episode_arrays(spec, episode)
   n_support = int(np.asarray(batch['support_mask']).sum())
   costs = tinytl_costs(spec, n_support)
-  tr = {'biases': jax.tree.map(lambda x: jnp.array(x, copy=True),
-                               _biases(spec, params)),
-        'lite': init_lite_residual(spec, jax.random.PRNGKey(config.seed))}
+  tr = {
+      'biases':
+          jax.tree.map(lambda x: jnp.array(x, copy=True), _biases(spec,
+                                                                  params)),
+      'lite':
+          init_lite_residual(spec, jax.random.PRNGKey(config.seed))
+  }
   opt_state = optax.sgd(config.lr, momentum=config.momentum or None).init(tr)
   # lr is runtime data: an lr grid shares one compile.
   static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
   losses = []
   for i in range(config.steps):
-    tr, opt_state, loss = tinytl_step(spec, static_cfg, tr, opt_state, params,
-                                      head, batch, jnp.int32(i),
+    tr, opt_state, loss = tinytl_step(spec, static_cfg, tr, opt_state,
+                                      params, head, batch, jnp.int32(i),
                                       jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
-  ft._check_finite(curve, config.steps)  # pylint: disable=protected-access
+  ft.check_finite_curve(curve, config.steps)
   new_params = _with_biases(params, tr['biases'])
   loss, acc = tinytl_eval(spec, new_params, tr['lite'], head, batch)
   costs['lite'] = tr['lite']
-  return ft.FinetuneResult(float(acc), curve, new_params, costs, float(loss),
-                           head)
-
+  return ft.FinetuneResult(
+      float(acc), curve, new_params, costs, float(loss), head)

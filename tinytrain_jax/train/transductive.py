@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinytrain_jax import cost
 from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.models import network
 from tinytrain_jax.models import protonet
@@ -45,7 +46,11 @@ def query_entropy(logits, mask):
   return jnp.sum(h * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def transductive_loss(features_fn, head, batch, key, augment: bool = False,
+def transductive_loss(features_fn,
+                      head,
+                      batch,
+                      key,
+                      augment: bool = False,
                       entropy_weight: float = 1.0):
   """Support cross-entropy + entropy_weight x query entropy (module doc).
 
@@ -62,53 +67,49 @@ def transductive_loss(features_fn, head, batch, key, augment: bool = False,
   """
   sx, sy, sm = batch['support_x'], batch['support_y'], batch['support_mask']
   clean = features_fn(sx)
+  q = features_fn(augment_jax(sx, key)) if augment else None
+  ce = protonet.support_loss(head, clean, sy, sm, batch['way_mask'], q)
   protos = protonet.prototypes(clean, sy, sm, batch['way_mask'].shape[0])
-  q = features_fn(augment_jax(sx, key)) if augment else clean
-  ce = protonet.masked_cross_entropy(
-      protonet.cosine_logits(head, q, protos, batch['way_mask']), sy, sm)
   qlog = protonet.cosine_logits(head, features_fn(batch['query_x']), protos,
                                 batch['way_mask'])
   return ce + entropy_weight * query_entropy(qlog, batch['query_mask'])
 
 
-def _step_impl(spec, cfg, params, opt_state, head, batch, step, task,
-               lr=None):
-  key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.PRNGKey(cfg.seed), task), step)
+def _step_impl(spec, cfg, params, opt_state, head, batch, step, task, lr=None):
+  key = ft.task_key(cfg.seed, task, step)
 
   def loss_fn(p):
-    return transductive_loss(
-        lambda x: network.apply(spec, p, x).features,
-        jax.lax.stop_gradient(head), batch, key, cfg.augment)
+    return transductive_loss(lambda x: network.apply(spec, p, x).features,
+                             jax.lax.stop_gradient(head), batch, key,
+                             cfg.augment)
+
   loss, grads = jax.value_and_grad(loss_fn)(params)
-  if cfg.weight_decay:
-    grads = jax.tree.map(lambda g, w: g + cfg.weight_decay * w, grads, params)
-  tx = optax.sgd(cfg.lr if lr is None else lr,
-                 momentum=cfg.momentum or None)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  return jax.tree.map(jnp.add, params, updates), opt_state, loss
+  params, opt_state = ft.sgd_update(cfg, grads, opt_state, params, lr)
+  return params, opt_state, loss
 
 
-transductive_step = jax.jit(_step_impl, static_argnums=(0, 1),
-                            donate_argnums=(2, 3))
+transductive_step = jax.jit(
+    _step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
 
 
 def transductive_costs(spec, n_support: int, n_query: int) -> Dict[str, int]:
   """FullTrain backward MACs per sample; fp32 bytes at n_support + n_query."""
-  # pylint: disable=g-import-not-at-top
-  from tinytrain_jax import cost
   if n_support < 1 or n_query < 0:
     raise ValueError(f'n_support must be >= 1 and n_query >= 0, got '
                      f'{n_support} and {n_query}')
   view = cost.as_layer_view(spec, {c.index: 'full' for c in spec.convs})
-  mem = cost.backward_memory_bytes(spec, view,
-                                   batch_size=n_support + n_query)
-  return {'bwd_macs': int(cost.backward_macs(spec, view).total_macs),
-          'bwd_bytes': int(mem.total_bytes),
-          'n_trained': int(spec.backbone_params)}
+  mem = cost.backward_memory_bytes(spec, view, batch_size=n_support + n_query)
+  return {
+      'bwd_macs': int(cost.backward_macs(spec, view).total_macs),
+      'bwd_bytes': int(mem.total_bytes),
+      'n_trained': int(spec.backbone_params)
+  }
 
 
-def finetune_transductive(spec, params, head, episode,
+def finetune_transductive(spec,
+                          params,
+                          head,
+                          episode,
                           config: ft.FinetuneConfig = ft.FinetuneConfig(),
                           task: int = 0) -> ft.FinetuneResult:
   """Transductive fine-tuning of one task (costs at support + query)."""
@@ -127,6 +128,6 @@ def finetune_transductive(spec, params, head, episode,
                                            jnp.int32(task), lr)
     losses.append(loss)
   curve = np.asarray(jax.device_get(losses), np.float32)
-  ft._check_finite(curve, config.steps)  # pylint: disable=protected-access
+  ft.check_finite_curve(curve, config.steps)
   loss, acc = ft.evaluate_step(spec, p, head, batch)
   return ft.FinetuneResult(float(acc), curve, p, costs, float(loss), head)

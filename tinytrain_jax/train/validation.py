@@ -29,8 +29,10 @@ class ValSet(NamedTuple):
   episodes: Dict[str, Tuple[dict, ...]]
 
 
-def build_val_set(source_names: Sequence[str], resolution: int,
-                  episodes: int, seed: int = VAL_SEED) -> ValSet:
+def build_val_set(source_names: Sequence[str],
+                  resolution: int,
+                  episodes: int,
+                  seed: int = VAL_SEED) -> ValSet:
   """Draws `episodes` 5-way 5-shot 10-query tasks per source's valid split.
 
   Args:
@@ -52,10 +54,10 @@ def build_val_set(source_names: Sequence[str], resolution: int,
     eps = []
     for i in range(episodes):
       es = data.sample_episode(src, VAL_SAMPLER, seed, i)
-      ep = data.make_episode(src, es, resolution, buckets=None,
-                             way_buckets=None)
-      eps.append({k: np.asarray(getattr(ep, k))
-                  for k in finetune_lib.EPISODE_KEYS})
+      ep = data.make_episode(
+          src, es, resolution, buckets=None, way_buckets=None)
+      eps.append(
+          {k: np.asarray(getattr(ep, k)) for k in finetune_lib.EPISODE_KEYS})
     out[name] = tuple(eps)
   return ValSet(resolution, out)
 
@@ -72,8 +74,10 @@ def none_accuracy(spec, params, head, val_set: ValSet) -> Dict[str, float]:
                      f'{spec.resolution} px')
   out = {}
   for name, eps in val_set.episodes.items():
-    accs = [finetune_lib.evaluate_step(spec, params, head,
-                                      finetune_lib.episode_arrays(spec, ep))[1]
-            for ep in eps]
+    accs = [
+        finetune_lib.evaluate_step(spec, params, head,
+                                   finetune_lib.episode_arrays(spec, ep))[1]
+        for ep in eps
+    ]
     out[name] = 100.0 * float(np.mean(np.asarray(_stack_acc(accs))))
   return out
