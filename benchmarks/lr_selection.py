@@ -57,13 +57,8 @@ def main(argv):
   print('--config.finetune.lr_per_method=' + pick)
   common.write_results(
       f'lr_selection_{_MODEL.value}',
-      dict(
-          device=common.device_info(),
-          model=_MODEL.value,
-          episodes=_EPISODES.value,
-          steps=_STEPS.value,
-          rows=rows,
-          best=pick))
+      dict(device=common.device_info(), model=_MODEL.value,
+           episodes=_EPISODES.value, steps=_STEPS.value, rows=rows, best=pick))
 
 
 if __name__ == '__main__':

@@ -35,18 +35,14 @@ def main(argv):
           jax.grad(lambda p, x, impl=impl, spec=spec: jnp.sum(
               apply(spec, p, x, impl=impl).features**2)))
       row = dict(
-          model=name,
-          impl=impl,
-          batch=_BATCH.value,
-          resolution=_RES.value,
+          model=name, impl=impl, batch=_BATCH.value, resolution=_RES.value,
           fwd_s=common.median_seconds(fwd, params, x, repeats=_REPEATS.value),
-          fwd_bwd_s=common.median_seconds(
-              grad, params, x, repeats=_REPEATS.value))
+          fwd_bwd_s=common.median_seconds(grad, params, x,
+                                          repeats=_REPEATS.value))
       rows.append(row)
       print(
           f"{name:<15} {impl:<5} fwd {row['fwd_s']:.3f} s   "
-          f"fwd+bwd {row['fwd_bwd_s']:.3f} s",
-          flush=True)
+          f"fwd+bwd {row['fwd_bwd_s']:.3f} s", flush=True)
   path = common.write_results('model_speed',
                               dict(device=common.device_info(), rows=rows))
   print('wrote', path)

@@ -104,8 +104,8 @@ def _task_episode(spec):
   es = data.sample_episode(
       src, data.SamplerConfig(mode='fixed', ways=WAYS, shots=5, queries=5), 0,
       0)
-  return data.make_episode(
-      src, es, resolution=spec.resolution, buckets=None, way_buckets=None)
+  return data.make_episode(src, es, resolution=spec.resolution, buckets=None,
+                           way_buckets=None)
 
 
 def _batch(spec, n, seed=0):
@@ -113,17 +113,16 @@ def _batch(spec, n, seed=0):
   x = rng.uniform(-1, 1, (n, spec.resolution, spec.resolution, 3))
   return types.SimpleNamespace(
       support_x=x.astype(np.float32),
-      support_y=(np.arange(n) % WAYS).astype(np.int32),
-      support_mask=np.ones((n,), bool),
-      way_mask=np.ones((WAYS,), bool))
+      support_y=(np.arange(n) % WAYS).astype(np.int32), support_mask=np.ones(
+          (n,), bool), way_mask=np.ones((WAYS,), bool))
 
 
 def _macs(spec, mask, n, input_grads=False):
   """Cost-model MACs of forward + backward (mask None: forward only)."""
   per = spec.backbone_macs
   if mask is not None:
-    per += cost.backward_macs(
-        spec, mask, count_unneeded_input_grad=input_grads).total_macs
+    per += cost.backward_macs(spec, mask,
+                              count_unneeded_input_grad=input_grads).total_macs
   return int(per) * n
 
 
@@ -292,8 +291,7 @@ def main(argv):
   peak = peak_gmacs(_MATMUL.value, device)
   print(
       f'peak {_MATMUL.value}^3 matmul: JAX {peak["jax"]:.1f} GMAC/s, '
-      f'torch {peak["torch"]:.1f} GMAC/s',
-      flush=True)
+      f'torch {peak["torch"]:.1f} GMAC/s', flush=True)
   rows = []
   for name in _MODELS.value:
     spec, np_params = models.load_pretrained(name, _RES.value, MIX[name])
@@ -311,29 +309,18 @@ def main(argv):
                                          b, device).items():
         t_ours, t_peer, threads = _time_pair(ours, peer, _REPEATS.value)
         o, p = statistics.median(t_ours), statistics.median(t_peer)
-        row = dict(
-            model=spec.name + ('+mix' if spec.feature_mix else ''),
-            op=op,
-            batch=n,
-            ours_s=o,
-            peer_s=p,
-            ratio=o / p,
-            resolution=_RES.value,
-            macs=macs,
-            ours_gmacs=macs / o / 1e9,
-            peer_gmacs=macs / p / 1e9,
-            peer_threads=threads,
-            ours_runs=t_ours,
-            peer_runs=t_peer,
-            ours_spread=_spread(t_ours),
-            peer_spread=_spread(t_peer))
+        row = dict(model=spec.name + ('+mix' if spec.feature_mix else ''),
+                   op=op, batch=n, ours_s=o, peer_s=p, ratio=o / p,
+                   resolution=_RES.value, macs=macs, ours_gmacs=macs / o / 1e9,
+                   peer_gmacs=macs / p / 1e9, peer_threads=threads,
+                   ours_runs=t_ours, peer_runs=t_peer,
+                   ours_spread=_spread(t_ours), peer_spread=_spread(t_peer))
         rows.append(row)
         print(
             f'{row["model"]:<20} {op:<17} {n:>4} ours {o:8.4f} s  peer '
             f'{p:8.4f} s  ratio {o / p:5.2f}  ({row["ours_gmacs"]:.1f} vs '
             f'{row["peer_gmacs"]:.1f} GMAC/s; spread '
-            f'{row["ours_spread"]:.0%} / {row["peer_spread"]:.0%})',
-            flush=True)
+            f'{row["ours_spread"]:.0%} / {row["peer_spread"]:.0%})', flush=True)
         _write(_payload(rows, device, peak, load0))
   print('wrote', _write(_payload(rows, device, peak, load0)))
 

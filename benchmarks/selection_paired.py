@@ -89,15 +89,9 @@ def main(argv):
   for i, es in enumerate(data.sample_episodes(src, sampler, _SEED.value, n)):
     ep = data.make_episode(src, es, res, buckets=None, way_buckets=None)
     for m in _VARIANTS.value:
-      r = methods_lib.run_method(
-          m,
-          spec,
-          params,
-          head,
-          ep,
-          ft.FinetuneConfig(steps=steps, lr=lrs[m]),
-          budgets,
-          task=i)
+      r = methods_lib.run_method(m, spec, params, head, ep,
+                                 ft.FinetuneConfig(steps=steps, lr=lrs[m]),
+                                 budgets, task=i)
       accs[m].append(100.0 * float(r['accuracy']))
       costs[m].append((r['bwd_bytes'], r['bwd_macs']))
     if (i + 1) % 20 == 0 or i + 1 == n:
@@ -113,15 +107,11 @@ def main(argv):
                                               np.sqrt(n))
     d, dci = paired_ci(accs[ref], accs[m])
     rows.append(
-        dict(
-            method=m,
-            lr=lrs[m],
-            accuracy_mean=mean,
-            accuracy_ci95=ci,
-            diff_vs_ref=d if m != ref else 0.0,
-            diff_ci95=dci if m != ref else 0.0,
-            bwd_bytes=float(np.mean([c[0] for c in costs[m]])),
-            bwd_macs=float(np.mean([c[1] for c in costs[m]]))))
+        dict(method=m, lr=lrs[m], accuracy_mean=mean, accuracy_ci95=ci,
+             diff_vs_ref=d if m != ref else 0.0,
+             diff_ci95=dci if m != ref else 0.0,
+             bwd_bytes=float(np.mean([c[0] for c in costs[m]])),
+             bwd_macs=float(np.mean([c[1] for c in costs[m]]))))
   print(f'\n{_MODEL.value} @{res}px, {n} tasks of {_SOURCE.value} valid, '
         f'start {_START.value}\n')
   print(f'| method | lr | accuracy % | {ref} minus method (paired, 95% CI) '
@@ -135,20 +125,11 @@ def main(argv):
   if not _QUICK.value:
     common.write_results(
         f'selection_paired_{_MODEL.value}_{_START.value}',
-        dict(
-            device=common.device_info(),
-            model=_MODEL.value,
-            resolution=res,
-            source=_SOURCE.value,
-            split='valid',
-            episodes=n,
-            steps=steps,
-            seed=_SEED.value,
-            start=_START.value,
-            meta_trained=info.get('cache'),
-            reference=ref,
-            rows=rows,
-            per_task={m: accs[m] for m in accs}))
+        dict(device=common.device_info(), model=_MODEL.value, resolution=res,
+             source=_SOURCE.value, split='valid', episodes=n, steps=steps,
+             seed=_SEED.value, start=_START.value,
+             meta_trained=info.get('cache'), reference=ref, rows=rows,
+             per_task={m: accs[m] for m in accs}))
 
 
 if __name__ == '__main__':

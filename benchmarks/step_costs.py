@@ -58,8 +58,8 @@ def _task(spec):
   src = data.get_source('omniglot', 'test')
   es = data.sample_episode(
       src, data.SamplerConfig(mode='fixed', ways=5, shots=5, queries=5), 0, 0)
-  return data.make_episode(
-      src, es, resolution=spec.resolution, buckets=None, way_buckets=None)
+  return data.make_episode(src, es, resolution=spec.resolution, buckets=None,
+                           way_buckets=None)
 
 
 def _time(fn, args):
@@ -88,8 +88,8 @@ def measure(spec, params, head, batch, mask, dense: bool):
     args = (t.trainable, t.opt_state, params, head, t.indices, t.batch,
             jnp.int32(0))
     fn = jax.jit(
-        functools.partial(
-            ft.sparse_step_fn, spec, plan, cfg, start_block=start))
+        functools.partial(ft.sparse_step_fn, spec, plan, cfg,
+                          start_block=start))
   t0 = time.perf_counter()
   xla = xla_check.xla_costs(fn, *args)
   compile_s = time.perf_counter() - t0
@@ -141,8 +141,7 @@ def main(argv):
           f"{row['temp_bytes'] / 1e6:.1f} | "
           f"{row['seconds_per_step'] * 1e3:.0f} | "
           f"{row['bwd_macs'] / 1e6:.2f} | "
-          f"{row['bwd_bytes_per_sample'] / 1e6:.2f} |",
-          flush=True)
+          f"{row['bwd_bytes_per_sample'] / 1e6:.2f} |", flush=True)
       out_path.parent.mkdir(parents=True, exist_ok=True)
       out_path.write_text(
           json.dumps(
@@ -158,8 +157,7 @@ def main(argv):
                       'bwd_bytes_per_sample': 'analytic fp32, batch 1'
                   },
                   'rows': rows
-              },
-              indent=1))
+              }, indent=1))
 
 
 if __name__ == '__main__':

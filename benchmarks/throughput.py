@@ -82,8 +82,8 @@ def task_flops(spec, params, head, episode, mask, cfg):
     prefix = xla_check.xla_costs(
         lambda x: models.prefix(spec, params, x, t.start),
         t.batch['support_x'])['flops']
-  step = functools.partial(
-      ft.sparse_step_fn, spec, plan, cfg, start_block=t.start)
+  step = functools.partial(ft.sparse_step_fn, spec, plan, cfg,
+                           start_block=t.start)
   got = xla_check.xla_costs(step, t.trainable, t.opt_state, params, head,
                             t.indices, t.batch, jnp.int32(0))
   return cfg.steps * got['flops'] + prefix, t.start
@@ -114,12 +114,9 @@ def main(argv):
   for name in _MODELS.value:
     spec, params = models.load_pretrained(name, _RES.value, MIX[name])
     eps = [
-        data.make_episode(
-            src,
-            data.sample_episode(src, sampler, 0, i),
-            resolution=_RES.value,
-            buckets=None,
-            way_buckets=None) for i in range(_TASKS.value)
+        data.make_episode(src, data.sample_episode(src, sampler, 0, i),
+                          resolution=_RES.value, buckets=None, way_buckets=None)
+        for i in range(_TASKS.value)
     ]
     for method in _METHODS.value:
       before, times = counter.count, []
@@ -152,8 +149,7 @@ def main(argv):
       gf = f'{flops / 1e9:.2f}' if flops else '-'
       print(
           f"| {row['model']} | {method} | {row['seconds_per_task']:.2f} | "
-          f"{row['first_task_seconds']:.1f} | {compiles} | {gf} |",
-          flush=True)
+          f"{row['first_task_seconds']:.1f} | {compiles} | {gf} |", flush=True)
       path.parent.mkdir(parents=True, exist_ok=True)
       path.write_text(
           json.dumps(
@@ -164,8 +160,7 @@ def main(argv):
                       'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix'
                   },
                   'rows': rows
-              },
-              indent=1))
+              }, indent=1))
 
 
 if __name__ == '__main__':

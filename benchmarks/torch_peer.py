@@ -60,14 +60,8 @@ class PeerNet(nn.Module):
     self.convs = nn.ModuleDict()
     for c in spec.convs:
       p = _get(params, c.name)
-      conv = nn.Conv2d(
-          c.c_in,
-          c.c_out,
-          c.kernel,
-          c.stride,
-          c.padding,
-          groups=c.groups,
-          bias=True)
+      conv = nn.Conv2d(c.c_in, c.c_out, c.kernel, c.stride, c.padding,
+                       groups=c.groups, bias=True)
       with torch.no_grad():
         conv.weight.copy_(
             torch.from_numpy(
@@ -122,10 +116,7 @@ def to_nchw(images) -> torch.Tensor:
           np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
 
 
-def support_loss(features,
-                 labels,
-                 num_ways: int,
-                 scale: float = 10.0,
+def support_loss(features, labels, num_ways: int, scale: float = 10.0,
                  bias: float = 0.0):
   """ProtoNet cosine loss of the support set on itself (ours:
   `train.finetune.support_loss` without augmentation, all rows valid)."""
@@ -150,8 +141,7 @@ def set_trainable(net: PeerNet, names: Iterable[str]):
 def make_sgd(net: PeerNet, lr: float = 1e-3, momentum: float = 0.9):
   """torch SGD with momentum over the parameters that require grad."""
   return torch.optim.SGD([p for p in net.parameters() if p.requires_grad],
-                         lr=lr,
-                         momentum=momentum)
+                         lr=lr, momentum=momentum)
 
 
 def train_step(net: PeerNet, opt, x, labels, num_ways: int) -> float:

@@ -28,19 +28,15 @@ _MODEL = flags.DEFINE_string(
 _METHOD = flags.DEFINE_enum('method', 'fulltrain',
                             list(methods.STATIC_COST_METHODS),
                             'Which parameters are trained.')
-_RESOLUTION = flags.DEFINE_integer(
-    'resolution', 128, 'Input size in pixels.', lower_bound=32)
+_RESOLUTION = flags.DEFINE_integer('resolution', 128, 'Input size in pixels.',
+                                   lower_bound=32)
 _FEATURE_MIX = flags.DEFINE_bool(
     'feature_mix', False, "Add TinyTrain's 1x1 mix conv (mbv2, proxyless).")
 _BATCH_SIZE = flags.DEFINE_integer(
-    'batch_size',
-    1,
-    'Support images per step (bytes scale with it).',
+    'batch_size', 1, 'Support images per step (bytes scale with it).',
     lower_bound=1)
 _QUERY_SIZE = flags.DEFINE_integer(
-    'query_size',
-    0,
-    'Query images (only transductive back-propagates them).',
+    'query_size', 0, 'Query images (only transductive back-propagates them).',
     lower_bound=0)
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead.')
 
@@ -68,8 +64,7 @@ def main(argv):
   except ValueError as e:  # one line, no traceback, no usage dump
     print(
         f'error: --model={_MODEL.value} --resolution={_RESOLUTION.value} '
-        f'--feature_mix={_FEATURE_MIX.value}: {e}',
-        file=sys.stderr)
+        f'--feature_mix={_FEATURE_MIX.value}: {e}', file=sys.stderr)
     sys.exit(1)
   print(json.dumps(report) if _JSON.value else _format(report))
 

@@ -20,11 +20,11 @@ _SOURCE = flags.DEFINE_string(
     'omniglot | cifar10_subset | tfds:<name> | dir:<path>')
 _SPLIT = flags.DEFINE_enum('split', 'test', list(sources.SPLITS),
                            'Class split.')
-_NUM_EPISODES = flags.DEFINE_integer(
-    'num_episodes', 10, 'Episodes to draw.', lower_bound=1)
+_NUM_EPISODES = flags.DEFINE_integer('num_episodes', 10, 'Episodes to draw.',
+                                     lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Episode stream seed.')
-_START = flags.DEFINE_integer(
-    'start', 0, 'Index of the first episode.', lower_bound=0)
+_START = flags.DEFINE_integer('start', 0, 'Index of the first episode.',
+                              lower_bound=0)
 _MODE = flags.DEFINE_enum('mode', 'variable', list(sampler.MODES),
                           'variable (Meta-Dataset) or fixed N-way K-shot.')
 _WAYS = flags.DEFINE_integer('ways', None, 'Fixed ways (fixed default 5).')
@@ -40,13 +40,10 @@ def main(argv):
   del argv
   try:
     source = sources.get_source(_SOURCE.value, _SPLIT.value)
-    config = sampler.SamplerConfig(
-        mode=_MODE.value,
-        ways=_WAYS.value,
-        shots=_SHOTS.value,
-        queries=_QUERIES.value)
-    specs = sampler.sample_episodes(
-        source, config, _SEED.value, _NUM_EPISODES.value, start=_START.value)
+    config = sampler.SamplerConfig(mode=_MODE.value, ways=_WAYS.value,
+                                   shots=_SHOTS.value, queries=_QUERIES.value)
+    specs = sampler.sample_episodes(source, config, _SEED.value,
+                                    _NUM_EPISODES.value, start=_START.value)
     if _JSON.value:
       for i, spec in enumerate(specs, start=_START.value):
         print(summary.episode_json(source, spec, i))
@@ -56,8 +53,7 @@ def main(argv):
       summary.save_contact_sheet(source, specs[0], _CONTACT_SHEET.value)
       print(
           f'contact sheet of episode {_START.value} saved to '
-          f'{_CONTACT_SHEET.value}',
-          file=sys.stderr)
+          f'{_CONTACT_SHEET.value}', file=sys.stderr)
   except ValueError as e:
     cli.error_exit(str(e))
 

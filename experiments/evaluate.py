@@ -8,26 +8,22 @@ resumes from workdir/episodes.jsonl).
 """
 import pathlib
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
 from tinytrain_jax.configs import eval_config
 from tinytrain_jax.eval import protocol
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'config file', lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
+                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/main', 'output directory')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'progress bar / log lines')
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  if _CONFIG.value is None:
-    cli.error_exit(
-        '--config is required, e.g. '
-        '--config=tinytrain_jax/configs/default.py', 2)
+  cli.require_config(_CONFIG.value, 'tinytrain_jax/configs/default.py')
   try:
     cfg = eval_config.from_config_dict(_CONFIG.value)  # validates
     rows = protocol.run_evaluation(cfg, _WORKDIR.value, _PROGRESS.value)

@@ -5,25 +5,21 @@
 Rerunning with the same workdir resumes from the last checkpoint; the result
 is loadable by path: `train.meta_train.load_backbone('runs/meta')`.
 """
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
 from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.train import meta_train as meta_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'config file', lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
+                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/meta', 'checkpoint directory')
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  if _CONFIG.value is None:
-    cli.error_exit(
-        '--config is required, e.g. '
-        '--config=tinytrain_jax/configs/meta_train.py', 2)
+  cli.require_config(_CONFIG.value, 'tinytrain_jax/configs/meta_train.py')
   try:
     cfg = dataclass_config.meta_train_config(_CONFIG.value)  # validates
     state = meta_lib.run_meta_training(cfg, _WORKDIR.value)

@@ -30,12 +30,12 @@ _BUDGET_KB = flags.DEFINE_float(
 _BUDGET_MMACS = flags.DEFINE_float(
     'budget_mmacs', None, 'Backward-compute budget in millions of MACs per '
     'sample; default: the published TinyTrain compute of the model.')
-_RESOLUTION = flags.DEFINE_integer(
-    'resolution', 128, 'Input size (pixels).', lower_bound=32)
-_WAYS = flags.DEFINE_integer(
-    'ways', 5, 'Classes of the fixed task.', lower_bound=1)
-_SHOTS = flags.DEFINE_integer(
-    'shots', 5, 'Support images per class.', lower_bound=1)
+_RESOLUTION = flags.DEFINE_integer('resolution', 128, 'Input size (pixels).',
+                                   lower_bound=32)
+_WAYS = flags.DEFINE_integer('ways', 5, 'Classes of the fixed task.',
+                             lower_bound=1)
+_SHOTS = flags.DEFINE_integer('shots', 5, 'Support images per class.',
+                              lower_bound=1)
 _VARIABLE = flags.DEFINE_bool('variable', False,
                               'Meta-Dataset variable-way/shot sampling.')
 _LAYER_ORDER = flags.DEFINE_enum('layer_order', 'score',
@@ -58,21 +58,14 @@ def main(argv):
       raise ValueError(f'--budget_kb={kb} and --budget_mmacs={mmacs} must '
                        'be >= 0 (or omitted for the defaults)')
     spec, params, sel = selection.select_for_task(
-        _MODEL.value,
-        _SOURCE.value,
-        _SEED.value,
+        _MODEL.value, _SOURCE.value, _SEED.value,
         None if kb is None else kb * 1024,
-        None if mmacs is None else mmacs * 1e6,
-        _RESOLUTION.value,
-        _WAYS.value,
-        _SHOTS.value,
-        _VARIABLE.value,
-        layer_order=_LAYER_ORDER.value,
+        None if mmacs is None else mmacs * 1e6, _RESOLUTION.value, _WAYS.value,
+        _SHOTS.value, _VARIABLE.value, layer_order=_LAYER_ORDER.value,
         channel_rank=_CHANNEL_RANK.value)
   except ValueError as e:  # one line, no traceback
-    print(
-        f'error: --model={_MODEL.value} --source={_SOURCE.value}: {e}',
-        file=sys.stderr)
+    print(f'error: --model={_MODEL.value} --source={_SOURCE.value}: {e}',
+          file=sys.stderr)
     sys.exit(1)
   if _SAVE.value:
     masks.save_mask(
@@ -92,7 +85,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(
-      main,
-      prefix=lambda: f'--model={_MODEL.value} '
-      f'--source={_SOURCE.value}')
+  cli.run(main, prefix=lambda: f'--model={_MODEL.value} '
+          f'--source={_SOURCE.value}')

@@ -31,27 +31,25 @@ _MODELS = flags.DEFINE_string('models', 'mcunet-5fps,mbv2-w0.35,proxyless-w0.3',
                               'Comma list of backbones.')
 _SOURCE = flags.DEFINE_string('source', 'mini-imagenet', 'Episode source.')
 _SPLIT = flags.DEFINE_string('split', 'valid', 'Source split.')
-_RESOLUTION = flags.DEFINE_integer(
-    'resolution', 64, 'Analysis input size.', lower_bound=32)
+_RESOLUTION = flags.DEFINE_integer('resolution', 64, 'Analysis input size.',
+                                   lower_bound=32)
 _COST_RES = flags.DEFINE_integer('cost_resolution', 128,
                                  'Resolution the budgets are counted at.')
-_EPISODES = flags.DEFINE_integer(
-    'episodes', 10, 'Tasks per configuration.', lower_bound=1)
+_EPISODES = flags.DEFINE_integer('episodes', 10, 'Tasks per configuration.',
+                                 lower_bound=1)
 _WAYS = flags.DEFINE_integer('ways', 5, 'Ways per task.', lower_bound=2)
 _SHOTS = flags.DEFINE_integer('shots', 5, 'Shots per class.', lower_bound=1)
-_QUERIES = flags.DEFINE_integer(
-    'queries', 10, 'Queries per class.', lower_bound=1)
-_STEPS = flags.DEFINE_integer(
-    'steps', 20, 'Fine-tune steps per config.', lower_bound=1)
+_QUERIES = flags.DEFINE_integer('queries', 10, 'Queries per class.',
+                                lower_bound=1)
+_STEPS = flags.DEFINE_integer('steps', 20, 'Fine-tune steps per config.',
+                              lower_bound=1)
 _LR = flags.DEFINE_float('lr', 1e-2, 'Fine-tune learning rate.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Task stream seed.', lower_bound=0)
 _BIAS_KS = flags.DEFINE_string('bias_ks', '4,8,12,16,20,24,28,32,36',
                                'Bias depths analysed.')
 _LAST_N = flags.DEFINE_integer(
-    'last_n',
-    12, 'Weight candidates: 1x1 convs '
-    'among the last n convs.',
-    lower_bound=1)
+    'last_n', 12, 'Weight candidates: 1x1 convs '
+    'among the last n convs.', lower_bound=1)
 _BUDGET_SCALE = flags.DEFINE_float('budget_scale', 1.0,
                                    'x the published SparseUpdate budgets.')
 _OUT = flags.DEFINE_string('out',
@@ -67,25 +65,19 @@ def _run_model(name):
   spec, params = models.load_pretrained(name, _RESOLUTION.value, mix)
   spec128 = models.model_spec(name, _COST_RES.value, mix)
   src = data.get_source(_SOURCE.value, _SPLIT.value)
-  scfg = data.SamplerConfig(
-      mode='fixed',
-      ways=_WAYS.value,
-      shots=_SHOTS.value,
-      queries=_QUERIES.value)
+  scfg = data.SamplerConfig(mode='fixed', ways=_WAYS.value, shots=_SHOTS.value,
+                            queries=_QUERIES.value)
   eps = [
-      data.make_episode(
-          src, es, _RESOLUTION.value, buckets=None, way_buckets=None)
+      data.make_episode(src, es, _RESOLUTION.value, buckets=None,
+                        way_buckets=None)
       for es in data.sample_episodes(src, scfg, _SEED.value, _EPISODES.value)
   ]
   n = len(spec.convs)
   ks = tuple(sorted({min(int(k), n) for k in _BIAS_KS.value.split(',')}))
   cands = search.candidate_weight_convs(spec, _LAST_N.value)
-  ccfg = contribution.ContributionConfig(
-      bias_ks=ks,
-      weight_convs=cands,
-      ref_bias_k=_LAST_N.value,
-      steps=_STEPS.value,
-      lr=_LR.value)
+  ccfg = contribution.ContributionConfig(bias_ks=ks, weight_convs=cands,
+                                         ref_bias_k=_LAST_N.value,
+                                         steps=_STEPS.value, lr=_LR.value)
   gains = contribution.measure_contributions(spec, params, protonet.init_head(),
                                              eps, ccfg)
   budget_bytes, budget_macs = search.default_budgets(name, _BUDGET_SCALE.value)

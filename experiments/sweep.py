@@ -8,7 +8,7 @@ results exist are skipped. Writes workdir/sweep.json and sweep.png.
 import importlib.util
 import json
 import pathlib
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from tinytrain_jax.configs import cli
@@ -36,11 +36,7 @@ def _get_sweep(config_path):
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  if _CONFIG.value is None:
-    cli.error_exit(
-        '--config is required, e.g. '
-        '--config=tinytrain_jax/configs/sweep.py', 2)
+  cli.require_config(_CONFIG.value, 'tinytrain_jax/configs/sweep.py')
   root = pathlib.Path(_WORKDIR.value)
   points = []
   try:
@@ -57,11 +53,9 @@ def main(argv):
         rows = protocol.run_evaluation(cfg, wd)
       for r in rows:
         points.append(
-            dict(
-                r,
-                variant=r['method'],
-                budget_scale=cfg.selection.budget_scale,
-                point=sweep_helpers.point_name(point)))
+            dict(r, variant=r['method'],
+                 budget_scale=cfg.selection.budget_scale,
+                 point=sweep_helpers.point_name(point)))
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     cli.error_exit(str(e))
   (root / 'sweep.json').write_text(json.dumps(points, indent=1))

@@ -114,53 +114,38 @@ CASES = {
             r"--config=.*default.py:quik: unknown config argument 'quik'.*"
             r"accepted: '' \(none\), 'quick'", _prior_results),
     'config_arg_typo_meta_train':
-        Case(
-            'meta_train', [f'--config={META}:quik', '--workdir={wd}'],
-            r"unknown config argument 'quik'",
-            _prior_results,
-            slow=True),
+        Case('meta_train', [f'--config={META}:quik', '--workdir={wd}'],
+             r"unknown config argument 'quik'", _prior_results, slow=True),
     'config_unknown_key':
         Case('evaluate', [
             f'--config={DEFAULT}:quick', '--config.episodez=3', '--workdir={wd}'
         ], r'unknown config key --config.episodez; Did you mean "episodes"',
              _prior_results),
     'config_unknown_nested_key':
-        Case(
-            'evaluate', [
-                f'--config={DEFAULT}:quick', '--config.selection.budget_scal=2',
-                '--workdir={wd}'
-            ],
-            r'unknown config key --config.selection.budget_scal\b',
-            _prior_results,
-            slow=True),
+        Case('evaluate', [
+            f'--config={DEFAULT}:quick', '--config.selection.budget_scal=2',
+            '--workdir={wd}'
+        ], r'unknown config key --config.selection.budget_scal\b',
+             _prior_results, slow=True),
     'config_bad_type':
-        Case(
-            'evaluate', [
-                f'--config={DEFAULT}:quick', '--config.episodes=abc',
-                '--workdir={wd}'
-            ],
-            r"--config.episodes=abc: invalid literal .* 'abc'",
-            _prior_results,
-            slow=True),
+        Case('evaluate', [
+            f'--config={DEFAULT}:quick', '--config.episodes=abc',
+            '--workdir={wd}'
+        ], r"--config.episodes=abc: invalid literal .* 'abc'", _prior_results,
+             slow=True),
     'config_missing_file':
-        Case(
-            'meta_train',
-            ['--config=tinytrain_jax/configs/nope.py', '--workdir={wd}'],
-            r"--config=tinytrain_jax/configs/nope.py: no config file",
-            _prior_results,
-            slow=True),
+        Case('meta_train',
+             ['--config=tinytrain_jax/configs/nope.py', '--workdir={wd}'],
+             r"--config=tinytrain_jax/configs/nope.py: no config file",
+             _prior_results, slow=True),
     # Numbers.
     'num_episodes_zero':
         Case('episodes', ['--source=cifar10_subset', '--num_episodes=0'],
              r'--num_episodes=0: 0 is not a positive integer'),
     'episodes_zero':
-        Case(
-            'evaluate', [
-                f'--config={DEFAULT}:quick', '--config.episodes=0',
-                '--workdir={wd}'
-            ],
-            r'--config.episodes must be >= 1, got 0',
-            slow=True),
+        Case('evaluate', [
+            f'--config={DEFAULT}:quick', '--config.episodes=0', '--workdir={wd}'
+        ], r'--config.episodes must be >= 1, got 0', slow=True),
     'budget_scale_inf':
         Case('evaluate', [
             f'--config={DEFAULT}:quick', '--workdir={wd}',
@@ -169,28 +154,21 @@ CASES = {
             '--config.meta_train.steps=0'
         ], r'budget_scale must be a finite number > 0, got inf'),
     'resolution_not_multiple_of_32_evaluate':
-        Case(
-            'evaluate', [
-                f'--config={DEFAULT}:quick', '--config.resolution=100',
-                '--workdir={wd}'
-            ],
-            r'--config.resolution=100 must be a multiple of 32',
-            slow=True),
+        Case('evaluate', [
+            f'--config={DEFAULT}:quick', '--config.resolution=100',
+            '--workdir={wd}'
+        ], r'--config.resolution=100 must be a multiple of 32', slow=True),
     'resolution_not_multiple_of_32_cost':
         Case('cost', ['--resolution=100'],
              r'--resolution=100 must be a multiple '
              r'of 32 .* 96 or 128'),
     'resolution_not_multiple_of_32_describe':
-        Case(
-            'describe', ['--resolution=100'], r'--resolution=100 must be a '
-            r'multiple of 32',
-            slow=True),
+        Case('describe', ['--resolution=100'], r'--resolution=100 must be a '
+             r'multiple of 32', slow=True),
     'resolution_not_multiple_of_32_select':
-        Case(
-            'select', ['--resolution=100', '--save={tmp}/mask.json'],
-            r'--resolution=100 must be a multiple of 32',
-            _sentinel,
-            slow=True),
+        Case('select', ['--resolution=100', '--save={tmp}/mask.json'],
+             r'--resolution=100 must be a multiple of 32', _sentinel,
+             slow=True),
     # Damaged weights in the asset cache.
     'weights_truncated':
         Case(
@@ -249,13 +227,8 @@ def run_launcher(launcher: str, args, env_extra=None, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
   env.update(env_extra or {})
   return subprocess.run(
-      [sys.executable, '-m', f'experiments.{launcher}', *args],
-      cwd=ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=timeout,
-      check=False)
+      [sys.executable, '-m', f'experiments.{launcher}', *args], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 class BadInputTest(parameterized.TestCase):

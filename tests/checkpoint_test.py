@@ -16,18 +16,9 @@ from tinytrain_jax import checkpoint
 from tinytrain_jax import data
 from tinytrain_jax.train import meta_train as mt
 
-CFG = mt.MetaTrainConfig(
-    resolution=32,
-    ways=5,
-    shots=1,
-    queries=2,
-    steps=4,
-    lr=1e-3,
-    warmup_steps=2,
-    checkpoint_every=2,
-    augment=False,
-    log_every=2,
-    source='omniglot')
+CFG = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=4,
+                         lr=1e-3, warmup_steps=2, checkpoint_every=2,
+                         augment=False, log_every=2, source='omniglot')
 
 
 @functools.lru_cache(None)
@@ -106,8 +97,8 @@ class CheckpointTest(parameterized.TestCase):
     # damaged, and the copy's resumed run must end bit-identical to it.
     cls._root = tempfile.mkdtemp()
     cls.killed = os.path.join(cls._root, 'full')
-    cls.full = mt.run_meta_training(
-        CFG, cls.killed, progress=False, source=_source())
+    cls.full = mt.run_meta_training(CFG, cls.killed, progress=False,
+                                    source=_source())
 
   @classmethod
   def tearDownClass(cls):

@@ -32,13 +32,8 @@ class DocsMasksTest(absltest.TestCase):
       argv = [sys.executable] + [
           f'--save={path}' if a == '--save=mask.json' else a for a in argv[1:]
       ]
-      run = subprocess.run(
-          argv,
-          cwd=ROOT,
-          capture_output=True,
-          text=True,
-          timeout=600,
-          check=False)
+      run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, check=False)
       self.assertEqual(run.returncode, 0, run.stderr[-3000:])
       self._check_format_sketch(json.loads(pathlib.Path(path).read_text()))
       with mock.patch.dict(os.environ, {'MASK_JSON': path}):

@@ -28,11 +28,8 @@ def _model():
       lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
 
 
-TOY = ModelSpec(
-    'toy', (BlockConfig(4, 1, 3, 1, 3),),
-    resolution=8,
-    stem_channels=4,
-    num_classes=2)
+TOY = ModelSpec('toy', (BlockConfig(4, 1, 3, 1, 3),), resolution=8,
+                stem_channels=4, num_classes=2)
 PW, DW = 'blocks_0/pointwise2', 'blocks_0/depthwise'
 
 
@@ -103,17 +100,16 @@ class MaskOptaxTest(absltest.TestCase):
     # sign bit, and a product-mask would let NaN through.
     params = dict(
         params,
-        first_conv=dict(
-            params['first_conv'],
-            bias=-np.zeros_like(params['first_conv']['bias'])))
+        first_conv=dict(params['first_conv'],
+                        bias=-np.zeros_like(params['first_conv']['bias'])))
     rng = np.random.default_rng(2)
     grads = jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(p.dtype),
                          params)
     grads['first_conv']['kernel'][0] = np.nan
     # adamw adds the decay after Adam: only the zeroing after `tx` stops it.
     tx = mask_optax.dynamic_masked(optax.adamw(1e-2, weight_decay=0.1))
-    new, state = _run(
-        tx, params, mask_optax.channel_flags(m, params, spec), grads, steps=4)
+    new, state = _run(tx, params, mask_optax.channel_flags(m, params, spec),
+                      grads, steps=4)
     for path, old, upd, d in zip(
         tree_paths.leaf_paths(params), jax.tree.leaves(params),
         jax.tree.leaves(new), jax.tree.leaves(masks.to_dense(m, params, spec))):

@@ -130,8 +130,8 @@ class MasksTest(absltest.TestCase):
   def test_channel_axis_comes_from_the_conv_spec(self):
     # A dense 1x1 conv with one input channel has a kernel (1, 1, 1, C) like
     # a depthwise one; only the spec can tell them apart.
-    spec = ModelSpec(
-        'one_in', (BlockConfig(1, 4, 3, 1, 8),), resolution=8, stem_channels=1)
+    spec = ModelSpec('one_in', (BlockConfig(1, 4, 3, 1, 8),), resolution=8,
+                     stem_channels=1)
     params = init(spec, jax.random.PRNGKey(0))[0]
     axes = masks.channel_axes(spec, params)
     self.assertEqual(params['blocks_0']['pointwise1']['kernel'].shape,

@@ -76,19 +76,10 @@ def run(cmd: str, runs: pathlib.Path):
   extra = [a.replace('runs/', f'{runs}/') for a in TINY[module]]
   if module == 'experiments.evaluate' and 'tfds:' in cmd:
     extra.append('--config.domains=omniglot')
-  env = dict(
-      os.environ,
-      JAX_PLATFORMS='cpu',
-      TF_CPP_MIN_LOG_LEVEL='3',
-      PYTHONPATH=str(ROOT))
-  out = subprocess.run(
-      [sys.executable] + argv[1:] + extra,
-      cwd=ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
-      check=False,
-      timeout=900)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3',
+             PYTHONPATH=str(ROOT))
+  out = subprocess.run([sys.executable] + argv[1:] + extra, cwd=ROOT, env=env,
+                       capture_output=True, text=True, check=False, timeout=900)
   return module, out
 
 

@@ -37,8 +37,8 @@ def manager(workdir, keep: int = 3) -> ocp.CheckpointManager:
     raise ValueError(f'keep must be >= 1, got {keep}; set --config.keep')
   path = pathlib.Path(workdir).absolute() / 'checkpoints'
   opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(
-      path, options=opts, item_names=('state', 'config'))
+  return ocp.CheckpointManager(path, options=opts,
+                               item_names=('state', 'config'))
 
 
 def _to_json(config_json) -> dict:
@@ -49,16 +49,12 @@ def _to_json(config_json) -> dict:
   return dict(config_json)
 
 
-def save(mngr: ocp.CheckpointManager,
-         step: int,
-         state: Any,
-         config_json=None,
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, config_json=None,
          wait: bool = False) -> None:
   """Saves `state` (+ config JSON, str or dict) as checkpoint `step`."""
   state = jax.tree.map(np.asarray, state)
   mngr.save(
-      int(step),
-      args=ocp.args.Composite(
+      int(step), args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           config=ocp.args.JsonSave(_to_json(config_json))))
   if wait:
@@ -72,8 +68,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def _read_config_step(mngr, step) -> dict:
-  out = mngr.restore(
-      step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  out = mngr.restore(step,
+                     args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   return dict(out['config'] or {})
 
 
@@ -112,9 +108,7 @@ def read_config(mngr: ocp.CheckpointManager,
                    f'({errors[0]}); move that folder away to start over')
 
 
-def check_compatible(stored: dict,
-                     current: dict,
-                     directory,
+def check_compatible(stored: dict, current: dict, directory,
                      fields: Sequence[str] = MATCH_FIELDS) -> None:
   """One-line ValueError when a checkpoint belongs to another model."""
   for f in fields:
@@ -125,8 +119,7 @@ def check_compatible(stored: dict,
           f'--config.{f}={stored[f]}')
 
 
-def check_checkpoint_for(workdir,
-                         flag: str = '--config.meta_train.checkpoint',
+def check_checkpoint_for(workdir, flag: str = '--config.meta_train.checkpoint',
                          **expected) -> dict:
   """Checks, before any work, that a meta-train workdir fits this run.
 
@@ -174,8 +167,7 @@ def _quarantine(mngr: ocp.CheckpointManager, steps) -> pathlib.Path:
   return dst
 
 
-def restore_or_init(mngr: ocp.CheckpointManager,
-                    init_fn: Callable[[], Any],
+def restore_or_init(mngr: ocp.CheckpointManager, init_fn: Callable[[], Any],
                     config_json=None) -> Tuple[Any, Optional[int]]:
   """Restores the newest intact checkpoint into init_fn's structure, or inits.
 

@@ -173,8 +173,7 @@ def save_mask(path: str, mask: Mask, metadata: Optional[dict] = None) -> None:
               'format': 'tinytrain_jax.mask/1',
               'mask': mask_to_json(mask),
               'metadata': metadata or {}
-          },
-          indent=1))
+          }, indent=1))
   tmp.replace(path)
 
 
@@ -308,8 +307,7 @@ def layer_choice(conv: ConvLayer, choice) -> LayerUpdate:
   return LayerUpdate(chans, n, True)
 
 
-def as_layer_view(spec: ModelSpec,
-                  updates: Mapping[Any, Any],
+def as_layer_view(spec: ModelSpec, updates: Mapping[Any, Any],
                   train_classifier: bool = False) -> LayerView:
   """LayerView from {conv name | index: choice} (see `layer_choice`).
 
@@ -389,9 +387,7 @@ def mask_from_view(spec: ModelSpec, params, view: LayerView) -> Mask:
   return mask
 
 
-def mask_from_layers(spec: ModelSpec,
-                     params,
-                     updates: Mapping[Any, Any],
+def mask_from_layers(spec: ModelSpec, params, updates: Mapping[Any, Any],
                      train_classifier: bool = False) -> Mask:
   """Builds a mask from per-conv choices.
 

@@ -29,24 +29,15 @@ class Progress:
     enabled: False = silent.
   """
 
-  def __init__(self,
-               total: int,
-               desc: str,
-               initial: int = 0,
-               unit: str = 'it',
-               log_every: Optional[int] = None,
-               enabled: bool = True):
+  def __init__(self, total: int, desc: str, initial: int = 0, unit: str = 'it',
+               log_every: Optional[int] = None, enabled: bool = True):
     self.total, self.desc, self.unit = int(total), desc, unit
     self.done = self.start = int(initial)
     self.log_every = max(1, int(log_every or self.total // 10 or 1))
     self.enabled, self.t0, self.bar = enabled, time.time(), None
     if enabled and sys.stderr.isatty():
-      self.bar = tqdm.tqdm(
-          total=self.total,
-          initial=self.done,
-          desc=desc,
-          unit=unit,
-          dynamic_ncols=True)
+      self.bar = tqdm.tqdm(total=self.total, initial=self.done, desc=desc,
+                           unit=unit, dynamic_ncols=True)
 
   def update(self, postfix: str = '') -> None:
     """One update; `postfix` is shown after the bar / at the line's end."""
@@ -61,8 +52,7 @@ class Progress:
       eta = (self.total - self.done) / max(rate, 1e-9)
       print(
           f'{self.desc} {self.done}/{self.total} [{el:.0f}s, {rate:.2f} '
-          f'{self.unit}/s, eta {eta:.0f}s] {postfix}'.rstrip(),
-          file=sys.stderr,
+          f'{self.unit}/s, eta {eta:.0f}s] {postfix}'.rstrip(), file=sys.stderr,
           flush=True)
 
   def close(self) -> None:

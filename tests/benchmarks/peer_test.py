@@ -49,11 +49,8 @@ class PeerTest(parameterized.TestCase):
     y = (np.arange(n) % 5).astype(np.int32)
     ep = type(
         'Ep', (),
-        dict(
-            support_x=x,
-            support_y=y,
-            support_mask=np.ones(n, bool),
-            way_mask=np.ones(5, bool)))
+        dict(support_x=x, support_y=y, support_mask=np.ones(n, bool),
+             way_mask=np.ones(5, bool)))
     ours = selection.compute_fisher(spec, jax.tree.map(jnp.asarray, params), ep)
     loss, out, inp = torch_peer.fisher_pass(
         torch_peer.PeerNet(spec, params), torch_peer.to_nchw(x),
@@ -61,10 +58,10 @@ class PeerTest(parameterized.TestCase):
     self.assertAlmostEqual(loss, ours.loss, places=4)
     for name in ('blocks_13/depthwise', 'blocks_13/pointwise1', 'first_conv'):
       scale = max(ours.out[name].max(), ours.inp[name].max())
-      np.testing.assert_allclose(
-          out[name], ours.out[name], rtol=1e-2, atol=1e-3 * scale)
-      np.testing.assert_allclose(
-          inp[name], ours.inp[name], rtol=1e-2, atol=1e-3 * scale)
+      np.testing.assert_allclose(out[name], ours.out[name], rtol=1e-2,
+                                 atol=1e-3 * scale)
+      np.testing.assert_allclose(inp[name], ours.inp[name], rtol=1e-2,
+                                 atol=1e-3 * scale)
 
   def test_dense_masks_follow_our_mask(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
@@ -93,8 +90,7 @@ class PeerTest(parameterized.TestCase):
           sys.executable, '-m', 'benchmarks.peer_speed', '--models=mcunet-5fps',
           '--batches=2', '--resolution=32', '--repeats=1', '--matmul=64',
           f'--out={out}'
-      ],
-                     check=True)
+      ], check=True)
       self.assertTrue(os.path.exists(out))
 
 

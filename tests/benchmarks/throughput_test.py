@@ -23,12 +23,7 @@ class ThroughputBadInputTest(parameterized.TestCase):
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(ROOT))
     out = subprocess.run(
         [sys.executable, '-m', 'benchmarks.throughput', '--out=/dev/null'] +
-        args,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        args, cwd=ROOT, env=env, capture_output=True, text=True, check=False,
         timeout=300)
     self.assertNotEqual(out.returncode, 0)
     self.assertNotIn('Traceback', out.stderr)

@@ -172,11 +172,7 @@ class FromConfigDictTest(parameterized.TestCase):
           '--config.domains=omniglot,cifar10_subset',
           '--config.meta_train.weight_decay=0.1',
           '--config.finetune.weight_decay=-1', f'--workdir={wd}'
-      ],
-                           cwd=ROOT,
-                           capture_output=True,
-                           text=True,
-                           check=False)
+      ], cwd=ROOT, capture_output=True, text=True, check=False)
     self.assertEqual(out.returncode, 1, out.stderr)
     self.assertEqual(
         out.stderr.strip().splitlines()[-1],

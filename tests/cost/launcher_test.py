@@ -16,12 +16,8 @@ _ROOT = os.path.dirname(
 def _run(*flags):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', 'experiments.cost', *flags],
-                        cwd=_ROOT,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=120,
-                        check=False)
+                        cwd=_ROOT, env=env, capture_output=True, text=True,
+                        timeout=120, check=False)
 
 
 class LauncherTest(absltest.TestCase):

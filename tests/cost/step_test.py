@@ -56,10 +56,8 @@ class ToyTest(parameterized.TestCase):
       dn = ('NHWC', 'HWIO', 'NHWC')
       y = lax.conv_general_dilated(x, w1, (1, 1), 'SAME', dimension_numbers=dn)
       with jax.named_scope('top'):
-        y = lax.conv_general_dilated(
-            y,
-            lax.stop_gradient(w2), (2, 2), ((1, 1), (1, 1)),
-            dimension_numbers=dn)
+        y = lax.conv_general_dilated(y, lax.stop_gradient(w2), (2, 2),
+                                     ((1, 1), (1, 1)), dimension_numbers=dn)
       return jnp.sum(y)
 
     args = (jnp.zeros((3, 3, 4, 8)), jnp.zeros(

@@ -14,12 +14,9 @@ def random_source(num_classes=12, per_class=30, size=10, channels=3):
   n = num_classes * per_class
   pixels = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
   return sources.ArraySource(
-      name='random',
-      split='test',
-      classes=[f'class{i}' for i in range(num_classes)],
-      class_groups=None,
-      pixels=pixels,
-      positions=[
+      name='random', split='test',
+      classes=[f'class{i}' for i in range(num_classes)], class_groups=None,
+      pixels=pixels, positions=[
           np.arange(i * per_class, (i + 1) * per_class)
           for i in range(num_classes)
       ])
@@ -59,8 +56,8 @@ class EpisodeTest(parameterized.TestCase):
   def setUp(self):
     super().setUp()
     self.src = random_source()
-    self.spec = sampler.sample_episode(
-        self.src, sampler.SamplerConfig(), seed=0, index=2)
+    self.spec = sampler.sample_episode(self.src, sampler.SamplerConfig(),
+                                       seed=0, index=2)
 
   def test_shapes_masks_and_labels(self):
     ep = episodes.make_episode(self.src, self.spec, resolution=16)
@@ -95,13 +92,13 @@ class EpisodeTest(parameterized.TestCase):
     ep = episodes.make_episode(self.src, self.spec, resolution=10)
     c0 = self.spec.classes[0]
     first = self.src.images(c0, self.spec.support_indices[0][:1])
-    np.testing.assert_allclose(
-        ep.support_x[0], first[0] / 127.5 - 1.0, atol=1e-6)
+    np.testing.assert_allclose(ep.support_x[0], first[0] / 127.5 - 1.0,
+                               atol=1e-6)
 
   def test_padded_prototypes_equal_unpadded(self):
     padded = episodes.make_episode(self.src, self.spec, resolution=8)
-    exact = episodes.make_episode(
-        self.src, self.spec, resolution=8, buckets=None, way_buckets=None)
+    exact = episodes.make_episode(self.src, self.spec, resolution=8,
+                                  buckets=None, way_buckets=None)
     self.assertTrue(exact.support_mask.all())
     w = self.spec.ways
     p_pad = masked_prototypes(padded.support_x, padded.support_y,
@@ -114,8 +111,8 @@ class EpisodeTest(parameterized.TestCase):
   def test_fixed_episode_exact_shapes(self):
     cfg = sampler.SamplerConfig(mode='fixed')
     spec = sampler.sample_episode(self.src, cfg, 0, 0)
-    ep = episodes.make_episode(
-        self.src, spec, 8, buckets=None, way_buckets=None)
+    ep = episodes.make_episode(self.src, spec, 8, buckets=None,
+                               way_buckets=None)
     self.assertEqual(ep.support_x.shape[0], 25)
     self.assertEqual(ep.query_x.shape[0], 75)
     self.assertEqual(ep.way_mask.shape, (5,))

@@ -30,8 +30,9 @@ def write_fixture(root: pathlib.Path, per_class: int = 4, size: int = 84):
     for w in wnids:
       for i in range(per_class):
         name = f'{w}{i:08d}.jpg'
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(
-            root / 'images' / name, quality=95)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3),
+                                     np.uint8)).save(root / 'images' / name,
+                                                     quality=95)
         lines.append(f'{name},{w}')
     (root / minimagenet.CSV_FOR_SPLIT[split]).write_text('\n'.join(lines))
 
@@ -83,8 +84,8 @@ class MiniImagenetTest(absltest.TestCase):
     a = sampler.sample_episode(src, cfg, seed=0, index=5)
     b = sampler.sample_episode(src, cfg, seed=0, index=5)
     self.assertEqual(a, b)
-    ep = episodes.make_episode(
-        src, a, resolution=32, buckets=None, way_buckets=None)
+    ep = episodes.make_episode(src, a, resolution=32, buckets=None,
+                               way_buckets=None)
     self.assertEqual(ep.support_x.shape, (3, 32, 32, 3))
 
   def test_errors_name_the_file(self):

@@ -15,12 +15,8 @@ def make_source(sizes, groups=None, name='synthetic', split='test'):
   pixels = (np.arange(total) % 256).astype(np.uint8).reshape(total, 1, 1, 1)
   starts = np.concatenate([[0], np.cumsum(sizes)])
   return sources.ArraySource(
-      name=name,
-      split=split,
-      classes=[f'c{i}' for i in range(len(sizes))],
-      class_groups=groups,
-      pixels=pixels,
-      positions=[
+      name=name, split=split, classes=[f'c{i}' for i in range(len(sizes))],
+      class_groups=groups, pixels=pixels, positions=[
           np.arange(starts[i], starts[i + 1]) for i in range(len(sizes))
       ])
 
@@ -175,8 +171,8 @@ class SamplerTest(parameterized.TestCase):
   @parameterized.parameters((5, 1, 15), (5, 5, 15), (3, 2, 4))
   def test_fixed_mode_exact_counts(self, ways, shots, queries):
     src = make_source([20] * 12)
-    cfg = sampler.SamplerConfig(
-        mode='fixed', ways=ways, shots=shots, queries=queries, min_ways=1)
+    cfg = sampler.SamplerConfig(mode='fixed', ways=ways, shots=shots,
+                                queries=queries, min_ways=1)
     for spec in sampler.sample_episodes(src, cfg, 0, 20):
       self.assertEqual(spec.ways, ways)
       self.assertEqual({len(s) for s in spec.support_indices}, {shots})

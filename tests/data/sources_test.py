@@ -180,13 +180,8 @@ class LauncherTest(absltest.TestCase):
   def run_launcher(self, *flags):
     env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
     return subprocess.run(
-        [sys.executable, '-m', 'experiments.episodes', *flags],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False)
+        [sys.executable, '-m', 'experiments.episodes', *flags], cwd=REPO,
+        env=env, capture_output=True, text=True, timeout=120, check=False)
 
   def test_json_and_contact_sheet(self):
     root = make_tempdir(self)

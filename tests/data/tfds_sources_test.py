@@ -131,15 +131,15 @@ class TfdsSourceTest(parameterized.TestCase):
     read = lambda: list(
         tfds_sources._read_builder(Builder(), 'omniglot', ['train'], 'image',
                                    ('label',)))
-    with mock.patch.object(
-        tfds_sources, 'network_reachable', return_value=False):
+    with mock.patch.object(tfds_sources, 'network_reachable',
+                           return_value=False):
       with self.assertRaisesRegex(
           ValueError, r"split 'train' of 'omniglot' "
           r'\(ConnectionError\).*not prepared'):
         read()
     self.assertEmpty(calls)
-    with mock.patch.object(
-        tfds_sources, 'network_reachable', return_value=True):
+    with mock.patch.object(tfds_sources, 'network_reachable',
+                           return_value=True):
       self.assertEqual([(s, int(ex['label'])) for s, ex in read()],
                        [('train', 3)])
     self.assertEqual(calls, ['download'])

@@ -17,8 +17,7 @@ from tinytrain_jax.eval import protocol, report
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def tiny_config_dict(methods='none,lastlayer,tinytrain',
-                     domains='omniglot',
+def tiny_config_dict(methods='none,lastlayer,tinytrain', domains='omniglot',
                      ablation=False):
   cfg = default.get_config('quick')
   cfg.resolution = 32
@@ -134,8 +133,7 @@ class PipelineTest(absltest.TestCase):
                                   r"\['mbv2-w0.35'\]"):
         protocol.run_evaluation(
             eval_config.from_config_dict(cfg2),
-            pathlib.Path(wd) / 'b',
-            progress=False)
+            pathlib.Path(wd) / 'b', progress=False)
       self.assertFalse((pathlib.Path(wd) / 'b' / 'episodes.jsonl').exists())
 
   def test_config_dict_is_refused(self):
@@ -151,11 +149,7 @@ class PipelineTest(absltest.TestCase):
           sys.executable, '-m', 'experiments.evaluate',
           '--config=tinytrain_jax/configs/default.py:quick',
           '--config.methods=none,magic', f'--workdir={wd}'
-      ],
-                           cwd=ROOT,
-                           capture_output=True,
-                           text=True,
-                           check=False)
+      ], cwd=ROOT, capture_output=True, text=True, check=False)
       self.assertNotEqual(out.returncode, 0)
       self.assertIn("--config.methods: unknown ['magic']", out.stderr)
       self.assertNotIn('Traceback', out.stderr)

@@ -40,10 +40,8 @@ class RunConfigTest(absltest.TestCase):
     # are the same config.
     run_config.check(
         self.wd,
-        _json(
-            methods='none',
-            episodes=3,
-            finetune__lr_grid='0.0003,1e-3,3e-3,.01'))
+        _json(methods='none', episodes=3,
+              finetune__lr_grid='0.0003,1e-3,3e-3,.01'))
     with self.assertRaisesRegex(
         ValueError, r'holds results of another config \(finetune\.'
         r'weight_decay: stored 0\.0, now 0\.1\); use another --workdir$'):
@@ -75,8 +73,7 @@ class RunConfigTest(absltest.TestCase):
     shutil.copy(TESTDATA / 'run_config_format1_no_meta.json',
                 self.wd / 'run_config.json')
     same = dict(
-        meta_train__steps=0,
-        finetune__dev_episodes=6,
+        meta_train__steps=0, finetune__dev_episodes=6,
         starts__tinytrain='pretrained',
         finetune__lr_per_method=('tinytrain=1e-2,sparseupdate=1e-2,tinytl=1e-2,'
                                  'adapterdrop_25=1e-2,adapterdrop_50=1e-2,'

@@ -37,8 +37,8 @@ class SweepTest(absltest.TestCase):
           sys.executable, '-m', 'experiments.sweep', f'--config={cfg}',
           f'--workdir={d}/out'
       ]
-      out = subprocess.run(
-          cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+      out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                           check=False)
       self.assertEqual(out.returncode, 0, out.stderr[-2000:])
       points = json.loads((pathlib.Path(d) / 'out/sweep.json').read_text())
       self.assertLen(points, 2)
@@ -47,8 +47,8 @@ class SweepTest(absltest.TestCase):
       self.assertLessEqual(small['bwd_macs'], big['bwd_macs'])
       self.assertTrue((pathlib.Path(d) / 'out/sweep.png').exists())
       # Rerun: every point's results exist, so nothing is recomputed.
-      again = subprocess.run(
-          cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+      again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                             check=False)
       self.assertEqual(again.returncode, 0, again.stderr[-2000:])
       self.assertEqual(
           json.loads((pathlib.Path(d) / 'out/sweep.json').read_text()), points)

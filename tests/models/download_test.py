@@ -18,13 +18,7 @@ from tinytrain_jax.models import download
 SHARED_NPZ = assets.asset_path('weights', 'mcunet-5fps.npz')
 
 
-def _conv(rng,
-          c_out,
-          c_in,
-          k,
-          groups=1,
-          stride=1,
-          x=(0.02, -128),
+def _conv(rng, c_out, c_in, k, groups=1, stride=1, x=(0.02, -128),
           y=(0.01, -128)):
   """A conv cfg in tiny-training's format (Python scalars, numpy arrays)."""
   return {
@@ -35,8 +29,8 @@ def _conv(rng,
       'groups': groups,
       'params': {
           'weight':
-              rng.integers(
-                  -127, 128, (c_out, c_in // groups, k, k), dtype=np.int8),
+              rng.integers(-127, 128, (c_out, c_in // groups, k, k),
+                           dtype=np.int8),
           'bias':
               rng.integers(-2**20, 2**20, (c_out,), dtype=np.int32),
           'w_scales':
@@ -137,8 +131,8 @@ class DownloadTest(absltest.TestCase):
 
   def test_fetch_converts_file_url(self):
     cfg = _fake_cfg()
-    path = download.fetch_pretrained_npz(
-        'mcunet-5fps', self.dest, url=self.url, sha256=_sha256(self.pkl))
+    path = download.fetch_pretrained_npz('mcunet-5fps', self.dest, url=self.url,
+                                         sha256=_sha256(self.pkl))
     self.assertEqual(path, self.dest / 'mcunet-5fps.npz')
     with np.load(path) as z:
       got = {k: z[k] for k in z.files}
@@ -184,12 +178,8 @@ class DownloadTest(absltest.TestCase):
       calls.append((url, timeout))
       return io.BytesIO(data)
 
-    path = download.fetch_pretrained_npz(
-        'mbv2-w0.35',
-        self.dest,
-        opener=opener,
-        sha256=_sha256(self.pkl),
-        timeout=5)
+    path = download.fetch_pretrained_npz('mbv2-w0.35', self.dest, opener=opener,
+                                         sha256=_sha256(self.pkl), timeout=5)
     self.assertEqual(calls, [(download.pickle_url('mbv2-w0.35'), 5)])
     self.assertTrue(path.exists())
 
@@ -237,8 +227,8 @@ class DownloadTest(absltest.TestCase):
     with self.assertRaisesRegex(pickle.UnpicklingError, 'is not allowed'):
       download.read_torch_zip_pickle(evil)
     with self.assertRaisesRegex(pickle.UnpicklingError, 'is not allowed'):
-      download.fetch_pretrained_npz(
-          'mcunet-5fps', self.dest, url=evil.as_uri(), sha256=_sha256(evil))
+      download.fetch_pretrained_npz('mcunet-5fps', self.dest, url=evil.as_uri(),
+                                    sha256=_sha256(evil))
     self.assertEqual(list(self.dest.iterdir()), [])
 
   def test_unpickler_refuses_persistent_ids(self):
@@ -353,8 +343,8 @@ class DownloadTest(absltest.TestCase):
       np.testing.assert_array_equal(again[k], arrays[k], err_msg=k)
     # And through the whole pickle -> fetch pipeline.
     src = _write_torch_zip(self.tmp / 'mcunet-5fps.pkl', cfg)
-    path = download.fetch_pretrained_npz(
-        'mcunet-5fps', self.dest, url=src.as_uri(), sha256=_sha256(src))
+    path = download.fetch_pretrained_npz('mcunet-5fps', self.dest,
+                                         url=src.as_uri(), sha256=_sha256(src))
     with np.load(path) as z:
       self.assertEqual(sorted(z.files), sorted(arrays))
       for k in arrays:

@@ -26,14 +26,13 @@ class DepthwiseTest(parameterized.TestCase):
     _, vjp = jax.vjp(lambda x, w: layers.conv_lax(x, w, stride, 5), x, w)
     dx_ref, dw_ref = vjp(dy)
     # Jitted: op-by-op eager dispatch compiled every op and was 3x slower.
-    dx = jax.jit(
-        layers.depthwise_input_grad, static_argnums=(2, 3, 4))(dy, w, stride,
-                                                               size, size)
+    dx = jax.jit(layers.depthwise_input_grad,
+                 static_argnums=(2, 3, 4))(dy, w, stride, size, size)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
     # chunk sizes: whole batch, 2 chunks of 2, 4 chunks of 1.
     per_image = dy[0].size * 4
-    kernel_grad = jax.jit(
-        layers.depthwise_kernel_grad, static_argnums=(2, 3, 4))
+    kernel_grad = jax.jit(layers.depthwise_kernel_grad,
+                          static_argnums=(2, 3, 4))
     for chunk in (1 << 30, 2 * per_image, per_image):
       dw = kernel_grad(x, dy, k, stride, chunk)
       np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4)

@@ -36,12 +36,12 @@ class NetworkTest(parameterized.TestCase):
     def loss(p, impl):
       return jnp.sum(apply(spec, p, x, impl=impl).logits**2)
 
-    fwd = jax.jit(
-        lambda p, impl: apply(spec, p, x, impl=impl), static_argnums=1)
+    fwd = jax.jit(lambda p, impl: apply(spec, p, x, impl=impl),
+                  static_argnums=1)
     out_fast, out_lax = fwd(params, 'fast'), fwd(params, 'lax')
     self.assertEqual(out_fast.features.shape, (2, spec.feature_dim))
-    np.testing.assert_allclose(
-        out_fast.logits, out_lax.logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out_fast.logits, out_lax.logits, rtol=1e-4,
+                               atol=1e-4)
     grad = jax.jit(jax.grad(loss), static_argnums=1)
     g_fast, g_lax = grad(params, 'fast'), grad(params, 'lax')
     jax.tree.map(
@@ -53,9 +53,8 @@ class NetworkTest(parameterized.TestCase):
     params, state = init(spec, jax.random.PRNGKey(0))
     self.assertIn('scale', params['first_conv'])
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
-    fwd = jax.jit(
-        lambda s, train: apply(spec, params, x, state=s, train=train),
-        static_argnums=1)
+    fwd = jax.jit(lambda s, train: apply(spec, params, x, state=s, train=train),
+                  static_argnums=1)
     out = fwd(state, True)
     self.assertFalse(np.allclose(out.state['first_conv']['mean'], 0.0))
     out_eval = fwd(state, False)

@@ -20,10 +20,10 @@ INF = math.inf
 # 12 convs: 0 stem | 1 dw 2 pw2 | 3 pw1 4 dw/2 5 pw2 | 6 7 8 | 9 10 11.
 # From conv 3 on everything is at 4x4: conv 11 = 1x1 32->24, conv 10 = 3x3
 # depthwise on 32 channels.
-TINY = ModelSpec(
-    'tiny', (BlockConfig(16, 1, 3, 1, 8), BlockConfig(8, 3, 3, 2, 16),
-             BlockConfig(16, 2, 3, 1, 16), BlockConfig(16, 2, 3, 1, 24)),
-    resolution=16)
+TINY = ModelSpec('tiny',
+                 (BlockConfig(16, 1, 3, 1, 8), BlockConfig(8, 3, 3, 2, 16),
+                  BlockConfig(16, 2, 3, 1, 16), BlockConfig(16, 2, 3, 1, 24)),
+                 resolution=16)
 
 
 def hand_scores(spec, p=None, out=None, inp=None):
@@ -66,10 +66,8 @@ class ScoreTest(parameterized.TestCase):
     raw = {c.name: fs.layer[c.name] / (c.n_weights * c.macs) for c in spec.convs}
     self.assertEqual(sorted(s, key=s.get), sorted(raw, key=raw.get))
     for c in spec.convs:
-      self.assertAlmostEqual(
-          s[c.name] / raw[c.name],
-          92_160 * 1_769_472,
-          delta=1e-6 * 92_160 * 1_769_472)
+      self.assertAlmostEqual(s[c.name] / raw[c.name], 92_160 * 1_769_472,
+                             delta=1e-6 * 92_160 * 1_769_472)
 
 
 class GoldenSelectionTest(absltest.TestCase):
@@ -175,8 +173,7 @@ class GreedyInvariantsTest(parameterized.TestCase):
     # in visiting order never decrease lexicographically.
     order = [
         c.name for c in sorted(
-            self.spec.convs,
-            key=lambda c:
+            self.spec.convs, key=lambda c:
             (-criterion.layer_scores(self.spec, self.fs)[c.name], -c.index))
     ]
     prev, prev_sel = None, None
@@ -215,13 +212,13 @@ class GreedyInvariantsTest(parameterized.TestCase):
 
   def test_deterministic(self):
     for rank in ('fisher', 'l2', 'random'):
-      a = self._select(
-          budget_bytes=2**20, budget_macs=6.51e6, channel_rank=rank)
-      b = self._select(
-          budget_bytes=2**20, budget_macs=6.51e6, channel_rank=rank)
+      a = self._select(budget_bytes=2**20, budget_macs=6.51e6,
+                       channel_rank=rank)
+      b = self._select(budget_bytes=2**20, budget_macs=6.51e6,
+                       channel_rank=rank)
       self.assertEqual(masks.mask_to_json(a.mask), masks.mask_to_json(b.mask))
-    other = self._select(
-        budget_bytes=2**20, budget_macs=6.51e6, channel_rank='random', seed=1)
+    other = self._select(budget_bytes=2**20, budget_macs=6.51e6,
+                         channel_rank='random', seed=1)
     self.assertNotEqual(
         masks.mask_to_json(a.mask), masks.mask_to_json(other.mask))
 
@@ -229,8 +226,7 @@ class GreedyInvariantsTest(parameterized.TestCase):
     zeros = self.fs._replace(
         out={
             k: np.zeros_like(v) for k, v in self.fs.out.items()
-        },
-        inp={
+        }, inp={
             k: np.zeros_like(v) for k, v in self.fs.inp.items()
         })
     kw = dict(budget_bytes=2**20, budget_macs=6.51e6)

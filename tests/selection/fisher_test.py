@@ -13,10 +13,10 @@ from tinytrain_jax.selection import fisher
 
 # Tiny backbone at 16 px; the last block is not residual (16 -> 24), so the
 # pooled feature is the mean of the last conv's output.
-TINY = ModelSpec(
-    'tiny', (BlockConfig(16, 1, 3, 1, 8), BlockConfig(8, 3, 3, 2, 16),
-             BlockConfig(16, 2, 3, 1, 16), BlockConfig(16, 2, 3, 1, 24)),
-    resolution=16)
+TINY = ModelSpec('tiny',
+                 (BlockConfig(16, 1, 3, 1, 8), BlockConfig(8, 3, 3, 2, 16),
+                  BlockConfig(16, 2, 3, 1, 16), BlockConfig(16, 2, 3, 1, 24)),
+                 resolution=16)
 
 
 def tiny_episode(n=6, ways=3, pad=2, seed=0):
@@ -26,11 +26,8 @@ def tiny_episode(n=6, ways=3, pad=2, seed=0):
   y = np.zeros((n + pad,), np.int32)
   y[:n] = np.arange(n) % ways
   valid = np.arange(n + pad) < n
-  return types.SimpleNamespace(
-      support_x=x,
-      support_y=y,
-      support_mask=valid,
-      way_mask=np.ones((ways,), bool))
+  return types.SimpleNamespace(support_x=x, support_y=y, support_mask=valid,
+                               way_mask=np.ones((ways,), bool))
 
 
 def tiny_params():
@@ -49,13 +46,8 @@ def _grads_and_acts(params, ep):
   out = {c.name: zeros((b, c.h_out, c.h_out, c.c_out)) for c in TINY.convs}
 
   def loss(probes):
-    o = network.apply(
-        TINY,
-        params,
-        ep['x'],
-        in_probes=probes[0],
-        out_probes=probes[1],
-        capture=True)
+    o = network.apply(TINY, params, ep['x'], in_probes=probes[0],
+                      out_probes=probes[1], capture=True)
     return fisher.support_loss(head, o.features, ep['y'], ep['m'],
                                ep['w']), o.activations
 
@@ -108,14 +100,10 @@ class ComputeFisherTest(absltest.TestCase):
           s = (a[n] * gr[n]).sum(axis=(0, 1))
           want += s * s
         want /= 2 * n_valid
-        np.testing.assert_allclose(
-            got[c.name],
-            want,
-            rtol=2e-4,
-            atol=1e-12,
-            err_msg=f'{c.name} {side}')
-      self.assertAlmostEqual(
-          self.fs.layer[c.name], float(self.fs.out[c.name].sum()), places=6)
+        np.testing.assert_allclose(got[c.name], want, rtol=2e-4, atol=1e-12,
+                                   err_msg=f'{c.name} {side}')
+      self.assertAlmostEqual(self.fs.layer[c.name],
+                             float(self.fs.out[c.name].sum()), places=6)
     self.assertEqual(self.fs.n_support, 6)
     self.assertGreater(sum(self.fs.layer.values()), 0)
 
@@ -144,18 +132,18 @@ class ComputeFisherTest(absltest.TestCase):
   def test_loss_scale_scales_by_square(self):
     fs3 = fisher.compute_fisher(TINY, self.params, self.ep, loss_scale=3.0)
     for c in TINY.convs:
-      np.testing.assert_allclose(
-          fs3.out[c.name], 9 * self.fs.out[c.name], rtol=1e-4, atol=1e-12)
-      np.testing.assert_allclose(
-          fs3.inp[c.name], 9 * self.fs.inp[c.name], rtol=1e-4, atol=1e-12)
+      np.testing.assert_allclose(fs3.out[c.name], 9 * self.fs.out[c.name],
+                                 rtol=1e-4, atol=1e-12)
+      np.testing.assert_allclose(fs3.inp[c.name], 9 * self.fs.inp[c.name],
+                                 rtol=1e-4, atol=1e-12)
     rank = lambda f: sorted(f.layer, key=f.layer.get)
     self.assertEqual(rank(fs3), rank(self.fs))
 
   def test_padding_rows_do_not_matter(self):
     unpadded = fisher.compute_fisher(TINY, self.params, tiny_episode(pad=0))
     for c in TINY.convs:
-      np.testing.assert_allclose(
-          unpadded.out[c.name], self.fs.out[c.name], rtol=1e-4, atol=1e-12)
+      np.testing.assert_allclose(unpadded.out[c.name], self.fs.out[c.name],
+                                 rtol=1e-4, atol=1e-12)
 
   def test_deterministic(self):
     again = fisher.compute_fisher(TINY, self.params, self.ep)

@@ -77,10 +77,7 @@ class LauncherTest(absltest.TestCase):
   def _run(self, *args):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     return subprocess.run([sys.executable, '-m', 'experiments.select', *args],
-                          cwd=REPO,
-                          env=env,
-                          capture_output=True,
-                          text=True,
+                          cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
 
   def test_json_and_save(self):

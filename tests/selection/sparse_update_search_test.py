@@ -67,8 +67,8 @@ class SearchTest(absltest.TestCase):
                                                                4_000_000)):
       got = search.search_scheme(_SPEC, _BIAS, _WEIGHT, budget_bytes,
                                  budget_macs)
-      self.assertAlmostEqual(
-          got.gain, _brute_force(budget_bytes, budget_macs), places=9)
+      self.assertAlmostEqual(got.gain, _brute_force(budget_bytes, budget_macs),
+                             places=9)
       self.assertLessEqual(got.bwd_bytes, budget_bytes)
       self.assertLessEqual(got.bwd_macs, budget_macs)
       # Costs are those of the cost models on the scheme's layer view.
@@ -155,12 +155,8 @@ class DeterminismTest(absltest.TestCase):
       g = contribution.measure_contributions(
           spec, params, protonet.init_head(), eps,
           contribution.ContributionConfig(
-              bias_ks=(1, 2),
-              weight_convs=wc,
-              ratios=(1.0, 0.5),
-              ref_bias_k=2,
-              steps=2,
-              lr=0.1))
+              bias_ks=(1, 2), weight_convs=wc, ratios=(1.0, 0.5), ref_bias_k=2,
+              steps=2, lr=0.1))
       s = search.search_scheme(
           models.model_spec('mcunet-5fps', 128), g.bias_gain, g.weight_gain,
           10**7, None)

@@ -34,8 +34,8 @@ def _episode(index=0, split='test', ways=3, shots=2, queries=2):
       src,
       data.SamplerConfig(mode='fixed', ways=ways, shots=shots, queries=queries),
       0, index)
-  return data.make_episode(
-      src, es, resolution=R, buckets=None, way_buckets=None)
+  return data.make_episode(src, es, resolution=R, buckets=None,
+                           way_buckets=None)
 
 
 def _mask(spec, params):
@@ -95,14 +95,8 @@ class FinetuneTest(absltest.TestCase):
     for task, (chans, lr) in enumerate(
         (([0, 1, 2], 1e-3), ([5, 9, 40], 1e-2), ([50, 60, 95], 3e-4))):
       mask = masks.mask_from_layers(spec, params, {39: chans})
-      ft.finetune_task(
-          spec,
-          params,
-          head,
-          _episode(),
-          mask,
-          dataclasses.replace(cfg, lr=lr),
-          task=task)
+      ft.finetune_task(spec, params, head, _episode(), mask,
+                       dataclasses.replace(cfg, lr=lr), task=task)
     # Channel indices, lr and the task index are runtime data: one compile.
     self.assertEqual(ft.sparse_train_loop._cache_size() - before, 1)  # pylint: disable=protected-access
 
@@ -119,8 +113,8 @@ class FinetuneTest(absltest.TestCase):
     cached = ft.finetune_task(spec, params, head, _episode(), mask, cfg)
     full = ft.finetune_task(spec, params, head, _episode(), mask,
                             dataclasses.replace(cfg, cache_prefix=False))
-    np.testing.assert_allclose(
-        cached.loss_curve, full.loss_curve, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cached.loss_curve, full.loss_curve, rtol=1e-5,
+                               atol=1e-6)
     for a, b in zip(
         jax.tree.leaves(cached.params), jax.tree.leaves(full.params)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -139,10 +133,8 @@ class FinetuneTest(absltest.TestCase):
     for b in (0, 5, len(spec.blocks)):
       h = models.prefix(spec, params, x, b)
       np.testing.assert_allclose(
-          models.apply(spec, params, h, start_block=b).features,
-          whole,
-          rtol=1e-5,
-          atol=1e-5)
+          models.apply(spec, params, h, start_block=b).features, whole,
+          rtol=1e-5, atol=1e-5)
     with self.assertRaisesRegex(ValueError, 'start_block must be in'):
       models.prefix(spec, params, x, len(spec.blocks) + 1)
     # With a feature-mix conv (trained alone by LastLayer) it runs after the
@@ -154,9 +146,7 @@ class FinetuneTest(absltest.TestCase):
     np.testing.assert_allclose(
         models.apply(mix, mp, models.prefix(mix, mp, x, n),
                      start_block=n).features,
-        models.apply(mix, mp, x).features,
-        rtol=1e-5,
-        atol=1e-5)
+        models.apply(mix, mp, x).features, rtol=1e-5, atol=1e-5)
 
   def test_plan_and_fold(self):
     spec, params = _model()
@@ -195,8 +185,8 @@ class FinetuneTest(absltest.TestCase):
       }, batch, jnp.int32(0))
     # The dense-masked reference (mask as runtime data) really runs the full
     # backward: it cannot be cheaper than the sparse step of the same mask.
-    step, tx, full = ft.make_dense_step(
-        spec, cfg, _mask(spec, params), head, donate=False)
+    step, tx, full = ft.make_dense_step(spec, cfg, _mask(spec, params), head,
+                                        donate=False)
     tr = {'params': params, 'head': head}
     costs['dense'] = xla_check.xla_costs(step, tr, tx.init(tr), batch,
                                          jnp.int32(0),

@@ -23,17 +23,9 @@ from tinytrain_jax import data
 from tinytrain_jax.configs import dataclass_config
 from tinytrain_jax.train import meta_train as mt
 
-CFG = mt.MetaTrainConfig(
-    resolution=32,
-    ways=5,
-    shots=1,
-    queries=2,
-    steps=6,
-    lr=1e-3,
-    warmup_steps=2,
-    checkpoint_every=2,
-    augment=True,
-    log_every=2)
+CFG = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=6,
+                         lr=1e-3, warmup_steps=2, checkpoint_every=2,
+                         augment=True, log_every=2)
 
 
 @functools.lru_cache(None)
@@ -55,14 +47,14 @@ class MetaTrainTest(absltest.TestCase):
     return d
 
   def test_resume_is_bit_identical_and_deterministic(self):
-    full = mt.run_meta_training(
-        CFG, self._tmp(), progress=False, source=_source())
-    again = mt.run_meta_training(
-        CFG, self._tmp(), progress=False, source=_source())
+    full = mt.run_meta_training(CFG, self._tmp(), progress=False,
+                                source=_source())
+    again = mt.run_meta_training(CFG, self._tmp(), progress=False,
+                                 source=_source())
     self.assertTrue(_same(full, again))
     wd = self._tmp()
-    part = mt.run_meta_training(
-        CFG, wd, progress=False, stop_at=4, source=_source())
+    part = mt.run_meta_training(CFG, wd, progress=False, stop_at=4,
+                                source=_source())
     self.assertEqual(int(part.step), 4)
     self.assertEqual(checkpoint.manager(wd).latest_step(), 4)
     resumed = mt.run_meta_training(CFG, wd, progress=False, source=_source())
@@ -70,9 +62,7 @@ class MetaTrainTest(absltest.TestCase):
     self.assertTrue(_same(full.params, resumed.params))
     self.assertTrue(_same(full, resumed))
     other = mt.run_meta_training(
-        dataclasses.replace(CFG, seed=1),
-        self._tmp(),
-        progress=False,
+        dataclasses.replace(CFG, seed=1), self._tmp(), progress=False,
         source=_source())
     self.assertFalse(_same(full.params, other.params))
     # The run is loadable by path.
@@ -82,14 +72,8 @@ class MetaTrainTest(absltest.TestCase):
     self.assertTrue(_same(head, full.head))
 
   def test_meta_training_lowers_query_loss(self):
-    cfg = dataclasses.replace(
-        CFG,
-        steps=30,
-        lr=1e-3,
-        warmup_steps=0,
-        augment=False,
-        queries=3,
-        checkpoint_every=30)
+    cfg = dataclasses.replace(CFG, steps=30, lr=1e-3, warmup_steps=0,
+                              augment=False, queries=3, checkpoint_every=30)
     spec = mt.build_spec(cfg)
     batches = [mt.make_batch(_source(), cfg, i) for i in range(10)]
 
@@ -100,8 +84,8 @@ class MetaTrainTest(absltest.TestCase):
       ])
 
     before = mean_loss(mt.init_state(cfg))
-    st = mt.run_meta_training(
-        cfg, self._tmp(), progress=False, source=_source())
+    st = mt.run_meta_training(cfg, self._tmp(), progress=False,
+                              source=_source())
     after = mean_loss(st)
     self.assertLess(after, before - 0.05)
 
@@ -162,27 +146,17 @@ class MetaTrainTest(absltest.TestCase):
         ValueError, r'written with lr=0\.001, this run '
         r'has lr=0\.01; use another workdir'):
       mt.run_meta_training(
-          dataclasses.replace(CFG, lr=1e-2),
-          wd,
-          progress=False,
+          dataclasses.replace(CFG, lr=1e-2), wd, progress=False,
           source=_source())
     # Bookkeeping fields may change on resume.
     mt.run_meta_training(
-        dataclasses.replace(CFG, log_every=3),
-        wd,
-        progress=False,
-        stop_at=3,
+        dataclasses.replace(CFG, log_every=3), wd, progress=False, stop_at=3,
         source=_source())
 
   def test_validation_keeps_the_best_step(self):
     wd = self._tmp()
-    cfg = dataclasses.replace(
-        CFG,
-        steps=4,
-        val_every=2,
-        val_episodes=2,
-        val_sources=('omniglot',),
-        checkpoint_every=2)
+    cfg = dataclasses.replace(CFG, steps=4, val_every=2, val_episodes=2,
+                              val_sources=('omniglot',), checkpoint_every=2)
     mt.run_meta_training(cfg, wd, progress=False, source=_source())
     rows = [
         json.loads(l)
@@ -246,10 +220,8 @@ class KillResumeTest(MetaTrainTest.__base__):
   def test_killed_subprocess_resumes_bit_identical(self):
     wd = tempfile.mkdtemp()
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    p = subprocess.Popen([sys.executable, '-c', _CHILD, wd],
-                         env=env,
-                         stderr=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen([sys.executable, '-c', _CHILD, wd], env=env,
+                         stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
       if 'step 20/' in line:
         p.kill()

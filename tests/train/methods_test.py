@@ -106,17 +106,16 @@ class CostsTest(absltest.TestCase):
       # steps=0: no training, one compiled forward per method (eager op-by-op
       # dispatch was 3x slower here).
       r = methods.run_method(m, spec, params, protonet.init_head(), ep, cfg)
-      rep = methods.cost_report(
-          'mcunet-5fps', m, 32, False, batch_size=4, query_size=6)
+      rep = methods.cost_report('mcunet-5fps', m, 32, False, batch_size=4,
+                                query_size=6)
       self.assertEqual((r['bwd_macs'], r['bwd_bytes']),
                        (rep['bwd_macs'], rep['bwd_bytes']), m)
       if rep['measured'] is not None:  # the jaxpr-derived step agrees
         self.assertEqual(rep['measured']['analytic']['fp32_total_bytes'],
                          rep['bwd_bytes'], m)
     self.assertEqual(
-        methods.cost_report(
-            'mcunet-5fps', 'transductive', 32, batch_size=4,
-            query_size=6)['cost_batch'], 10)
+        methods.cost_report('mcunet-5fps', 'transductive', 32, batch_size=4,
+                            query_size=6)['cost_batch'], 10)
 
   def test_published_scale_costs(self):
     spec = models.model_spec('mcunet-5fps', 128)

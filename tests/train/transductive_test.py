@@ -52,20 +52,17 @@ class TransductiveLossTest(absltest.TestCase):
     self.assertAlmostEqual(
         float(
             transductive.transductive_loss(lambda x: x, head, batch,
-                                           jax.random.PRNGKey(0))),
-        got,
+                                           jax.random.PRNGKey(0))), got,
         places=6)
 
   def test_entropy_of_uniform_and_one_hot(self):
     logits = jnp.array([[0., 0., 0., 0.], [100., 0., 0., 0.]])
     self.assertAlmostEqual(
         float(transductive.query_entropy(logits, jnp.array([True, False]))),
-        np.log(4),
-        places=5)
+        np.log(4), places=5)
     self.assertAlmostEqual(
         float(transductive.query_entropy(logits, jnp.array([False, True]))),
-        0.0,
-        places=5)
+        0.0, places=5)
 
   def test_costs_count_support_and_query(self):
     spec = models.model_spec('mcunet-5fps', 64)

@@ -48,18 +48,10 @@ class ValidationTest(absltest.TestCase):
 
   def test_meta_train_from_a_folder(self):
     name = f'dir:{self.root / "imgs"}'
-    cfg = mt.MetaTrainConfig(
-        resolution=32,
-        source=name,
-        ways=3,
-        shots=1,
-        queries=1,
-        steps=2,
-        warmup_steps=1,
-        checkpoint_every=1,
-        val_every=1,
-        val_episodes=1,
-        val_sources=(name,))
+    cfg = mt.MetaTrainConfig(resolution=32, source=name, ways=3, shots=1,
+                             queries=1, steps=2, warmup_steps=1,
+                             checkpoint_every=1, val_every=1, val_episodes=1,
+                             val_sources=(name,))
     wd = self.root / 'run'
     state = mt.run_meta_training(cfg, wd, progress=False)
     self.assertEqual(int(state.step), 2)

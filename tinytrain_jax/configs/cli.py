@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 
 DEFAULT_CONFIG_ARGS = ('', 'quick')
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
@@ -40,6 +41,15 @@ def error_exit(message: str, code: int = 1):
   """Prints `error: <message>` (one line) to stderr and exits with `code`."""
   print(f'error: {one_line(message)}', file=sys.stderr, flush=True)
   sys.exit(code)
+
+
+def require_config(config, example: str):
+  """Launcher preamble: quiet orbax's per-save INFO logs, and exit with one
+  line (code 2) when --config was not given; `example` is its config file."""
+  logging.set_verbosity(logging.WARNING)
+  if config is None:
+    error_exit(f'--config is required, e.g. --config={example}', 2)
+  return config
 
 
 def config_file_args(argv: Sequence[str], flag: str = 'config'):

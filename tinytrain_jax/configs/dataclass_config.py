@@ -17,6 +17,7 @@ import re
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from tinytrain_jax.configs import cli
+from tinytrain_jax.eval import config as eval_config_lib
 from tinytrain_jax.train import meta_train as meta_lib
 
 
@@ -29,8 +30,7 @@ def field_names(cls) -> Tuple[str, ...]:
   return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def check_keys(d: Dict[str, Any],
-               accepted: Iterable[str],
+def check_keys(d: Dict[str, Any], accepted: Iterable[str],
                prefix: str = '') -> None:
   """Raises a one-line ValueError for a key of `d` not in `accepted`."""
   accepted = tuple(accepted)
@@ -76,9 +76,7 @@ def dataclass_from_config(cls, cfg, prefix: str = ''):
   return build(cls, d, prefix)
 
 
-def split_list(value,
-               flag: str,
-               accepted: Optional[Sequence[str]] = None,
+def split_list(value, flag: str, accepted: Optional[Sequence[str]] = None,
                empty_ok: bool = False) -> Tuple[str, ...]:
   """'a,b' (or a sequence) -> ('a', 'b'), checking names; errors name the
   flag `--config.<flag>`."""
@@ -86,14 +84,7 @@ def split_list(value,
     items = tuple(str(v).strip() for v in value if str(v).strip())
   else:
     items = tuple(v.strip() for v in str(value or '').split(',') if v.strip())
-  if not items and not empty_ok:
-    raise ValueError(f'--config.{flag} is empty; give a comma list')
-  if accepted is not None:
-    bad = [v for v in items if v not in accepted]
-    if bad:
-      raise ValueError(f'--config.{flag}: unknown {bad}; accepted: '
-                       f'{", ".join(accepted)}')
-  return items
+  return eval_config_lib.check_names(items, flag, accepted, empty_ok)
 
 
 def split_floats(value, flag: str) -> Tuple[float, ...]:
@@ -130,6 +121,6 @@ def meta_train_config(cfg) -> meta_lib.MetaTrainConfig:
   if 'resolution' in d:
     cli.check_resolution(d['resolution'], '--config.resolution')
   if 'val_sources' in d:
-    d['val_sources'] = split_list(
-        d['val_sources'], 'val_sources', empty_ok=True)
+    d['val_sources'] = split_list(d['val_sources'], 'val_sources',
+                                  empty_ok=True)
   return build(meta_lib.MetaTrainConfig, d)

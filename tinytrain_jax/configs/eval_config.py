@@ -76,14 +76,12 @@ def _meta_train(d, cfg: config_lib.EvalConfig):
   if mt.get('resolution'):
     cli.check_resolution(mt['resolution'], '--config.meta_train.resolution')
   if 'val_sources' in mt:
-    mt['val_sources'] = dc.split_list(
-        mt['val_sources'], 'meta_train.val_sources', empty_ok=True)
+    mt['val_sources'] = dc.split_list(mt['val_sources'],
+                                      'meta_train.val_sources', empty_ok=True)
   model = cfg.backbones[0]  # a template: each backbone sets its own
   mt.update(
-      resolution=mt.get('resolution') or cfg.resolution,
-      model=model,
-      feature_mix=model in plan_lib.MIX_BACKBONES,
-      seed=cfg.seed)
+      resolution=mt.get('resolution') or cfg.resolution, model=model,
+      feature_mix=model in plan_lib.MIX_BACKBONES, seed=cfg.seed)
   return dc.build(meta_lib.MetaTrainConfig, mt, 'meta_train.'), checkpoints
 
 
@@ -106,8 +104,7 @@ def from_config_dict(cfg) -> config_lib.EvalConfig:
   for k in _LIST_KEYS:
     if k in d:
       top[k] = dc.split_list(
-          d[k],
-          k,
+          d[k], k,
           list(methods_lib.METHODS) if k == 'methods' else None,
           empty_ok=k == 'in_domain')
   ex = _section(d, 'extra_backbones', dc.field_names(config_lib.ExtraBackbones))
@@ -118,26 +115,22 @@ def from_config_dict(cfg) -> config_lib.EvalConfig:
                          (va, 'methods', 'variable.methods')):
     if key in sec:
       sec[key] = dc.split_list(
-          sec[key],
-          flag,
+          sec[key], flag,
           list(methods_lib.METHODS) if key == 'methods' else None,
           empty_ok=True)
   finetune, lr_choice = _finetune(d)
   out = dc.build(
       config_lib.EvalConfig,
       dict(
-          top,
-          starts=tuple(dict(d.get('starts') or {}).items()),
-          sampler=_sampler(d),
+          top, starts=tuple(dict(d.get('starts') or
+                                 {}).items()), sampler=_sampler(d),
           extra_backbones=dc.build(config_lib.ExtraBackbones, ex,
                                    'extra_backbones.'),
           variable=dc.build(config_lib.VariableStudies, va, 'variable.'),
-          finetune=finetune,
-          lr_choice=lr_choice,
-          selection=dc.build(
+          finetune=finetune, lr_choice=lr_choice, selection=dc.build(
               config_lib.BudgetConfig,
               _section(d, 'selection', dc.field_names(config_lib.BudgetConfig)),
               'selection.')))
   meta, checkpoints = _meta_train(d, out)
-  return dataclasses.replace(
-      out, meta_train=meta, meta_train_checkpoints=checkpoints)
+  return dataclasses.replace(out, meta_train=meta,
+                             meta_train_checkpoints=checkpoints)

@@ -114,8 +114,7 @@ def _conv_table(spec: ModelSpec):
 
 
 # ------------------------------------------------------------------ compute
-def backward_macs(spec: ModelSpec,
-                  mask,
+def backward_macs(spec: ModelSpec, mask,
                   count_unneeded_input_grad: bool = False) -> BackwardMacs:
   """Backward MACs per sample, docs/reference/cost_model.md §2.
 
@@ -160,11 +159,8 @@ def backward_macs(spec: ModelSpec,
 
 
 # ------------------------------------------------------------------- memory
-def backward_memory_bytes(spec: ModelSpec,
-                          mask,
-                          batch_size: int = 1,
-                          optimizer_slots: int = 1,
-                          act_bits: int = 32,
+def backward_memory_bytes(spec: ModelSpec, mask, batch_size: int = 1,
+                          optimizer_slots: int = 1, act_bits: int = 32,
                           param_bits: int = 32) -> BackwardMemory:
   """The fp32_saved backward-memory model (docs/reference/cost_model.md §3.2-3.4), bytes.
 
@@ -235,11 +231,8 @@ def backward_memory_bytes(spec: ModelSpec,
   return BackwardMemory(saved, p, p, opt, saved + 2 * p + opt, per_layer)
 
 
-def tt_memory_breakdown(spec: ModelSpec,
-                        mask,
-                        act_bits: int = 8,
-                        weight_bits: int = 8,
-                        bias_bits: int = 32,
+def tt_memory_breakdown(spec: ModelSpec, mask, act_bits: int = 8,
+                        weight_bits: int = 8, bias_bits: int = 32,
                         momentum_bits: int = 0,
                         count_pass_through_masks: bool = False) -> TTMemory:
   """tiny-training's `nelem_saved_for_backward` for an arbitrary mask.
@@ -354,8 +347,7 @@ def sparse_update_to_layers(spec: ModelSpec, n_bias_update, manual_weight_idx,
   return as_layer_view(spec, out)
 
 
-def sparse_update_memory_kb(model: Union[str, ModelSpec],
-                            n_bias_update,
+def sparse_update_memory_kb(model: Union[str, ModelSpec], n_bias_update,
                             manual_weight_idx: Sequence[int],
                             weight_update_ratio,
                             resolution: int = 128) -> float:

@@ -120,8 +120,7 @@ def op_macs(eqn) -> int:
   return 0
 
 
-def count_macs(closed_jaxpr,
-               weight_shapes: Iterable[Sequence[int]] = (),
+def count_macs(closed_jaxpr, weight_shapes: Iterable[Sequence[int]] = (),
                layers: Optional[Set[str]] = None) -> List[OpCount]:
   """Every conv/dot of a (grad) jaxpr with its layer, role and MACs.
 
@@ -177,11 +176,8 @@ def _nbytes(aval) -> int:
 
 
 def saved_residuals(
-    fn: Callable,
-    args: Sequence[Any],
-    param_argnums: Sequence[int],
-    layers: Optional[Set[str]] = None,
-    diff_argnums: Sequence[int] = (0,)
+    fn: Callable, args: Sequence[Any], param_argnums: Sequence[int],
+    layers: Optional[Set[str]] = None, diff_argnums: Sequence[int] = (0,)
 ) -> List[Residual]:
   """What `jax.vjp` of `fn` w.r.t. `diff_argnums` keeps, by role and layer.
 

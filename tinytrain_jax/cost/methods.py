@@ -99,11 +99,8 @@ def sparse_update_scheme(spec: ModelSpec,
           [float(r) for r in e['weight_update_ratio']])
 
 
-def method_report(model: str,
-                  method: str,
-                  resolution: int = 128,
-                  feature_mix: bool = False,
-                  batch_size: int = 1,
+def method_report(model: str, method: str, resolution: int = 128,
+                  feature_mix: bool = False, batch_size: int = 1,
                   num_classes=None) -> Dict[str, Any]:
   """Every cost model for one backbone + mask method, as a JSON-able dict.
 
@@ -112,11 +109,8 @@ def method_report(model: str,
   bytes at `batch_size`), plus 'analytic' (§2 MACs, fp32_saved bytes at
   `batch_size`, tiny-training kB). Raises ValueError for a bad model/option.
   """
-  spec = model_spec(
-      model,
-      resolution=resolution,
-      feature_mix=feature_mix,
-      num_classes=num_classes)
+  spec = model_spec(model, resolution=resolution, feature_mix=feature_mix,
+                    num_classes=num_classes)
   view = method_layer_view(spec, method)
   params = jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
   flag = PUBLISHED_CONVENTION[method]
@@ -124,12 +118,8 @@ def method_report(model: str,
   macs = analytic.backward_macs(spec, view, flag)
   mem = analytic.backward_memory_bytes(spec, view, batch_size)
   out = {k: v for k, v in cost._asdict().items()}
-  out.update(
-      model=spec.name,
-      method=method,
-      resolution=resolution,
-      feature_mix=bool(feature_mix),
-      count_unneeded_input_grad=flag)
+  out.update(model=spec.name, method=method, resolution=resolution,
+             feature_mix=bool(feature_mix), count_unneeded_input_grad=flag)
   out['analytic'] = {
       'bwd_macs': macs.total_macs,
       'bwd_weight_grad_macs': macs.weight_grad_macs,

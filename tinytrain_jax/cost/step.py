@@ -90,13 +90,8 @@ def build_masked_loss(spec: ModelSpec, params, mask):
 
   def loss_fn(trainable, frozen, state, images):
     p = mask_partition.effective_params(frozen, trainable)
-    out = network.apply(
-        spec,
-        p,
-        images,
-        state=state,
-        impl='lax',
-        deltas=mask_partition.delta_inputs(trainable, index))
+    out = network.apply(spec, p, images, state=state, impl='lax',
+                        deltas=mask_partition.delta_inputs(trainable, index))
     y = out.logits if out.logits is not None else out.features
     return jnp.sum(y * target)
 
@@ -119,12 +114,8 @@ def _div(x, n):
   return x // n if x % n == 0 else x / n
 
 
-def analyze_training_step(spec: ModelSpec,
-                          params,
-                          mask,
-                          batch_size: int = 1,
-                          count_unneeded_input_grad: bool = False,
-                          state=None,
+def analyze_training_step(spec: ModelSpec, params, mask, batch_size: int = 1,
+                          count_unneeded_input_grad: bool = False, state=None,
                           optimizer_slots: int = 1) -> StepCost:
   """Traces the masked training step and counts its cost (module docstring).
 
@@ -188,16 +179,10 @@ def analyze_training_step(spec: ModelSpec,
   pbytes = sum(
       int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize
       for s in jax.tree.leaves(args[0]))
-  return StepCost(
-      fwd_macs=fwd,
-      bwd_macs=wg + ig,
-      bwd_weight_grad_macs=wg,
-      bwd_input_grad_macs=ig,
-      saved_bytes=sum(saved.values()),
-      saved_conv_input_bytes=conv_in,
-      peak_bytes=jaxpr_walk.peak_live_bytes_of(closed.jaxpr),
-      param_bytes=pbytes,
-      grad_bytes=pbytes,
-      optimizer_bytes=optimizer_slots * pbytes,
-      batch_size=batch_size,
-      layers=layers)
+  return StepCost(fwd_macs=fwd, bwd_macs=wg + ig, bwd_weight_grad_macs=wg,
+                  bwd_input_grad_macs=ig, saved_bytes=sum(saved.values()),
+                  saved_conv_input_bytes=conv_in,
+                  peak_bytes=jaxpr_walk.peak_live_bytes_of(closed.jaxpr),
+                  param_bytes=pbytes, grad_bytes=pbytes,
+                  optimizer_bytes=optimizer_slots * pbytes,
+                  batch_size=batch_size, layers=layers)

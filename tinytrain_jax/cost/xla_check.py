@@ -114,8 +114,7 @@ def _main():
       print(
           f"| {name}{'+mix' if mix else ''} | {method} | "
           f"{c['xla_flops_per_sample'] / 1e9:.3f} | {two_macs / 1e9:.3f} | "
-          f"{c['ratio']:.2f} | {c['temp_bytes'] / 1e6:.1f} |",
-          flush=True)
+          f"{c['ratio']:.2f} | {c['temp_bytes'] / 1e6:.1f} |", flush=True)
 
 
 if __name__ == '__main__':

@@ -119,8 +119,8 @@ def omniglot_source(split: str, path=None) -> sources.Source:
     if not path.exists():
       try:
         # TFDS downloads and prepares it when a network is there.
-        return tfds_sources.TfdsSource(
-            'omniglot', split, image_size=None, name='omniglot')
+        return tfds_sources.TfdsSource('omniglot', split, image_size=None,
+                                       name='omniglot')
       except ValueError:
         raise ValueError(
             f'Omniglot not found: ${assets.ENV_VAR}={assets.assets_root()} '
@@ -139,13 +139,11 @@ def omniglot_source(split: str, path=None) -> sources.Source:
       'test': kind == 'evaluation'
   }[split]
   ids = np.flatnonzero(keep)
-  return sources.ArraySource(
-      name='omniglot',
-      split=split,
-      classes=[str(s) for s in d['class_names'][ids]],
-      class_groups=[str(s) for s in alphabet[ids]],
-      pixels=d['images'],
-      positions=_positions(d['labels'], ids))
+  return sources.ArraySource(name='omniglot', split=split,
+                             classes=[str(s) for s in d['class_names'][ids]],
+                             class_groups=[str(s) for s in alphabet[ids]],
+                             pixels=d['images'],
+                             positions=_positions(d['labels'], ids))
 
 
 def cifar10_subset_source(split: str, path=None) -> sources.Source:
@@ -167,10 +165,7 @@ def cifar10_subset_source(split: str, path=None) -> sources.Source:
     raise ValueError(assets.missing_asset_message(path, 'CIFAR-10 subset'))
   d = load_npz(path)
   ids = np.array(CIFAR_SPLITS[split])
-  return sources.ArraySource(
-      name='cifar10_subset',
-      split=split,
-      classes=[str(s) for s in d['class_names'][ids]],
-      class_groups=None,
-      pixels=d['images'],
-      positions=_positions(d['labels'], ids))
+  return sources.ArraySource(name='cifar10_subset', split=split,
+                             classes=[str(s) for s in d['class_names'][ids]],
+                             class_groups=None, pixels=d['images'],
+                             positions=_positions(d['labels'], ids))

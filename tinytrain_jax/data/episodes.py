@@ -116,13 +116,10 @@ def _pack(source, spec, per_class, rows: int, resolution: int):
   return x, y, mask
 
 
-def make_episode(source,
-                 spec: sampler.EpisodeSpec,
-                 resolution: int = 128,
+def make_episode(source, spec: sampler.EpisodeSpec, resolution: int = 128,
                  buckets: Sequence[int] | None = DEFAULT_BUCKETS,
                  way_buckets: Sequence[int] | None = DEFAULT_WAY_BUCKETS,
-                 augment: bool = False,
-                 seed: int = 0) -> Episode:
+                 augment: bool = False, seed: int = 0) -> Episode:
   """Reads the pixels of an episode and pads it to bucketed shapes.
 
   Example:
@@ -156,13 +153,6 @@ def make_episode(source,
                                                                        1]))
   way_mask = np.zeros((bucket_size(spec.ways, way_buckets),), bool)
   way_mask[:spec.ways] = True
-  return Episode(
-      support_x=sx,
-      support_y=sy,
-      support_mask=sm,
-      query_x=qx,
-      query_y=qy,
-      query_mask=qm,
-      way_mask=way_mask,
-      ways=spec.ways,
-      class_names=tuple(source.classes[c] for c in spec.classes))
+  return Episode(support_x=sx, support_y=sy, support_mask=sm, query_x=qx,
+                 query_y=qy, query_mask=qm, way_mask=way_mask, ways=spec.ways,
+                 class_names=tuple(source.classes[c] for c in spec.classes))

@@ -122,10 +122,6 @@ def minimagenet_source(split: str, path=None) -> sources.ArraySource:
   index = {c: i for i, c in enumerate(classes)}
   lab = np.array([index[l] for l in labels])
   positions = [np.flatnonzero(lab == c) for c in range(len(classes))]
-  return sources.ArraySource(
-      name=name,
-      split=split,
-      classes=classes,
-      class_groups=None,
-      pixels=pixels,
-      positions=positions)
+  return sources.ArraySource(name=name, split=split, classes=classes,
+                             class_groups=None, pixels=pixels,
+                             positions=positions)

@@ -86,11 +86,8 @@ class SamplerConfig:
     """Fills the 5-way 5-shot 15-query defaults of mode 'fixed'."""
     if self.mode != 'fixed':
       return self
-    return dataclasses.replace(
-        self,
-        ways=self.ways or 5,
-        shots=self.shots or 5,
-        queries=self.queries or 15)
+    return dataclasses.replace(self, ways=self.ways or 5, shots=self.shots or 5,
+                               queries=self.queries or 15)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,15 +206,11 @@ def sample_episode(source, config: SamplerConfig, seed: int,
     support.append(tuple(int(i) for i in perm[:k]))
     query.append(tuple(int(i) for i in perm[k:]))
   return EpisodeSpec(
-      classes=tuple(int(c) for c in classes),
-      support_indices=tuple(support),
+      classes=tuple(int(c) for c in classes), support_indices=tuple(support),
       query_indices=tuple(query))
 
 
-def sample_episodes(source,
-                    config: SamplerConfig,
-                    seed: int,
-                    n: int,
+def sample_episodes(source, config: SamplerConfig, seed: int, n: int,
                     start: int = 0) -> list[EpisodeSpec]:
   """Episodes start..start+n-1 of the stream `seed` (see sample_episode).
 

@@ -47,10 +47,7 @@ def summarize(source, specs: list[sampler.EpisodeSpec]) -> str:
   return '\n'.join(lines)
 
 
-def save_contact_sheet(source,
-                       spec: sampler.EpisodeSpec,
-                       path,
-                       cell: int = 64,
+def save_contact_sheet(source, spec: sampler.EpisodeSpec, path, cell: int = 64,
                        max_per_row: int = 12) -> None:
   """Saves a PNG: one row per class, support images then (after a gap) queries.
 

@@ -101,8 +101,7 @@ MD_COUNTS = {
 }
 
 
-def md_split_indices(num_classes: int,
-                     counts=None,
+def md_split_indices(num_classes: int, counts=None,
                      seed: int = MD_SEED) -> dict[str, np.ndarray]:
   """Meta-Dataset's seeded class split (`gen_rand_split_inds`).
 
@@ -220,12 +219,8 @@ class TfdsSource:
     name: source name reported in errors and stream ids.
   """
 
-  def __init__(self,
-               dataset: str,
-               split: str,
-               image_size: int | None = 128,
-               data_dir=None,
-               max_images_per_class: int | None = None,
+  def __init__(self, dataset: str, split: str, image_size: int | None = 128,
+               data_dir=None, max_images_per_class: int | None = None,
                name: str | None = None):
     self.name = name or f'tfds:{dataset}'
     sources.check_split(self.name, split)

@@ -35,17 +35,22 @@ META_TRAIN_DERIVED = ('model', 'feature_mix', 'seed')
 FINETUNE_DERIVED = ('seed',)
 
 
-def _names(obj,
-           field: str,
-           flag: str,
-           accepted=None,
+def _names(obj, field: str, flag: str, accepted=None,
            empty_ok: bool = False) -> Tuple[str, ...]:
   """obj.<field> as a tuple of names, checked; sets it on the frozen obj."""
   value = getattr(obj, field)
   if isinstance(value, str):  # tuple('ab') would be ('a', 'b')
     raise ValueError(f'--config.{flag} must be a tuple of names, got the '
                      f'string {value!r}')
-  items = tuple(value)
+  items = check_names(tuple(value), flag, accepted, empty_ok)
+  object.__setattr__(obj, field, items)
+  return items
+
+
+def check_names(items: Tuple[str, ...], flag: str, accepted=None,
+                empty_ok: bool = False) -> Tuple[str, ...]:
+  """`items`, or a one-line ValueError naming `--config.<flag>` when it is
+  empty (unless empty_ok) or holds a name not in `accepted`."""
   if not items and not empty_ok:
     raise ValueError(f'--config.{flag} is empty; give a comma list')
   if accepted is not None:
@@ -53,7 +58,6 @@ def _names(obj,
     if bad:
       raise ValueError(f'--config.{flag}: unknown {bad}; accepted: '
                        f'{", ".join(accepted)}')
-  object.__setattr__(obj, field, items)
   return items
 
 
@@ -102,12 +106,8 @@ class VariableStudies:
 
   def __post_init__(self):
     _names(self, 'domains', 'variable.domains', empty_ok=True)
-    _names(
-        self,
-        'methods',
-        'variable.methods',
-        list(methods_lib.METHODS),
-        empty_ok=True)
+    _names(self, 'methods', 'variable.methods', list(methods_lib.METHODS),
+           empty_ok=True)
     _count(self.episodes, 'variable.episodes', 0)
 
 
@@ -195,8 +195,8 @@ class EvalConfig:
   resolution: int = 64
   episodes: int = 20
   split: str = 'test'
-  sampler: data.SamplerConfig = data.SamplerConfig(
-      mode='fixed', ways=5, shots=5, queries=10)
+  sampler: data.SamplerConfig = data.SamplerConfig(mode='fixed', ways=5,
+                                                   shots=5, queries=10)
   extra_backbones: ExtraBackbones = ExtraBackbones()
   variable: VariableStudies = VariableStudies()
   meta_train: Optional[meta_lib.MetaTrainConfig] = None
@@ -216,8 +216,8 @@ class EvalConfig:
     object.__setattr__(self, 'starts', starts)
     _count(self.episodes, 'episodes', 1)
     _count(self.resolution, 'resolution', 32)
-    _names(
-        self, 'meta_train_checkpoints', 'meta_train.checkpoint', empty_ok=True)
+    _names(self, 'meta_train_checkpoints', 'meta_train.checkpoint',
+           empty_ok=True)
     # One seed drives everything, as in the config file.
     object.__setattr__(self, 'finetune',
                        dataclasses.replace(self.finetune, seed=self.seed))
@@ -233,8 +233,8 @@ class EvalConfig:
   @property
   def variable_sampler(self) -> data.SamplerConfig:
     """Meta-Dataset's sampler (ways, shots and queries sampled)."""
-    return dataclasses.replace(
-        self.sampler, mode='variable', ways=None, shots=None, queries=None)
+    return dataclasses.replace(self.sampler, mode='variable', ways=None,
+                               shots=None, queries=None)
 
   def to_json_dict(self) -> Dict[str, Any]:
     """The config in the layout of its flags (lists for comma lists)."""
@@ -256,20 +256,13 @@ class EvalConfig:
       }
     meta['checkpoint'] = self.meta_train_checkpoints
     out = dict(
-        seed=self.seed,
-        backbones=self.backbones,
-        domains=self.domains,
-        in_domain=self.in_domain,
-        methods=self.methods,
-        starts={m: dict(self.starts).get(m, '') for m in methods_lib.METHODS},
-        ablation=self.ablation,
-        resolution=self.resolution,
-        episodes=self.episodes,
-        split=self.split,
+        seed=self.seed, backbones=self.backbones, domains=self.domains,
+        in_domain=self.in_domain, methods=self.methods,
+        starts={m: dict(self.starts).get(m, '') for m in methods_lib.METHODS
+               }, ablation=self.ablation, resolution=self.resolution,
+        episodes=self.episodes, split=self.split,
         sampler=dataclasses.asdict(self.sampler),
         extra_backbones=dataclasses.asdict(self.extra_backbones),
-        variable=dataclasses.asdict(self.variable),
-        meta_train=meta,
-        finetune=finetune,
-        selection=dataclasses.asdict(self.selection))
+        variable=dataclasses.asdict(self.variable), meta_train=meta,
+        finetune=finetune, selection=dataclasses.asdict(self.selection))
     return json.loads(json.dumps(out))  # tuples -> lists, as stored

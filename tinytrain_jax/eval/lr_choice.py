@@ -39,9 +39,9 @@ def choose_lr(method: str, spec, params, head, episodes: Sequence, ft_cfg,
     cfg = dataclasses.replace(ft_cfg, lr=float(lr))
     accs[float(lr)] = float(
         np.mean([
-            100.0 * methods_lib.run_method(
-                method, spec, params, head, ep, cfg, budgets,
-                task=i)['accuracy'] for i, ep in enumerate(episodes)
+            100.0 * methods_lib.run_method(method, spec, params, head, ep, cfg,
+                                           budgets, task=i)['accuracy']
+            for i, ep in enumerate(episodes)
         ]))
   best = max(sorted(accs), key=lambda lr: accs[lr])  # first max: smaller lr
   return {'lr': best, 'dev_accuracy': {f'{k:g}': v for k, v in accs.items()}}

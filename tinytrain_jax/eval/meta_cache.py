@@ -26,11 +26,8 @@ def metatrain_config(template: meta_lib.MetaTrainConfig, backbone: str,
                      seed: int) -> meta_lib.MetaTrainConfig:
   """The MetaTrainConfig of `backbone`: the evaluation's `meta_train` with
   the backbone's model and mix conv and the evaluation's seed."""
-  return dataclasses.replace(
-      template,
-      model=backbone,
-      feature_mix=backbone in plan_lib.MIX_BACKBONES,
-      seed=seed)
+  return dataclasses.replace(template, model=backbone, feature_mix=backbone
+                             in plan_lib.MIX_BACKBONES, seed=seed)
 
 
 def cache_dir(config: meta_lib.MetaTrainConfig) -> pathlib.Path:
@@ -66,9 +63,7 @@ def _checkpoint_dirs(paths: Sequence[str],
 
 
 def meta_trained_starts(
-    cfg,
-    backbones: Sequence[str],
-    resolution: int,
+    cfg, backbones: Sequence[str], resolution: int,
     progress: bool = True) -> Dict[str, Tuple[object, object, dict]]:
   """backbone -> (params, head, info) of its meta-trained start weights.
 

@@ -98,15 +98,13 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
       if progress:
         print(
             f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
-            f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)',
-            file=sys.stderr,
+            f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)', file=sys.stderr,
             flush=True)
     out[(bb, v.label)] = got['lr']
   return out, choices.table
 
 
-def run_evaluation(cfg: EvalConfig,
-                   workdir,
+def run_evaluation(cfg: EvalConfig, workdir,
                    progress: bool = True) -> List[Dict[str, Any]]:
   """Runs the protocol of `cfg` and writes the report.
 
@@ -166,9 +164,7 @@ def run_evaluation(cfg: EvalConfig,
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       per = {v.label: [] for v in st.variants}
       bar = progress_lib.Progress(
-          len(specs_ep) * len(st.variants),
-          f'{bb} {st.domain}',
-          unit='task',
+          len(specs_ep) * len(st.variants), f'{bb} {st.domain}', unit='task',
           enabled=progress)
       for i, es in enumerate(specs_ep):
         ep = None
@@ -176,33 +172,20 @@ def run_evaluation(cfg: EvalConfig,
           key = (bb, st.domain, v.label, i)
           if key not in done:
             if ep is None:
-              ep = data.make_episode(
-                  src, es, cfg.resolution, buckets=None, way_buckets=None)
+              ep = data.make_episode(src, es, cfg.resolution, buckets=None,
+                                     way_buckets=None)
             params, head, _ = starts[bb][v.start]
             lr = lrs[(bb, v.label)]
-            r = methods_lib.run_method(
-                v.method,
-                spec,
-                params,
-                head,
-                ep,
-                dataclasses.replace(ft_cfg, lr=lr),
-                budgets[bb],
-                task=i)
+            r = methods_lib.run_method(v.method, spec, params, head, ep,
+                                       dataclasses.replace(ft_cfg, lr=lr),
+                                       budgets[bb], task=i)
             done[key] = dict(
-                backbone=bb,
-                domain=st.domain,
-                method=v.label,
-                base_method=v.method,
-                start=v.start,
-                episode=i,
+                backbone=bb, domain=st.domain, method=v.label,
+                base_method=v.method, start=v.start, episode=i,
                 accuracy=100.0 * float(r['accuracy']),
-                bwd_bytes=int(r['bwd_bytes']),
-                bwd_macs=int(r['bwd_macs']),
-                lr=lr,
-                meta_trained=v.start == 'metatrained' and not no_meta,
-                ways=int(ep.ways),
-                mask=r['mask'])
+                bwd_bytes=int(r['bwd_bytes']), bwd_macs=int(r['bwd_macs']),
+                lr=lr, meta_trained=v.start == 'metatrained' and not no_meta,
+                ways=int(ep.ways), mask=r['mask'])
             log.write(json.dumps(done[key]) + '\n')
             log.flush()
           per[v.label].append(done[key])
@@ -215,20 +198,13 @@ def run_evaluation(cfg: EvalConfig,
         xs = per[v.label]
         mean, ci = report.mean_ci95([x['accuracy'] for x in xs])
         rows.append(
-            dict(
-                backbone=bb,
-                method=v.label,
-                base_method=v.method,
-                start=v.start,
-                domain=st.domain,
-                sampler=st.sampler.mode,
-                accuracy_mean=mean,
-                accuracy_ci95=ci,
-                episodes=len(xs),
-                lr=lrs[(bb, v.label)],
-                bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
-                bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
-                meta_trained=v.start == 'metatrained' and not no_meta))
+            dict(backbone=bb, method=v.label, base_method=v.method,
+                 start=v.start, domain=st.domain, sampler=st.sampler.mode,
+                 accuracy_mean=mean, accuracy_ci95=ci, episodes=len(xs),
+                 lr=lrs[(bb, v.label)],
+                 bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
+                 bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
+                 meta_trained=v.start == 'metatrained' and not no_meta))
   meta_info = {
       bb: st['metatrained'][2]
       for bb, st in starts.items()
@@ -238,8 +214,6 @@ def run_evaluation(cfg: EvalConfig,
   if curves:
     report.plot_meta_validation(curves, workdir / 'meta_val.png')
   report.write_report(
-      workdir,
-      rows,
-      dict(cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
+      workdir, rows, dict(cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
       in_domain=cfg.in_domain)
   return rows

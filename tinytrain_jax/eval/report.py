@@ -112,8 +112,8 @@ def plot_pareto(rows: List[Dict], path) -> None:
           ax.axhline(acc, ls='--', color='grey', lw=1, label=f'{m} (no bwd)')
           continue
         ax.errorbar([x], [acc], yerr=[ci], fmt='o', capsize=3, label=m)
-        ax.annotate(
-            m, (x, acc), textcoords='offset points', xytext=(4, 4), fontsize=8)
+        ax.annotate(m, (x, acc), textcoords='offset points', xytext=(4, 4),
+                    fontsize=8)
     for j, label in enumerate(('backward memory (bytes, fp32, support batch)',
                                'backward MACs per sample')):
       ax = axes[i, j]
@@ -136,9 +136,7 @@ def plot_sweep(points: List[Dict], path, x_key: str = 'budget_bytes') -> None:
     ps = sorted((p for p in points if p['variant'] == v),
                 key=lambda p: p[x_key])
     ax.errorbar([p[x_key] for p in ps], [p['accuracy_mean'] for p in ps],
-                yerr=[p['accuracy_ci95'] for p in ps],
-                marker='o',
-                capsize=3,
+                yerr=[p['accuracy_ci95'] for p in ps], marker='o', capsize=3,
                 label=v)
   ax.set_xscale('log')
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -164,11 +162,10 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
     rows = sorted(rows, key=lambda r: r['step'])
     for dom in rows[0]['none_accuracy'] if rows else ():
       line, = ax.plot([r['step'] for r in rows],
-                      [r['none_accuracy'][dom] for r in rows],
-                      marker='o',
+                      [r['none_accuracy'][dom] for r in rows], marker='o',
                       label=f'{dom} (valid)')
-      ax.axhline(
-          rows[0]['none_accuracy'][dom], ls='--', lw=1, color=line.get_color())
+      ax.axhline(rows[0]['none_accuracy'][dom], ls='--', lw=1,
+                 color=line.get_color())
     ax.set_title(f'{bb}: None accuracy during meta-training')
     ax.set_xlabel('meta-training step (0 = pretrained)')
     ax.set_ylabel('accuracy (%)')
@@ -178,9 +175,7 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
   fig.savefig(path, dpi=110)
 
 
-def write_report(workdir,
-                 rows: List[Dict],
-                 config: Dict = None,
+def write_report(workdir, rows: List[Dict], config: Dict = None,
                  in_domain: Sequence[str] = ()) -> Dict:
   """Writes results.json, results.md, pareto.png into workdir; returns paths.
 

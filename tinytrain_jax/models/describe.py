@@ -15,44 +15,21 @@ def describe(spec: ModelSpec) -> Dict[str, Any]:
   h_out, params, macs]. MACs are per image; params are BN-folded.
   """
   layers = [
-      dict(
-          index=c.index,
-          name=c.name,
-          type=_KIND[c.kind],
-          c_in=c.c_in,
-          c_out=c.c_out,
-          k=c.kernel,
-          stride=c.stride,
-          h_in=c.h_in,
-          h_out=c.h_out,
-          params=c.n_params,
-          macs=c.macs) for c in spec.convs
+      dict(index=c.index, name=c.name, type=_KIND[c.kind], c_in=c.c_in,
+           c_out=c.c_out, k=c.kernel, stride=c.stride, h_in=c.h_in,
+           h_out=c.h_out, params=c.n_params, macs=c.macs) for c in spec.convs
   ]
   if spec.num_classes:
     layers.append(
-        dict(
-            index=None,
-            name='classifier',
-            type='linear',
-            c_in=spec.feature_dim,
-            c_out=spec.num_classes,
-            k=1,
-            stride=1,
-            h_in=1,
-            h_out=1,
-            params=spec.classifier_params,
-            macs=spec.classifier_macs))
-  return dict(
-      model=spec.name,
-      resolution=spec.resolution,
-      feature_mix=spec.feature_mix,
-      num_classes=spec.num_classes,
-      feature_dim=spec.feature_dim,
-      total_macs=spec.total_macs,
-      total_params=spec.total_params,
-      backbone_macs=spec.backbone_macs,
-      backbone_params=spec.backbone_params,
-      layers=layers)
+        dict(index=None, name='classifier', type='linear',
+             c_in=spec.feature_dim, c_out=spec.num_classes, k=1, stride=1,
+             h_in=1, h_out=1, params=spec.classifier_params,
+             macs=spec.classifier_macs))
+  return dict(model=spec.name, resolution=spec.resolution,
+              feature_mix=spec.feature_mix, num_classes=spec.num_classes,
+              feature_dim=spec.feature_dim, total_macs=spec.total_macs,
+              total_params=spec.total_params, backbone_macs=spec.backbone_macs,
+              backbone_params=spec.backbone_params, layers=layers)
 
 
 def format_table(desc: Dict[str, Any]) -> str:

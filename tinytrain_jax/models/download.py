@@ -302,10 +302,8 @@ def _convert_conv(conv: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
   for entry in CONV_ENTRIES:
     value = _require(params, entry, f"['{prefix}']['params']")
     out[f'{prefix}/{entry}'] = _exact_cast(
-        value,
-        ENTRY_DTYPES[entry],
-        f'{prefix}/{entry}',
-        scalar=entry not in ('weight', 'bias', 'w_scales'))
+        value, ENTRY_DTYPES[entry], f'{prefix}/{entry}', scalar=entry
+        not in ('weight', 'bias', 'w_scales'))
   weight = out[f'{prefix}/weight']
   if weight.ndim != 4:
     raise ValueError(f'{prefix}/weight: expected an OIHW 4-d array, got shape '
@@ -471,8 +469,8 @@ def _one_line(text: Any) -> str:
 def _atomic_write(path: pathlib.Path, write: Callable[[BinaryIO],
                                                       None]) -> None:
   """Writes via a temp file in the same folder, then `os.replace`."""
-  fd, tmp = tempfile.mkstemp(
-      dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
+                             suffix='.tmp')
   try:
     with os.fdopen(fd, 'wb') as f:
       write(f)
@@ -529,8 +527,8 @@ def fetch_pretrained_npz(
   dest = pathlib.Path(dest_dir)
   dest.mkdir(parents=True, exist_ok=True)
   npz_path = dest / f'{name}.npz'
-  fd, tmp_name = tempfile.mkstemp(
-      dir=dest, prefix=f'.{name}.', suffix='.pkl.part')
+  fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f'.{name}.',
+                                  suffix='.pkl.part')
   tmp = pathlib.Path(tmp_name)
   try:
     digest = hashlib.sha256()

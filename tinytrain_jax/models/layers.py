@@ -51,11 +51,9 @@ def conv_lax(x, kernel, stride: int, groups: int = 1):
   """
   k = kernel.shape[0]
   p = k // 2
-  return lax.conv_general_dilated(
-      x,
-      kernel, (stride, stride), ((p, p), (p, p)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      feature_group_count=groups)
+  return lax.conv_general_dilated(x, kernel, (stride, stride), ((p, p), (p, p)),
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                  feature_group_count=groups)
 
 
 # Batch chunk of the depthwise kernel gradient: the largest divisor of the
@@ -154,10 +152,7 @@ def _batch_chunk(n: int, bytes_per_image: int, chunk_bytes: int) -> int:
   return best
 
 
-def depthwise_kernel_grad(x,
-                          dy,
-                          k: int,
-                          stride: int,
+def depthwise_kernel_grad(x, dy, k: int, stride: int,
                           chunk_bytes: Optional[int] = None):
   """d(depthwise conv)/dkernel applied to dy.
 
@@ -249,13 +244,7 @@ def relu6(x):
   return jnp.clip(x, 0.0, 6.0)
 
 
-def batchnorm(x,
-              scale,
-              bias,
-              mean,
-              var,
-              eps: float,
-              train: bool,
+def batchnorm(x, scale, bias, mean, var, eps: float, train: bool,
               momentum: float = 0.9):
   """BatchNorm over N, H, W. Returns (y, (new_mean, new_var)).
 

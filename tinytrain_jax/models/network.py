@@ -12,7 +12,7 @@ BN variant (spec.batchnorm): each conv has {'kernel', 'scale', 'bias'} and
 `state[path] = {'mean', 'var'}`; otherwise BN is folded into 'bias' and the state
 is an empty dict.
 """
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +116,44 @@ def _apply_conv(spec, conv, p, x, *, state, train, impl, delta, in_probe,
   return x, y, new_s
 
 
+def block_convs(spec: ModelSpec) -> Dict[int, List[ConvLayer]]:
+  """{block index: its convs in order} (the stem and the mix conv excluded)."""
+  by = {}
+  for c in spec.convs:
+    if c.block is not None:
+      by.setdefault(c.block, []).append(c)
+  return by
+
+
+def folded_features(
+    spec: ModelSpec, params: Params, images: jax.Array,
+    after_block: Callable[[int, jax.Array, jax.Array], jax.Array]) -> jax.Array:
+  """Pooled features f32[B, D] of a BN-folded backbone with a per-block hook.
+
+  after_block(b, block_input, block_output) -> the block's new output, e.g.
+  output + a side branch of the input (TinyTL's lite residual) or an adapter
+  on the output (AdapterDrop). The convs run with impl='fast'.
+  """
+
+  def run(conv, x):
+    p = tree_paths.get(params, conv.name)
+    y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise) + p['bias']
+    return layers.relu6(y) if conv.activation == 'relu6' else y
+
+  by = block_convs(spec)
+  x = run(spec.convs[0], images)
+  for b, blk in enumerate(spec.blocks):
+    inp = x
+    for conv in by[b]:
+      x = run(conv, x)
+    if blk.residual:
+      x = x + inp
+    x = after_block(b, inp, x)
+  if spec.feature_mix:
+    x = run(spec.convs[-1], x)
+  return jnp.mean(x, axis=(1, 2))
+
+
 def block_of(spec: ModelSpec, conv_name: str) -> int:
   """Index of the block a conv runs in: 0 for the stem (it runs before block
   0), len(spec.blocks) for the feature-mix conv."""
@@ -125,10 +163,7 @@ def block_of(spec: ModelSpec, conv_name: str) -> int:
   return 0 if conv.index == 0 else len(spec.blocks)
 
 
-def prefix(spec: ModelSpec,
-           params: Params,
-           images: jax.Array,
-           start_block: int,
+def prefix(spec: ModelSpec, params: Params, images: jax.Array, start_block: int,
            impl: str = 'fast') -> jax.Array:
   """The activation entering block `start_block`, f32[B, H, W, C].
 
@@ -140,8 +175,8 @@ def prefix(spec: ModelSpec,
   _check_images(spec, images)
   if start_block == 0:  # block 0's input is the images (the stem is in it)
     return images
-  return _trunk(
-      spec, params, images, 0, start_block, impl=impl, feature_mix=False)[0]
+  return _trunk(spec, params, images, 0, start_block, impl=impl,
+                feature_mix=False)[0]
 
 
 def _check_start(spec, start_block):
@@ -158,20 +193,9 @@ def _check_images(spec, images):
                      f'{spec.resolution}, got shape {tuple(images.shape)}')
 
 
-def _trunk(spec,
-           params,
-           x,
-           start_block,
-           stop_block,
-           *,
-           state=None,
-           train=False,
-           impl='fast',
-           deltas=None,
-           in_probes=None,
-           out_probes=None,
-           capture=False,
-           feature_mix=True):
+def _trunk(spec, params, x, start_block, stop_block, *, state=None, train=False,
+           impl='fast', deltas=None, in_probes=None, out_probes=None,
+           capture=False, feature_mix=True):
   """Runs the stem (when start_block == 0), blocks [start, stop) and, with
   `feature_mix`, the feature-mix conv (spec.feature_mix only).
 
@@ -183,17 +207,11 @@ def _trunk(spec,
 
   def run(conv, x):
     with layers.scope(conv.name):
-      x_in, y, s = _apply_conv(
-          spec,
-          conv,
-          tree_paths.get(params, conv.name),
-          x,
-          state=state,
-          train=train,
-          impl=impl,
-          delta=deltas.get(conv.name),
-          in_probe=in_probes.get(conv.name),
-          out_probe=out_probes.get(conv.name))
+      x_in, y, s = _apply_conv(spec, conv, tree_paths.get(params, conv.name), x,
+                               state=state, train=train, impl=impl,
+                               delta=deltas.get(conv.name),
+                               in_probe=in_probes.get(conv.name),
+                               out_probe=out_probes.get(conv.name))
       if s is not None:
         new_state.update(tree_paths.replace(new_state, conv.name, s))
       if capture:
@@ -216,18 +234,12 @@ def _trunk(spec,
   return x, new_state, acts
 
 
-def apply(spec: ModelSpec,
-          params: Params,
-          images: jax.Array,
-          *,
-          state: Optional[Params] = None,
-          train: bool = False,
-          impl: str = 'fast',
-          deltas: Optional[Dict[str, Any]] = None,
+def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
+          state: Optional[Params] = None, train: bool = False,
+          impl: str = 'fast', deltas: Optional[Dict[str, Any]] = None,
           in_probes: Optional[Dict[str, jax.Array]] = None,
           out_probes: Optional[Dict[str, jax.Array]] = None,
-          capture: bool = False,
-          start_block: int = 0) -> ModelOutput:
+          capture: bool = False, start_block: int = 0) -> ModelOutput:
   """Forward pass (from the images, or from a cached block input).
 
   Args:
@@ -255,19 +267,10 @@ def apply(spec: ModelSpec,
   _check_start(spec, start_block)
   if start_block == 0:  # else `images` is a block's input activation
     _check_images(spec, images)
-  x, new_state, acts = _trunk(
-      spec,
-      params,
-      images,
-      start_block,
-      len(spec.blocks),
-      state=state,
-      train=train,
-      impl=impl,
-      deltas=deltas,
-      in_probes=in_probes,
-      out_probes=out_probes,
-      capture=capture)
+  x, new_state, acts = _trunk(spec, params, images, start_block,
+                              len(spec.blocks), state=state, train=train,
+                              impl=impl, deltas=deltas, in_probes=in_probes,
+                              out_probes=out_probes, capture=capture)
   features = jnp.mean(x, axis=(1, 2))
   logits = None
   if spec.num_classes:

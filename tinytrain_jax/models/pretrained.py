@@ -105,8 +105,7 @@ def verify_weights(name: str, file, arrays: Dict[str, np.ndarray]) -> None:
         _restore_hint(name, file))
 
 
-def load_arrays(name: str,
-                path: Optional[str] = None,
+def load_arrays(name: str, path: Optional[str] = None,
                 download: bool = True) -> Dict[str, np.ndarray]:
   """Raw npz arrays of a pretrained backbone, from the cache or downloaded.
 
@@ -155,8 +154,7 @@ def _check_key(arrays, key, shape, file):
                      f'{arrays[key].shape}, expected {shape}; wrong model file')
 
 
-def params_from_arrays(spec: ModelSpec,
-                       arrays: Dict[str, np.ndarray],
+def params_from_arrays(spec: ModelSpec, arrays: Dict[str, np.ndarray],
                        source: str = '<arrays>'):
   """Dequantised float32 params for `spec` from raw npz arrays.
 
@@ -213,9 +211,7 @@ def init_feature_mix(spec: ModelSpec):
   return {'kernel': w[None, None], 'bias': np.zeros((c_out,), np.float32)}
 
 
-def load_pretrained(name: str,
-                    resolution: int = 128,
-                    feature_mix: bool = False,
+def load_pretrained(name: str, resolution: int = 128, feature_mix: bool = False,
                     num_classes: Optional[int] = None,
                     path: Optional[str] = None) -> Tuple[ModelSpec, dict]:
   """Loads a backbone with dequantised ImageNet-pretrained float32 weights.

@@ -57,9 +57,7 @@ def canonical_name(name: str) -> str:
   return name
 
 
-def model_spec(name: str,
-               resolution: int = 128,
-               feature_mix: bool = False,
+def model_spec(name: str, resolution: int = 128, feature_mix: bool = False,
                num_classes: Optional[int] = None,
                batchnorm: bool = False) -> ModelSpec:
   """Builds the `ModelSpec` of a named TinyTrain backbone.
@@ -88,11 +86,9 @@ def model_spec(name: str,
         '--feature_mix (only mbv2-w0.35 and proxyless-w0.3 have one)')
   if num_classes is not None and num_classes < 1:
     raise ValueError(f'num_classes must be >= 1 or None, got {num_classes}')
-  return ModelSpec(
-      name=name,
-      blocks=tuple(BlockConfig(*b) for b in entry.blocks),
-      resolution=resolution,
-      feature_mix=entry.mix_channels if feature_mix else None,
-      num_classes=num_classes,
-      batchnorm=batchnorm,
-      bn_eps=entry.bn_eps)
+  return ModelSpec(name=name,
+                   blocks=tuple(BlockConfig(*b) for b in entry.blocks),
+                   resolution=resolution,
+                   feature_mix=entry.mix_channels if feature_mix else None,
+                   num_classes=num_classes, batchnorm=batchnorm,
+                   bn_eps=entry.bn_eps)

@@ -221,9 +221,7 @@ class _Coster:
   def __call__(self, updates: Mapping[str, LayerUpdate]) -> Tuple[int, int]:
     view = masks_lib.LayerView(dict(updates), self.config.train_classifier)
     mem = cost.backward_memory_bytes(
-        self.spec,
-        view,
-        batch_size=self.config.batch_size,
+        self.spec, view, batch_size=self.config.batch_size,
         optimizer_slots=self.config.optimizer_slots).total_bytes
     return mem, cost.backward_macs(self.spec, view).total_macs
 
@@ -347,17 +345,11 @@ def select_from_scores(spec: ModelSpec, params, fisher,
       continue
     k, chosen, mem, mac = fit
     layers.append(
-        dict(
-            index=conv.index,
-            name=conv.name,
-            kind=conv.kind,
-            channels_selected=k,
-            channels_total=conv.mask_channels,
-            channels=list(chosen[conv.name].weight_channels),
-            score=scores[conv.name],
-            fisher=p[conv.name],
-            cum_bytes=mem,
-            cum_macs=mac))
+        dict(index=conv.index, name=conv.name, kind=conv.kind,
+             channels_selected=k, channels_total=conv.mask_channels,
+             channels=list(chosen[conv.name].weight_channels),
+             score=scores[conv.name], fisher=p[conv.name], cum_bytes=mem,
+             cum_macs=mac))
   mem, mac = coster(chosen)
   view = masks_lib.LayerView(dict(chosen), config.train_classifier)
   mask = masks_lib.mask_from_view(spec, params, view)
@@ -366,11 +358,7 @@ def select_from_scores(spec: ModelSpec, params, fisher,
                    config.budget_macs, fisher, scores, config)
 
 
-def select(spec: ModelSpec,
-           params,
-           episode,
-           config: SelectionConfig,
-           head=None,
+def select(spec: ModelSpec, params, episode, config: SelectionConfig, head=None,
            state=None) -> Selection:
   """Task-adaptive selection: one Fisher pass, then the greedy fill.
 

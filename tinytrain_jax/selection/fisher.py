@@ -50,8 +50,7 @@ class FisherScores(NamedTuple):
   n_support: int = 0
 
 
-def fisher_per_channel(act: jax.Array,
-                       grad: jax.Array,
+def fisher_per_channel(act: jax.Array, grad: jax.Array,
                        valid: Optional[jax.Array] = None) -> jax.Array:
   """Δ per channel from one layer's activation and its loss gradient.
 
@@ -67,8 +66,8 @@ def fisher_per_channel(act: jax.Array,
   if valid is None:
     return 0.5 * jnp.mean(s * s, axis=0)
   w = valid.astype(s.dtype)
-  return 0.5 * jnp.sum(
-      w[:, None] * s * s, axis=0) / jnp.maximum(jnp.sum(w), 1.0)
+  return 0.5 * jnp.sum(w[:, None] * s * s, axis=0) / jnp.maximum(
+      jnp.sum(w), 1.0)
 
 
 # The Fisher pass's loss: the support set on its own prototypes
@@ -107,20 +106,13 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
   in_p, out_p = _probes(spec, images.shape[0])
 
   def loss_fn(probes):
-    o = network.apply(
-        spec,
-        params,
-        images,
-        state=state,
-        train=False,
-        in_probes=probes[0],
-        out_probes=probes[1],
-        capture=True)
+    o = network.apply(spec, params, images, state=state, train=False,
+                      in_probes=probes[0], out_probes=probes[1], capture=True)
     loss = loss_scale * support_loss(head, o.features, labels, valid, way_mask)
     return loss, o.activations
 
-  (loss, acts), (g_in, g_out) = jax.value_and_grad(
-      loss_fn, has_aux=True)((in_p, out_p))
+  (loss, acts), (g_in, g_out) = jax.value_and_grad(loss_fn,
+                                                   has_aux=True)((in_p, out_p))
   scores = {'out': {}, 'inp': {}}
   for c in spec.convs:
     scores['out'][c.name] = fisher_per_channel(acts[c.name]['out'],
@@ -130,10 +122,7 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
   return loss, scores
 
 
-def compute_fisher(spec: ModelSpec,
-                   params,
-                   episode,
-                   head=None,
+def compute_fisher(spec: ModelSpec, params, episode, head=None,
                    state: Optional[Any] = None,
                    loss_scale: float = 1.0) -> FisherScores:
   """Fisher potentials of every conv for one task (one jitted pass).

@@ -93,10 +93,9 @@ def _pareto(states):
   return kept
 
 
-def search_scheme(spec: ModelSpec,
-                  bias_gain: Mapping[int, float],
-                  weight_gain: Mapping[int, Mapping[float, float]],
-                  budget_bytes: int,
+def search_scheme(spec: ModelSpec, bias_gain: Mapping[int, float],
+                  weight_gain: Mapping[int, Mapping[float,
+                                                    float]], budget_bytes: int,
                   budget_macs: Optional[int] = None) -> Scheme:
   """The scheme with the largest summed gain within both budgets.
 
@@ -161,9 +160,7 @@ def search_scheme(spec: ModelSpec,
 
 
 def describe_scheme(
-    spec: ModelSpec,
-    n_bias: int,
-    weights: Mapping[int, float],
+    spec: ModelSpec, n_bias: int, weights: Mapping[int, float],
     gain: float = float('nan')) -> Scheme:
   """Scheme tuple with its costs on `spec` (weights: {conv index: ratio})."""
   idx = tuple(sorted(int(i) for i in weights))
@@ -175,9 +172,9 @@ def describe_scheme(
       cost.tt_memory_bits(spec, view) / 8 / 1024)
 
 
-def candidate_weight_convs(spec: ModelSpec,
-                           last_n: int = 12,
-                           kinds=('pw1', 'pw2', 'mix')) -> Tuple[int, ...]:
+def candidate_weight_convs(
+    spec: ModelSpec, last_n: int = 12,
+    kinds=('pw1', 'pw2', 'mix')) -> Tuple[int, ...]:
   """Indices of the 1x1 convs (+ the mix conv) among the last `last_n`."""
   n = len(spec.convs)
   return tuple(

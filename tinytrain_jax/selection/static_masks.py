@@ -47,9 +47,7 @@ def _from_counts(spec, params, counts, order_fn, train_classifier):
   return masks_lib.mask_from_layers(spec, params, updates, train_classifier)
 
 
-def static_l2_mask(spec: ModelSpec,
-                   params,
-                   counts: Mapping[Any, int],
+def static_l2_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
                    train_classifier: bool = False):
   """Mask with the top-k L2-norm channels of each listed conv (+ its bias).
 
@@ -65,20 +63,14 @@ def static_l2_mask(spec: ModelSpec,
                       train_classifier)
 
 
-def random_mask(spec: ModelSpec,
-                params,
-                counts: Mapping[Any, int],
-                seed: int = 0,
-                train_classifier: bool = False):
+def random_mask(spec: ModelSpec, params, counts: Mapping[Any, int],
+                seed: int = 0, train_classifier: bool = False):
   """Mask with k seeded-random channels of each listed conv (+ its bias)."""
   return _from_counts(spec, params, counts, lambda c: random_order(c, seed),
                       train_classifier)
 
 
-def last_k_mask(spec: ModelSpec,
-                params,
-                k: int,
-                ratio: float = 1.0,
+def last_k_mask(spec: ModelSpec, params, k: int, ratio: float = 1.0,
                 train_classifier: bool = False):
   """Weights (first max(1, int(C · ratio)) input channels) and biases of the
   last k convs.
@@ -102,11 +94,8 @@ def last_k_mask(spec: ModelSpec,
   return masks_lib.mask_from_layers(spec, params, updates, train_classifier)
 
 
-def sparse_update_mask(spec: ModelSpec,
-                       params,
-                       n_bias_update,
-                       manual_weight_idx,
-                       weight_update_ratio,
+def sparse_update_mask(spec: ModelSpec, params, n_bias_update,
+                       manual_weight_idx, weight_update_ratio,
                        train_classifier: bool = False):
   """tiny-training's SparseUpdate scheme (backward_config) as a mask.
 

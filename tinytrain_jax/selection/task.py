@@ -14,12 +14,8 @@ from tinytrain_jax.selection import budget as budget_lib
 from tinytrain_jax.selection import criterion
 
 
-def task_episode(source_name: str,
-                 seed: int,
-                 resolution: int = 128,
-                 ways: int = 5,
-                 shots: int = 5,
-                 queries: int = 5,
+def task_episode(source_name: str, seed: int, resolution: int = 128,
+                 ways: int = 5, shots: int = 5, queries: int = 5,
                  variable: bool = False) -> data.Episode:
   """Test-split episode 0 of stream `seed` (fixed N-way K-shot by default).
 
@@ -38,15 +34,10 @@ def task_episode(source_name: str,
   return data.make_episode(src, spec, resolution=resolution)
 
 
-def select_for_task(model: str,
-                    source_name: str = 'omniglot',
-                    seed: int = 0,
+def select_for_task(model: str, source_name: str = 'omniglot', seed: int = 0,
                     budget_bytes: Optional[float] = None,
-                    budget_macs: Optional[float] = None,
-                    resolution: int = 128,
-                    ways: int = 5,
-                    shots: int = 5,
-                    variable: bool = False,
+                    budget_macs: Optional[float] = None, resolution: int = 128,
+                    ways: int = 5, shots: int = 5, variable: bool = False,
                     **config_kwargs) -> Tuple[Any, Any, criterion.Selection]:
   """Loads pretrained weights, samples a test task, runs `select`.
 
@@ -65,13 +56,12 @@ def select_for_task(model: str,
   default_bytes, default_macs = budget_lib.default_budgets(name)
   config = criterion.SelectionConfig(
       default_bytes if budget_bytes is None else budget_bytes,
-      default_macs if budget_macs is None else budget_macs,
-      seed=seed,
+      default_macs if budget_macs is None else budget_macs, seed=seed,
       **config_kwargs)
-  spec, params = pretrained.load_pretrained(
-      name, resolution, feature_mix=name != 'mcunet-5fps')
-  episode = task_episode(
-      source_name, seed, resolution, ways, shots, variable=variable)
+  spec, params = pretrained.load_pretrained(name, resolution, feature_mix=name
+                                            != 'mcunet-5fps')
+  episode = task_episode(source_name, seed, resolution, ways, shots,
+                         variable=variable)
   return spec, params, criterion.select(spec, params, episode, config)
 
 

@@ -30,17 +30,13 @@ and (except the lowest adapter) of down; memory in the fp32_saved model: the
 hidden activation (fp32), its ReLU mask (1 bit), and 3 copies of its
 parameters (weight, gradient, momentum).
 """
-import dataclasses
 from typing import Any, Dict, List
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from tinytrain_jax import tree_paths
-from tinytrain_jax.models import layers
-from tinytrain_jax.models import protonet
+from tinytrain_jax.models import network
 from tinytrain_jax.train import finetune as ft
 
 DROP_PERCENTS = (25, 50, 75)
@@ -48,14 +44,6 @@ DROP_PERCENTS = (25, 50, 75)
 
 def make_divisible(v, d=8):
   return max(d, int(v + d / 2) // d * d)
-
-
-def _block_convs(spec):
-  by = {}
-  for c in spec.convs:
-    if c.block is not None:
-      by.setdefault(c.block, []).append(c)
-  return by
 
 
 def dropped_blocks(spec, drop_percent: int) -> int:
@@ -73,7 +61,7 @@ def adapter_blocks(spec, drop_percent: int) -> List[int]:
 def _dims(spec, b):
   """(C, m, H) of block b's adapter: channels, bottleneck, map size."""
   c = spec.blocks[b].c_out
-  return c, make_divisible(c / 4), _block_convs(spec)[b][-1].h_out
+  return c, make_divisible(c / 4), network.block_convs(spec)[b][-1].h_out
 
 
 def init_adapters(spec, drop_percent: int, key) -> Dict[str, Any]:
@@ -106,60 +94,16 @@ def _adapter(ap, x):
 def features(spec, params, adapters, images):
   """Pooled features f32[B, D] of the backbone with the given adapters."""
 
-  def run(conv, x):
-    p = tree_paths.get(params, conv.name)
-    y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise) + p['bias']
-    return layers.relu6(y) if conv.activation == 'relu6' else y
+  def after_block(b, inp, x):
+    del inp
+    key = f'blocks_{b}'
+    return _adapter(adapters[key], x) if key in adapters else x
 
-  by = _block_convs(spec)
-  x = run(spec.convs[0], images)
-  for b, blk in enumerate(spec.blocks):
-    inp = x
-    for conv in by[b]:
-      x = run(conv, x)
-    if blk.residual:
-      x = x + inp
-    if f'blocks_{b}' in adapters:
-      x = _adapter(adapters[f'blocks_{b}'], x)
-  if spec.feature_mix:
-    x = run(spec.convs[-1], x)
-  return jnp.mean(x, axis=(1, 2))
+  return network.folded_features(spec, params, images, after_block)
 
 
-def _step_impl(spec,
-               cfg,
-               tr,
-               opt_state,
-               params,
-               head,
-               batch,
-               step,
-               task,
-               lr=None):
-  key = ft.task_key(cfg.seed, task, step)
-  frozen = jax.tree.map(jax.lax.stop_gradient, params)
-
-  def loss_fn(t):
-    return ft.support_loss(lambda x: features(spec, frozen, t, x),
-                           jax.lax.stop_gradient(head), batch, key, cfg.augment)
-
-  loss, grads = jax.value_and_grad(loss_fn)(tr)
-  tr, opt_state = ft.sgd_update(cfg, grads, opt_state, tr, lr)
-  return tr, opt_state, loss
-
-
-adapter_step = jax.jit(_step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
-
-
-def _eval_impl(spec, params, adapters, head, batch):
-  sf = features(spec, params, adapters, batch['support_x'])
-  qf = features(spec, params, adapters, batch['query_x'])
-  return protonet.episode_loss(head, sf, batch['support_y'],
-                               batch['support_mask'], qf, batch['query_y'],
-                               batch['query_mask'], batch['way_mask'])
-
-
-adapter_eval = jax.jit(_eval_impl, static_argnums=0)
+adapter_step = ft.module_step(features)
+adapter_eval = ft.module_eval(features)
 
 
 def adapter_costs(spec, drop_percent: int, batch_size: int) -> Dict[str, int]:
@@ -171,7 +115,7 @@ def adapter_costs(spec, drop_percent: int, batch_size: int) -> Dict[str, int]:
   if not kept:
     return {'bwd_macs': 0, 'bwd_bytes': 0, 'n_trained': 0}
   lowest = kept[0]
-  by = _block_convs(spec)
+  by = network.block_convs(spec)
   above = [
       c for c in spec.convs if (c.block is not None and c.block > lowest) or
       (c.block is None and c.index > by[lowest][-1].index)
@@ -194,10 +138,7 @@ def adapter_costs(spec, drop_percent: int, batch_size: int) -> Dict[str, int]:
   }
 
 
-def finetune_adapters(spec,
-                      params,
-                      head,
-                      episode,
+def finetune_adapters(spec, params, head, episode,
                       config: ft.FinetuneConfig = ft.FinetuneConfig(),
                       drop_percent: int = 50,
                       task: int = 0) -> ft.FinetuneResult:
@@ -207,17 +148,8 @@ def finetune_adapters(spec,
   n_support = int(np.asarray(batch['support_mask']).sum())
   costs = adapter_costs(spec, drop_percent, n_support)
   tr = init_adapters(spec, drop_percent, jax.random.PRNGKey(config.seed))
-  opt_state = optax.sgd(config.lr, momentum=config.momentum or None).init(tr)
-  # lr is runtime data: an lr grid shares one compile.
-  static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
-  losses = []
-  for i in range(config.steps):
-    tr, opt_state, loss = adapter_step(spec, static_cfg, tr, opt_state,
-                                       params, head, batch, jnp.int32(i),
-                                       jnp.int32(task), lr)
-    losses.append(loss)
-  curve = np.asarray(jax.device_get(losses), np.float32)
-  ft.check_finite_curve(curve, config.steps)
+  tr, curve = ft.train_module(adapter_step, spec, config, tr,
+                              (params, head, batch), task)
   loss, acc = adapter_eval(spec, params, tr, head, batch)
   costs['adapters'] = tr
   return ft.FinetuneResult(float(acc), curve, params, costs, float(loss), head)

@@ -228,10 +228,8 @@ def measure_contributions(spec, params, head, episodes,
       base_accuracy=base,
       bias_accuracy={k: mean[f'bias{k}'] for k in cfg.bias_ks},
       bias_gain={k: mean[f'bias{k}'] - base for k in cfg.bias_ks},
-      ref_accuracy=ref_acc,
-      weight_gain={
+      ref_accuracy=ref_acc, weight_gain={
           i: {
               r: mean[f'w{i}@{r}'] - ref_acc for r in cfg.ratios
           } for i in cfg.weight_convs
-      },
-      per_episode=per)
+      }, per_episode=per)

@@ -142,12 +142,8 @@ def _loss(spec, cfg, start_block=0):
 
   def loss_fn(params, head, deltas, batch, key):
     if start_block:
-      feats = lambda _: network.apply(
-          spec,
-          params,
-          batch['support_h'],
-          deltas=deltas,
-          start_block=start_block).features
+      feats = lambda _: network.apply(spec, params, batch[
+          'support_h'], deltas=deltas, start_block=start_block).features
     else:
       feats = lambda x: network.apply(spec, params, x, deltas=deltas).features
     return support_loss(feats, head, batch, key, cfg.augment)
@@ -213,20 +209,15 @@ class SparseTask(NamedTuple):
   batch: Dict[str, jax.Array]
 
 
-def sparse_task(spec,
-                params,
-                plan,
-                indices,
-                batch,
-                cfg,
+def sparse_task(spec, params, plan, indices, batch, cfg,
                 head=None) -> SparseTask:
   """Everything the sparse step needs for a task, the prefix computed once
   (`prefix_start`); `head` is trained when given."""
   start = prefix_start(spec, plan, cfg)
   if start:
     batch = dict(
-        batch,
-        support_h=support_prefix(spec, params, batch['support_x'], start))
+        batch, support_h=support_prefix(spec, params, batch['support_x'],
+                                        start))
   tr = mask_partition.split(params, plan, head)
   opt_state = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(tr)
   return SparseTask(start, tr, opt_state, {
@@ -253,19 +244,68 @@ def sgd_update(cfg, grads, opt_state, tr, lr=None):
   return jax.tree.map(jnp.add, tr, updates), opt_state
 
 
-def sparse_step_fn(spec,
-                   plan,
-                   cfg,
-                   trainable,
-                   opt_state,
-                   params,
-                   head,
-                   indices,
-                   batch,
-                   step,
-                   task=0,
-                   lr=None,
-                   start_block=0):
+def module_step(features_of):
+  """Jitted SGD step of a method that trains modules besides the params.
+
+  features_of(spec, frozen_params, trainable, images) -> f32[B, D] gives the
+  features with the trainable modules (TinyTL's biases and lite residuals,
+  AdapterDrop's adapters); the loss is `support_loss`. The step is
+  step(spec, cfg, trainable, opt_state, params, head, batch, step, task, lr)
+  -> (trainable, opt_state, loss), spec and cfg static, trainable and
+  opt_state donated.
+  """
+
+  def step_fn(spec, cfg, tr, opt_state, params, head, batch, step, task,
+              lr=None):
+    key = task_key(cfg.seed, task, step)
+    frozen = jax.tree.map(jax.lax.stop_gradient, params)
+
+    def loss_fn(t):
+      return support_loss(lambda x: features_of(spec, frozen, t, x),
+                          jax.lax.stop_gradient(head), batch, key, cfg.augment)
+
+    loss, grads = jax.value_and_grad(loss_fn)(tr)
+    tr, opt_state = sgd_update(cfg, grads, opt_state, tr, lr)
+    return tr, opt_state, loss
+
+  return jax.jit(step_fn, static_argnums=(0, 1), donate_argnums=(2, 3))
+
+
+def module_eval(features):
+  """Jitted (loss, accuracy) of a padded episode with features(spec, params,
+  modules, images) -> f32[B, D]: eval(spec, params, modules, head, batch)."""
+
+  def eval_fn(spec, params, modules, head, batch):
+    sf = features(spec, params, modules, batch['support_x'])
+    qf = features(spec, params, modules, batch['query_x'])
+    return protonet.episode_loss(head, sf, batch['support_y'],
+                                 batch['support_mask'], qf, batch['query_y'],
+                                 batch['query_mask'], batch['way_mask'])
+
+  return jax.jit(eval_fn, static_argnums=0)
+
+
+def train_module(step, spec, config, tr, args, task: int = 0):
+  """config.steps calls of a jitted `step(spec, cfg, tr, opt_state, *args,
+  step, task, lr)` from fresh momentum-SGD state: (tr, loss curve f32[S]).
+
+  lr is runtime data, so an lr grid shares one compile. Raises RuntimeError
+  on a non-finite loss (`check_finite_curve`).
+  """
+  opt_state = sparse_step.sparse_optimizer(config.lr, config.momentum).init(tr)
+  static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
+  losses = []
+  for i in range(config.steps):
+    tr, opt_state, loss = step(spec, static_cfg, tr, opt_state, *args,
+                               jnp.int32(i), jnp.int32(task), lr)
+    losses.append(loss)
+  curve = np.asarray(jax.device_get(losses), np.float32)
+  check_finite_curve(curve, config.steps)
+  return tr, curve
+
+
+def sparse_step_fn(spec, plan, cfg, trainable, opt_state, params, head, indices,
+                   batch, step, task=0, lr=None, start_block=0):
   """One sparse SGD step on the partition (unjitted; `sparse_train_step` is
   its jit): (trainable, opt_state, loss)."""
   key = task_key(cfg.seed, task, step)
@@ -282,11 +322,9 @@ def sparse_step_fn(spec,
 # One compile per (spec, plan, config); trainable/opt_state are donated.
 # `finetune` passes lr as a runtime argument (and a config with lr=0 as the
 # static one), so an lr grid shares one compile.
-sparse_train_step = jax.jit(
-    sparse_step_fn,
-    static_argnums=(0, 1, 2),
-    static_argnames=('start_block',),
-    donate_argnums=(3, 4))
+sparse_train_step = jax.jit(sparse_step_fn, static_argnums=(0, 1, 2),
+                            static_argnames=('start_block',),
+                            donate_argnums=(3, 4))
 sparse_train_step.__doc__ = (
     'sparse_train_step(spec, plan, cfg, trainable, opt_state, params, head, '
     'indices, batch, step, task=0, lr=None, start_block=0) -> (trainable, '
@@ -309,8 +347,8 @@ def _sparse_loop_impl(spec, plan, cfg, start, trainable, opt_state, params,
 
 
 # All cfg.steps steps of a task in one program: one dispatch, one host sync.
-sparse_train_loop = jax.jit(
-    _sparse_loop_impl, static_argnums=(0, 1, 2, 3), donate_argnums=(4, 5))
+sparse_train_loop = jax.jit(_sparse_loop_impl, static_argnums=(0, 1, 2, 3),
+                            donate_argnums=(4, 5))
 sparse_train_loop.__doc__ = (
     'sparse_train_loop(spec, plan, cfg, start_block, trainable, opt_state, '
     'params, head, indices, batch, task, lr) -> (trainable, opt_state, '
@@ -411,11 +449,7 @@ def check_finite_curve(curve, steps):
                        f'{steps}; lower FinetuneConfig.lr')
 
 
-def finetune_task(spec,
-                  params,
-                  head,
-                  episode,
-                  mask,
+def finetune_task(spec, params, head, episode, mask,
                   config: FinetuneConfig = FinetuneConfig(),
                   task: int = 0) -> FinetuneResult:
   """Fine-tunes a copy of `params` on the episode's support set.

@@ -107,8 +107,8 @@ class MetaTrainConfig:
 
   @property
   def sampler(self) -> data.SamplerConfig:
-    return data.SamplerConfig(
-        mode='fixed', ways=self.ways, shots=self.shots, queries=self.queries)
+    return data.SamplerConfig(mode='fixed', ways=self.ways, shots=self.shots,
+                              queries=self.queries)
 
 
 class TrainState(NamedTuple):
@@ -180,10 +180,8 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
   if hp.augment:
     k = jax.random.fold_in(state.key, state.step)
     ks, kq = jax.random.split(k)
-    batch = dict(
-        batch,
-        support_x=augment_jax(batch['support_x'], ks),
-        query_x=augment_jax(batch['query_x'], kq))
+    batch = dict(batch, support_x=augment_jax(batch['support_x'], ks),
+                 query_x=augment_jax(batch['query_x'], kq))
 
   def f(tr):
     return finetune_lib.episode_loss(spec, tr['params'], tr['head'], batch)
@@ -204,8 +202,8 @@ def all_finite(tree) -> jax.Array:
       jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-meta_train_step = jax.jit(
-    _meta_train_step, static_argnums=(0, 1), donate_argnums=(2,))
+meta_train_step = jax.jit(_meta_train_step, static_argnums=(0, 1),
+                          donate_argnums=(2,))
 meta_train_step.__doc__ = (
     'meta_train_step(spec, hp, state, batch, lr) -> (state, metrics); one '
     'episode; static: spec, hp (StepHParams); lr: f32[]; the state is '
@@ -217,8 +215,8 @@ eval_episode = finetune_lib.evaluate_step
 def make_batch(source, config: MetaTrainConfig, index: int):
   """Episode `index` of the run as a dict of arrays (pure in seed, index)."""
   es = data.sample_episode(source, config.sampler, config.seed, index)
-  ep = data.make_episode(
-      source, es, config.resolution, buckets=None, way_buckets=None)
+  ep = data.make_episode(source, es, config.resolution, buckets=None,
+                         way_buckets=None)
   return finetune_lib.episode_arrays(build_spec(config), ep)
 
 
@@ -284,12 +282,8 @@ def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
   return row
 
 
-def run_meta_training(config: MetaTrainConfig,
-                      workdir,
-                      *,
-                      init_params=None,
-                      progress: bool = True,
-                      stop_at: Optional[int] = None,
+def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
+                      progress: bool = True, stop_at: Optional[int] = None,
                       source=None) -> TrainState:
   """Meta-trains (or resumes) in `workdir`; returns the final state.
 
@@ -334,13 +328,9 @@ def run_meta_training(config: MetaTrainConfig,
     val_log.write_text(''.join(json.dumps(r) + '\n' for r in val_rows))
     if not val_rows:
       _validate(config, spec, state, val_set, val_log, best_mngr, val_rows)
-  bar = progress_lib.Progress(
-      config.steps,
-      'meta_train',
-      initial=start,
-      unit='ep',
-      log_every=config.log_every,
-      enabled=progress)
+  bar = progress_lib.Progress(config.steps, 'meta_train', initial=start,
+                              unit='ep', log_every=config.log_every,
+                              enabled=progress)
   running = _RunningMetrics()
   hp, sched = step_hparams(config), schedule(config)
   try:
@@ -375,8 +365,7 @@ def run_meta_training(config: MetaTrainConfig,
           print(
               f'meta_train val step {row["step"]}: None accuracy ' +
               ' '.join(f'{k}={v:.2f}' for k, v in row['none_accuracy'].items()),
-              file=sys.stderr,
-              flush=True)
+              file=sys.stderr, flush=True)
   finally:
     bar.close()
     mngr.wait_until_finished()
@@ -396,8 +385,7 @@ def best_step(workdir) -> Optional[int]:
   return max(rows, key=lambda r: (r['mean'], -r['step']))['step']
 
 
-def load_backbone(path_or_name: str,
-                  resolution: Optional[int] = None,
+def load_backbone(path_or_name: str, resolution: Optional[int] = None,
                   feature_mix: Optional[bool] = None,
                   step: Optional[int] = None):
   """(spec, params, head) from a meta-train workdir or a pretrained name.

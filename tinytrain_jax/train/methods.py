@@ -74,9 +74,7 @@ def _static_view(spec, name):
   return cost_methods.method_layer_view(spec, name)
 
 
-def tinytrain_budgets(spec,
-                      scale: float = 1.0,
-                      budget_bytes: int = 0,
+def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
                       budget_macs: int = 0):
   """(bytes, MACs) budgets of TinyTrain's selection for `spec`.
 
@@ -97,8 +95,8 @@ def _tinytrain(channel_rank=None):
   def fn(spec, params, episode, head=None, budgets=None):
     budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
     kw = {} if channel_rank is None else {'channel_rank': channel_rank}
-    cfg = selection.SelectionConfig(
-        budget_bytes=budget_bytes, budget_macs=budget_macs, **kw)
+    cfg = selection.SelectionConfig(budget_bytes=budget_bytes,
+                                    budget_macs=budget_macs, **kw)
     return selection.select(spec, params, episode, cfg, head=head).mask
 
   return fn
@@ -208,10 +206,7 @@ def _shapes(spec):
   return jax.eval_shape(lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
 
 
-def method_costs(method: str,
-                 spec,
-                 n_support: int = 1,
-                 n_query: int = 0,
+def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
                  mask=None) -> Dict[str, int]:
   """Backward cost of `method`: the evaluation's cost columns.
 
@@ -275,14 +270,9 @@ def episode_ways(episode):
 
 
 def run_method(
-    method: str,
-    spec,
-    params,
-    head,
-    episode,
+    method: str, spec, params, head, episode,
     config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
-    budgets=None,
-    task: int = 0) -> Dict[str, Any]:
+    budgets=None, task: int = 0) -> Dict[str, Any]:
   """Runs one method on one task (`budgets`: TinyTrain's (bytes, MACs);
   default `tinytrain_budgets(spec)`; `task`: the task's index in its
   evaluation, folded into the fine-tuning augmentation key).
@@ -306,14 +296,9 @@ def run_method(
   else:
     mask = method_mask(method, spec, params, episode, head, budgets)
     steps = config.steps if mask is not None else 0
-    res = finetune_lib.finetune_task(
-        spec,
-        params,
-        head,
-        episode,
-        mask,
-        dataclasses.replace(config, steps=steps),
-        task=task)
+    res = finetune_lib.finetune_task(spec, params, head, episode, mask,
+                                     dataclasses.replace(config, steps=steps),
+                                     task=task)
     summary = mask_summary(spec, mask)
   costs = method_costs(method, spec, n_s, n_q, mask)
   curve = np.asarray(res.loss_curve)
@@ -342,11 +327,8 @@ _MODULE_SUMMARY = {
 }
 
 
-def cost_report(model: str,
-                method: str,
-                resolution: int = 128,
-                feature_mix: bool = False,
-                batch_size: int = 1,
+def cost_report(model: str, method: str, resolution: int = 128,
+                feature_mix: bool = False, batch_size: int = 1,
                 query_size: int = 0) -> Dict[str, Any]:
   """JSON-able costs of a static-cost method (`experiments.cost --json`).
 

@@ -36,18 +36,15 @@ each branch adds 2 x its forward MACs (weight and input gradients) and keeps,
 in fp32 at the same batch, its pooled input, both GroupNorm inputs and the
 ReLU output, plus 3 copies of its parameters (weight, gradient, momentum).
 """
-import dataclasses
 from typing import Any, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from tinytrain_jax import cost
 from tinytrain_jax import tree_paths
-from tinytrain_jax.models import layers
-from tinytrain_jax.models import protonet
+from tinytrain_jax.models import network
 from tinytrain_jax.train import finetune as ft
 
 GN_CHANNELS_PER_GROUP = 8
@@ -72,17 +69,9 @@ def make_divisible(v, d=8):
   return max(d, int(v + d / 2) // d * d)
 
 
-def _block_convs(spec):
-  by = {}
-  for c in spec.convs:
-    if c.block is not None:
-      by.setdefault(c.block, []).append(c)
-  return by
-
-
 def branch_shape(spec, b) -> BranchShape:
   """TinyTL's branch geometry for block `b` of `spec`."""
-  blk, convs = spec.blocks[b], _block_convs(spec)[b]
+  blk, convs = spec.blocks[b], network.block_convs(spec)[b]
   h_in, h_out = convs[0].h_in, convs[-1].h_out
   pooled = max(1, h_in // 2)
   glob = pooled == 1
@@ -159,12 +148,11 @@ def _branch(spec, b, lp, x):
     x = x.reshape(x.shape[0], s.pooled, 2, s.pooled, 2,
                   x.shape[3]).mean(axis=(2, 4))
   p = s.kernel // 2
-  y = jax.lax.conv_general_dilated(
-      x,
-      weight_standardize(lp['conv1']), (1, 1) if s.global_pool else
-      (s.stride, s.stride), ((p, p), (p, p)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-      feature_group_count=2)
+  y = jax.lax.conv_general_dilated(x, weight_standardize(lp['conv1']),
+                                   (1, 1) if s.global_pool else
+                                   (s.stride, s.stride), ((p, p), (p, p)),
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                   feature_group_count=2)
   y = jax.nn.relu(
       group_norm(y, lp['norm1']['scale'], lp['norm1']['bias'],
                  _gn_groups(s.c_mid)))
@@ -179,24 +167,9 @@ def _branch(spec, b, lp, x):
 
 def features(spec, params, lite, images):
   """Pooled features f32[B, D] of the backbone with lite-residual branches."""
-
-  def run(conv, x):
-    p = tree_paths.get(params, conv.name)
-    y = layers.conv(x, p['kernel'], conv.stride, conv.depthwise) + p['bias']
-    return layers.relu6(y) if conv.activation == 'relu6' else y
-
-  by = _block_convs(spec)
-  x = run(spec.convs[0], images)
-  for b, blk in enumerate(spec.blocks):
-    inp = x
-    for conv in by[b]:
-      x = run(conv, x)
-    if blk.residual:
-      x = x + inp
-    x = x + _branch(spec, b, lite[f'blocks_{b}'], inp)
-  if spec.feature_mix:
-    x = run(spec.convs[-1], x)
-  return jnp.mean(x, axis=(1, 2))
+  return network.folded_features(
+      spec, params, images,
+      lambda b, inp, x: x + _branch(spec, b, lite[f'blocks_{b}'], inp))
 
 
 def _biases(spec, params):
@@ -209,41 +182,9 @@ def _with_biases(params, biases):
   return params
 
 
-def _step_impl(spec,
-               cfg,
-               tr,
-               opt_state,
-               params,
-               head,
-               batch,
-               step,
-               task,
-               lr=None):
-  key = ft.task_key(cfg.seed, task, step)
-  frozen = jax.tree.map(jax.lax.stop_gradient, params)
-
-  def loss_fn(t):
-    p = _with_biases(frozen, t['biases'])
-    return ft.support_loss(lambda x: features(spec, p, t['lite'], x),
-                           jax.lax.stop_gradient(head), batch, key, cfg.augment)
-
-  loss, grads = jax.value_and_grad(loss_fn)(tr)
-  tr, opt_state = ft.sgd_update(cfg, grads, opt_state, tr, lr)
-  return tr, opt_state, loss
-
-
-tinytl_step = jax.jit(_step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
-
-
-def _eval_impl(spec, params, lite, head, batch):
-  sf = features(spec, params, lite, batch['support_x'])
-  qf = features(spec, params, lite, batch['query_x'])
-  return protonet.episode_loss(head, sf, batch['support_y'],
-                               batch['support_mask'], qf, batch['query_y'],
-                               batch['query_mask'], batch['way_mask'])
-
-
-tinytl_eval = jax.jit(_eval_impl, static_argnums=0)
+tinytl_step = ft.module_step(lambda spec, p, t, x: features(
+    spec, _with_biases(p, t['biases']), t['lite'], x))
+tinytl_eval = ft.module_eval(features)
 
 
 def lite_costs(spec, batch_size: int) -> Dict[str, int]:
@@ -286,10 +227,7 @@ def tinytl_costs(spec, batch_size: int) -> Dict[str, int]:
   }
 
 
-def finetune_tinytl(spec,
-                    params,
-                    head,
-                    episode,
+def finetune_tinytl(spec, params, head, episode,
                     config: ft.FinetuneConfig = ft.FinetuneConfig(),
                     task: int = 0) -> ft.FinetuneResult:
   """TinyTL fine-tuning of one task; the result's params carry the trained
@@ -305,17 +243,8 @@ def finetune_tinytl(spec,
       'lite':
           init_lite_residual(spec, jax.random.PRNGKey(config.seed))
   }
-  opt_state = optax.sgd(config.lr, momentum=config.momentum or None).init(tr)
-  # lr is runtime data: an lr grid shares one compile.
-  static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
-  losses = []
-  for i in range(config.steps):
-    tr, opt_state, loss = tinytl_step(spec, static_cfg, tr, opt_state,
-                                      params, head, batch, jnp.int32(i),
-                                      jnp.int32(task), lr)
-    losses.append(loss)
-  curve = np.asarray(jax.device_get(losses), np.float32)
-  ft.check_finite_curve(curve, config.steps)
+  tr, curve = ft.train_module(tinytl_step, spec, config, tr,
+                              (params, head, batch), task)
   new_params = _with_biases(params, tr['biases'])
   loss, acc = tinytl_eval(spec, new_params, tr['lite'], head, batch)
   costs['lite'] = tr['lite']

@@ -23,13 +23,11 @@ Costs: the FullTrain rule of `cost.backward_macs` per sample, and its
 fp32_saved memory at the batch that is back-propagated, support + query
 images (both pass the backward).
 """
-import dataclasses
 from typing import Dict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from tinytrain_jax import cost
 from tinytrain_jax.data.preprocess import augment_jax
@@ -46,11 +44,7 @@ def query_entropy(logits, mask):
   return jnp.sum(h * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def transductive_loss(features_fn,
-                      head,
-                      batch,
-                      key,
-                      augment: bool = False,
+def transductive_loss(features_fn, head, batch, key, augment: bool = False,
                       entropy_weight: float = 1.0):
   """Support cross-entropy + entropy_weight x query entropy (module doc).
 
@@ -88,8 +82,8 @@ def _step_impl(spec, cfg, params, opt_state, head, batch, step, task, lr=None):
   return params, opt_state, loss
 
 
-transductive_step = jax.jit(
-    _step_impl, static_argnums=(0, 1), donate_argnums=(2, 3))
+transductive_step = jax.jit(_step_impl, static_argnums=(0, 1),
+                            donate_argnums=(2, 3))
 
 
 def transductive_costs(spec, n_support: int, n_query: int) -> Dict[str, int]:
@@ -106,10 +100,7 @@ def transductive_costs(spec, n_support: int, n_query: int) -> Dict[str, int]:
   }
 
 
-def finetune_transductive(spec,
-                          params,
-                          head,
-                          episode,
+def finetune_transductive(spec, params, head, episode,
                           config: ft.FinetuneConfig = ft.FinetuneConfig(),
                           task: int = 0) -> ft.FinetuneResult:
   """Transductive fine-tuning of one task (costs at support + query)."""
@@ -118,16 +109,7 @@ def finetune_transductive(spec,
   n_q = int(np.asarray(batch['query_mask']).sum())
   costs = transductive_costs(spec, n_s, n_q)
   p = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-  opt_state = optax.sgd(config.lr, momentum=config.momentum or None).init(p)
-  # lr is runtime data: an lr grid shares one compile.
-  static_cfg, lr = dataclasses.replace(config, lr=1.0), jnp.float32(config.lr)
-  losses = []
-  for i in range(config.steps):
-    p, opt_state, loss = transductive_step(spec, static_cfg, p, opt_state,
-                                           head, batch, jnp.int32(i),
-                                           jnp.int32(task), lr)
-    losses.append(loss)
-  curve = np.asarray(jax.device_get(losses), np.float32)
-  ft.check_finite_curve(curve, config.steps)
+  p, curve = ft.train_module(transductive_step, spec, config, p, (head, batch),
+                             task)
   loss, acc = ft.evaluate_step(spec, p, head, batch)
   return ft.FinetuneResult(float(acc), curve, p, costs, float(loss), head)

@@ -29,9 +29,7 @@ class ValSet(NamedTuple):
   episodes: Dict[str, Tuple[dict, ...]]
 
 
-def build_val_set(source_names: Sequence[str],
-                  resolution: int,
-                  episodes: int,
+def build_val_set(source_names: Sequence[str], resolution: int, episodes: int,
                   seed: int = VAL_SEED) -> ValSet:
   """Draws `episodes` 5-way 5-shot 10-query tasks per source's valid split.
 
@@ -54,8 +52,8 @@ def build_val_set(source_names: Sequence[str],
     eps = []
     for i in range(episodes):
       es = data.sample_episode(src, VAL_SAMPLER, seed, i)
-      ep = data.make_episode(
-          src, es, resolution, buckets=None, way_buckets=None)
+      ep = data.make_episode(src, es, resolution, buckets=None,
+                             way_buckets=None)
       eps.append(
           {k: np.asarray(getattr(ep, k)) for k in finetune_lib.EPISODE_KEYS})
     out[name] = tuple(eps)
