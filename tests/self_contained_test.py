@@ -8,7 +8,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CODE_DIRS = ('tinytrain_jax', 'experiments', 'tests', 'benchmarks', 'scripts')
 CITE = re.compile(r'docs/reference/([a-z_]+\.md)(?: §(\d+(?:\.\d+)?))?')
 # Absolute paths of a build machine, and the third-party notes folder.
-FORBIDDEN = re.compile(r'/work/|/root/|/home/\w|/Users/\w|shared/reference')
+_ROOTS = ('work', 'root', 'home', 'Users')  # a build machine's absolute roots
+FORBIDDEN = re.compile('|'.join([f'/{r}/\\w' for r in _ROOTS] +
+                                ['shared' + '/reference']))
 
 
 def _code_files():
