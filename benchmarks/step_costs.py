@@ -20,7 +20,6 @@ Prints a table and writes --out (JSON).
 import functools
 import json
 import pathlib
-import platform
 import statistics
 import time
 
@@ -30,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from tinytrain_jax import data
 from tinytrain_jax import mask_partition
 from tinytrain_jax import models
@@ -147,10 +147,7 @@ def main(argv):
           json.dumps(
               {
                   'command': 'python -m benchmarks.step_costs',
-                  'jax': jax.__version__,
-                  'backend': jax.default_backend(),
-                  'cpu': platform.processor() or platform.machine(),
-                  'units': {
+                  **common.device_info(), 'units': {
                       'xla_flops': 'per step (whole support batch)',
                       'temp_bytes': 'XLA temp buffer bytes',
                       'bwd_macs': 'analytic, per sample',
