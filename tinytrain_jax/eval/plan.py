@@ -51,6 +51,19 @@ class Study:
   episodes: int
   variants: Tuple[Variant, ...]
 
+  @property
+  def buckets(self):
+    """Support/query row buckets of its episodes: the variable sampler's
+    episodes are padded to `data.DEFAULT_BUCKETS` (one compile per bucket,
+    not per episode size); fixed N-way K-shot ones keep exact sizes."""
+    return data.DEFAULT_BUCKETS if self.sampler.mode == 'variable' else None
+
+  @property
+  def way_buckets(self):
+    """Class-slot buckets, as `buckets`."""
+    return (data.DEFAULT_WAY_BUCKETS
+            if self.sampler.mode == 'variable' else None)
+
 
 def start_map(methods: Sequence[str],
               overrides: Mapping[str, str]) -> Dict[str, str]:

@@ -26,7 +26,12 @@ import sys
 import time
 from typing import Any, Dict, List
 
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
 from tinytrain_jax import data
+from tinytrain_jax import devices as devices_lib
 from tinytrain_jax import progress as progress_lib
 from tinytrain_jax.eval import config as config_lib
 from tinytrain_jax.eval import lr_choice
@@ -104,8 +109,13 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
   return out, choices.table
 
 
-def run_evaluation(cfg: EvalConfig, workdir,
-                   progress: bool = True) -> List[Dict[str, Any]]:
+def _log_name(process: int) -> str:
+  """Episode log of a process: episodes.jsonl (process 0), episodes.p<k>.jsonl."""
+  return 'episodes.jsonl' if process == 0 else f'episodes.p{process}.jsonl'
+
+
+def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
+                   mesh=None, tasks_per_device: int = 1) -> List[Dict[str, Any]]:
   """Runs the protocol of `cfg` and writes the report.
 
   Args:
@@ -114,9 +124,15 @@ def run_evaluation(cfg: EvalConfig, workdir,
     workdir: results, the episode log and run_config.json go here; a rerun
       resumes.
     progress: progress bar (TTY) or log lines on stderr.
+    mesh: the devices tasks are spread over (default: all local devices;
+      `devices.make_mesh`); per-task results do not depend on it.
+    tasks_per_device: tasks per device in one chunk (`methods.run_methods`
+      vmaps the tasks of a chunk whose plans agree).
 
   Returns:
-    result rows (see `report.REQUIRED`), also written to workdir.
+    result rows (see `report.REQUIRED`), also written to workdir; [] on
+    processes other than 0 of a multi-process run (process 0 merges every
+    process's episode log into the one report).
 
   Raises:
     TypeError: cfg is not an EvalConfig (e.g. a config file's dict).
@@ -155,56 +171,78 @@ def run_evaluation(cfg: EvalConfig, workdir,
   lrs, lr_table = _choose_lrs(cfg, studies, specs, starts, budgets, workdir,
                               progress)
   ft_cfg = cfg.finetune
-  log_path = workdir / 'episodes.jsonl'
+  mesh = mesh or devices_lib.make_mesh(local=True)
+  chunk = mesh.size * max(1, int(tasks_per_device))
+  log_path = workdir / _log_name(jax.process_index())
   done = _read_done(log_path)
-  rows = []
+  for other in workdir.glob('episodes*.jsonl'):  # other processes' shares
+    if other != log_path:
+      done.update(_read_done(other))
   with log_path.open('a') as log:
     for st in studies:
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
-      per = {v.label: [] for v in st.variants}
+      mine = devices_lib.process_share(len(specs_ep))
       bar = progress_lib.Progress(
-          len(specs_ep) * len(st.variants), f'{bb} {st.domain}', unit='task',
+          len(mine) * len(st.variants), f'{bb} {st.domain}', unit='task',
           enabled=progress)
-      for i, es in enumerate(specs_ep):
-        ep = None
+      per = {v.label: [] for v in st.variants}
+      for c0 in range(0, len(mine), chunk):
+        ids = mine[c0:c0 + chunk]
+        eps = {}
         for v in st.variants:
-          key = (bb, st.domain, v.label, i)
-          if key not in done:
-            if ep is None:
-              ep = data.make_episode(src, es, cfg.resolution, buckets=None,
-                                     way_buckets=None)
-            params, head, _ = starts[bb][v.start]
-            lr = lrs[(bb, v.label)]
-            r = methods_lib.run_method(v.method, spec, params, head, ep,
-                                       dataclasses.replace(ft_cfg, lr=lr),
-                                       budgets[bb], task=i)
-            done[key] = dict(
+          todo = [i for i in ids if (bb, st.domain, v.label, i) not in done]
+          for i in todo:
+            if i not in eps:
+              eps[i] = data.make_episode(src, specs_ep[i], cfg.resolution,
+                                         buckets=st.buckets,
+                                         way_buckets=st.way_buckets)
+          params, head, _ = starts[bb][v.start]
+          lr = lrs[(bb, v.label)]
+          outs = methods_lib.run_methods(
+              v.method, spec, params, head, [eps[i] for i in todo],
+              dataclasses.replace(ft_cfg, lr=lr), budgets[bb], tasks=todo,
+              mesh=mesh) if todo else []
+          for i, r in zip(todo, outs):
+            done[(bb, st.domain, v.label, i)] = dict(
                 backbone=bb, domain=st.domain, method=v.label,
                 base_method=v.method, start=v.start, episode=i,
                 accuracy=100.0 * float(r['accuracy']),
                 bwd_bytes=int(r['bwd_bytes']), bwd_macs=int(r['bwd_macs']),
                 lr=lr, meta_trained=v.start == 'metatrained' and not no_meta,
-                ways=int(ep.ways), mask=r['mask'])
-            log.write(json.dumps(done[key]) + '\n')
+                ways=int(np.asarray(eps[i].way_mask).sum()), mask=r['mask'])
+            log.write(json.dumps(done[(bb, st.domain, v.label, i)]) + '\n')
             log.flush()
-          per[v.label].append(done[key])
-          bar.update('acc% ' + ' '.join(
-              f"{m}={sum(x['accuracy'] for x in xs) / len(xs):.1f}"
-              for m, xs in per.items()
-              if xs))
+          for i in ids:
+            per[v.label].append(done[(bb, st.domain, v.label, i)])
+            bar.update('acc% ' + ' '.join(
+                f"{m}={sum(x['accuracy'] for x in xs) / len(xs):.1f}"
+                for m, xs in per.items()
+                if xs))
       bar.close()
-      for v in st.variants:
-        xs = per[v.label]
-        mean, ci = report.mean_ci95([x['accuracy'] for x in xs])
-        rows.append(
-            dict(backbone=bb, method=v.label, base_method=v.method,
-                 start=v.start, domain=st.domain, sampler=st.sampler.mode,
-                 accuracy_mean=mean, accuracy_ci95=ci, episodes=len(xs),
-                 lr=lrs[(bb, v.label)],
-                 bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
-                 bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
-                 meta_trained=v.start == 'metatrained' and not no_meta))
+  if jax.process_count() > 1:  # every share logged before one report
+    multihost_utils.sync_global_devices('tinytrain_jax evaluation done')
+    if jax.process_index() != 0:
+      return []
+    for other in workdir.glob('episodes*.jsonl'):
+      done.update(_read_done(other))
+  rows = []
+  for st in studies:
+    for v in st.variants:
+      xs = [
+          done[(st.backbone, st.domain, v.label, i)]
+          for i in range(st.episodes)
+      ]
+      bb = st.backbone
+      mean, ci = report.mean_ci95([x['accuracy'] for x in xs])
+      rows.append(
+          dict(backbone=bb, method=v.label, base_method=v.method,
+               start=v.start, domain=st.domain, sampler=st.sampler.mode,
+               accuracy_mean=mean, accuracy_ci95=ci, episodes=len(xs),
+               lr=lrs[(bb, v.label)],
+               bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
+               bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
+               meta_trained=v.start == 'metatrained' and not no_meta))
   meta_info = {
       bb: st['metatrained'][2]
       for bb, st in starts.items()

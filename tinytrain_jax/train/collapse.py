@@ -58,7 +58,15 @@ def check(what: str, lr: float, ways: int, final_loss: float,
 def warn_if_collapsed(what: str, lr: float, ways: int, final_loss: float,
                       norm_before: float, params_after: Any) -> Optional[str]:
   """`check`, logging the message as one warning line (once per what/lr)."""
-  msg = check(what, lr, ways, final_loss, norm_before, param_norm(params_after))
+  return warn_if_norm_collapsed(what, lr, ways, final_loss, norm_before,
+                                param_norm(params_after))
+
+
+def warn_if_norm_collapsed(what: str, lr: float, ways: int, final_loss: float,
+                           norm_before: float,
+                           norm_after: float) -> Optional[str]:
+  """`warn_if_collapsed` given the weights' norm after training."""
+  msg = check(what, lr, ways, final_loss, norm_before, norm_after)
   if msg and (what, lr) not in _warned:
     _warned.add((what, lr))
     logging.warning('%s', msg)

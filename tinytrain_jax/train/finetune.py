@@ -332,8 +332,10 @@ sparse_train_step.__doc__ = (
     'overrides cfg.lr; start_block > 0 needs batch["support_h"].')
 
 
-def _sparse_loop_impl(spec, plan, cfg, start, trainable, opt_state, params,
-                      head, indices, batch, task, lr):
+def sparse_loop_fn(spec, plan, cfg, start, trainable, opt_state, params, head,
+                   indices, batch, task, lr):
+  """cfg.steps sparse steps in one `lax.scan` (unjitted; `sparse_train_loop`
+  is its jit): (trainable, opt_state, losses f32[cfg.steps])."""
 
   def body(carry, i):
     tr, opt = carry
@@ -347,7 +349,7 @@ def _sparse_loop_impl(spec, plan, cfg, start, trainable, opt_state, params,
 
 
 # All cfg.steps steps of a task in one program: one dispatch, one host sync.
-sparse_train_loop = jax.jit(_sparse_loop_impl, static_argnums=(0, 1, 2, 3),
+sparse_train_loop = jax.jit(sparse_loop_fn, static_argnums=(0, 1, 2, 3),
                             donate_argnums=(4, 5))
 sparse_train_loop.__doc__ = (
     'sparse_train_loop(spec, plan, cfg, start_block, trainable, opt_state, '

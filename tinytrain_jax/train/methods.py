@@ -32,7 +32,7 @@ Methods:
     50 / 75 % dropped; only the adapters train (`adapters.py`).
 """
 import dataclasses
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import numpy as np
@@ -46,6 +46,7 @@ from tinytrain_jax.models.registry import model_spec
 from tinytrain_jax.train import adapters
 from tinytrain_jax.train import collapse
 from tinytrain_jax.train import finetune as finetune_lib
+from tinytrain_jax.train import task_batch
 from tinytrain_jax.train import tinytl
 from tinytrain_jax.train import transductive
 
@@ -284,29 +285,38 @@ def run_method(
   """
   m = get_method(method)
   batch = finetune_lib.episode_arrays(spec, episode)
-  n_s = int(np.asarray(batch['support_mask']).sum())
-  n_q = int(np.asarray(batch['query_mask']).sum())
   if m.run_fn is not None:
     res = m.run_fn(spec, params, head, episode, config, task)
-    mask = None
     summary = {
         'n_trained': int(res.costs.get('n_trained', 0)),
         'layers': _MODULE_SUMMARY.get(method, method)
     }
-  else:
-    mask = method_mask(method, spec, params, episode, head, budgets)
-    steps = config.steps if mask is not None else 0
-    res = finetune_lib.finetune_task(spec, params, head, episode, mask,
-                                     dataclasses.replace(config, steps=steps),
-                                     task=task)
-    summary = mask_summary(spec, mask)
+    return _result(method, spec, params, batch, config, None, summary, res)
+  mask = method_mask(method, spec, params, episode, head, budgets)
+  steps = config.steps if mask is not None else 0
+  res = finetune_lib.finetune_task(spec, params, head, episode, mask,
+                                   dataclasses.replace(config, steps=steps),
+                                   task=task)
+  return _result(method, spec, params, batch, config, mask,
+                 mask_summary(spec, mask), res)
+
+
+def _result(method, spec, params, batch, config, mask, summary, res,
+            norm_after=None) -> Dict[str, Any]:
+  """run_method's dict of a finished task (`res`: accuracy, query_loss,
+  loss_curve and the fine-tuned params, or their norm `norm_after`)."""
+  n_s = int(np.asarray(batch['support_mask']).sum())
+  n_q = int(np.asarray(batch['query_mask']).sum())
   costs = method_costs(method, spec, n_s, n_q, mask)
   curve = np.asarray(res.loss_curve)
-  if curve.size and getattr(res, 'params', None) is not None:
-    ways = int(np.asarray(episode_ways(episode)).sum())
-    collapse.warn_if_collapsed(f'fine-tuning (method {method})', config.lr,
-                               ways, float(res.query_loss),
-                               collapse.param_norm(params), res.params)
+  if curve.size:
+    if norm_after is None and getattr(res, 'params', None) is not None:
+      norm_after = collapse.param_norm(res.params)
+    if norm_after is not None:
+      ways = int(np.asarray(batch['way_mask']).sum())
+      collapse.warn_if_norm_collapsed(f'fine-tuning (method {method})',
+                                      config.lr, ways, float(res.query_loss),
+                                      collapse.param_norm(params), norm_after)
   return {
       'method': method,
       'accuracy': res.accuracy,
@@ -316,6 +326,39 @@ def run_method(
       'final_support_loss': float(curve[-1]) if curve.size else None,
       'mask': summary
   }
+
+
+def run_methods(method: str, spec, params, head, episodes: Sequence[Any],
+                config: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig(),
+                budgets=None, tasks: Optional[Sequence[int]] = None,
+                mesh=None) -> List[Dict[str, Any]]:
+  """`run_method` on many tasks from the same start weights, spread over
+  `mesh` (default: all local devices) by `task_batch.finetune_tasks`: tasks
+  whose plans agree run vmapped in one program, split over the devices.
+
+  Module methods (TinyTL, Transductive, AdapterDrop) and impl='dense' run
+  one task at a time through `run_method`. `tasks`: each task's index
+  (default 0..T-1), folded into its augmentation key. Returns one dict per
+  episode, as `run_method`'s.
+  """
+  tasks = list(range(len(episodes))) if tasks is None else list(tasks)
+  m = get_method(method)
+  if m.run_fn is not None or config.impl != 'sparse':
+    return [
+        run_method(method, spec, params, head, ep, config, budgets, task=t)
+        for ep, t in zip(episodes, tasks)
+    ]
+  batches = [finetune_lib.episode_arrays(spec, ep) for ep in episodes]
+  task_masks = [
+      method_mask(method, spec, params, ep, head, budgets) for ep in episodes
+  ]
+  outs = task_batch.finetune_tasks(spec, params, head, batches, task_masks,
+                                   config, tasks, mesh)
+  return [
+      _result(method, spec, params, b, config, mk, mask_summary(spec, mk), o,
+              norm_after=o.param_norm)
+      for b, mk, o in zip(batches, task_masks, outs)
+  ]
 
 
 _MODULE_SUMMARY = {

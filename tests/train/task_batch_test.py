@@ -1,0 +1,141 @@
+"""Tasks run together (vmapped where plans agree) and over devices.
+
+The 4-device checks run in a subprocess: the number of simulated CPU
+devices is fixed when jax starts (XLA_FLAGS).
+"""
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import absltest
+import numpy as np
+
+from tinytrain_jax import data
+from tinytrain_jax import devices
+from tinytrain_jax import models
+from tinytrain_jax.models import protonet
+from tinytrain_jax.train import finetune as ft
+from tinytrain_jax.train import methods
+from tinytrain_jax.train import task_batch
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+R = 32
+CFG = ft.FinetuneConfig(steps=2, lr=1e-2)
+
+
+@functools.lru_cache(None)
+def _model():
+  return models.load_pretrained('mcunet-5fps', R)
+
+
+def _episodes(n, sampler=None, buckets=None):
+  src = data.get_source('omniglot', 'test')
+  sampler = sampler or data.SamplerConfig(mode='fixed', ways=3, shots=2,
+                                          queries=2)
+  return [
+      data.make_episode(src, es, R, buckets=buckets,
+                        way_buckets=buckets and data.DEFAULT_WAY_BUCKETS)
+      for es in data.sample_episodes(src, sampler, 0, n)
+  ]
+
+
+class TaskBatchTest(absltest.TestCase):
+
+  def test_batched_equals_one_task_at_a_time(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    eps = _episodes(3)
+    for m in ('none', 'lastlayer', 'tinytrain'):
+      batched = methods.run_methods(m, spec, params, head, eps, CFG,
+                                    tasks=[5, 6, 7])
+      for i, (ep, b) in enumerate(zip(eps, batched)):
+        one = methods.run_method(m, spec, params, head, ep, CFG, task=5 + i)
+        self.assertEqual(b['accuracy'], one['accuracy'], m)
+        np.testing.assert_allclose(b['query_loss'], one['query_loss'],
+                                   rtol=1e-5, err_msg=m)
+        self.assertEqual(b['mask'], one['mask'])
+        self.assertEqual(b['bwd_macs'], one['bwd_macs'])
+        if one['final_support_loss'] is not None:
+          np.testing.assert_allclose(b['final_support_loss'],
+                                     one['final_support_loss'], rtol=1e-5)
+
+  def test_static_plan_is_one_program_for_all_tasks(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    eps = _episodes(3)
+    mask = methods.method_mask('lastlayer', spec, params, None)
+    cfg = ft.FinetuneConfig(steps=1, lr=1e-3)  # a config no other test runs
+    before = task_batch.group_program._cache_size()
+    for tasks in ([0, 1, 2], [3, 4, 5]):
+      outs = task_batch.finetune_tasks(
+          spec, params, head, [ft.episode_arrays(spec, e) for e in eps],
+          [mask] * 3, cfg, tasks, devices.make_mesh(1))
+      self.assertLen(outs, 3)
+      self.assertTrue(all(o.loss_curve.shape == (1,) for o in outs))
+    self.assertEqual(task_batch.group_program._cache_size() - before, 1)
+
+  def test_padded_variable_episodes_give_the_exact_results(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    sampler = data.SamplerConfig(mode='variable', max_support_set_size=30,
+                                 max_num_query=2, max_ways_upper_bound=7)
+    exact = _episodes(1, sampler)[0]
+    padded = _episodes(1, sampler, data.DEFAULT_BUCKETS)[0]
+    self.assertGreater(padded.support_x.shape[0], exact.support_x.shape[0])
+    for m in ('none', 'tinytrain'):
+      a = methods.run_methods(m, spec, params, head, [exact], CFG)[0]
+      b = methods.run_methods(m, spec, params, head, [padded], CFG)[0]
+      self.assertEqual(a['accuracy'], b['accuracy'])
+      self.assertEqual(a['mask'], b['mask'])
+      np.testing.assert_allclose(a['query_loss'], b['query_loss'], rtol=1e-5)
+
+  def test_dense_impl_is_refused_in_batches(self):
+    spec, params = _model()
+    with self.assertRaisesRegex(ValueError, "impl='sparse' only"):
+      task_batch.finetune_tasks(spec, params, protonet.init_head(), [], [],
+                                ft.FinetuneConfig(impl='dense'), [])
+
+
+_FOUR_DEVICES = textwrap.dedent('''
+    import json, pathlib, sys, tempfile
+    import jax
+    from tinytrain_jax import devices
+    from tinytrain_jax.eval import protocol
+    from tests.eval.pipeline_test import tiny_config
+    assert jax.device_count() == 4, jax.devices()
+    cfg = tiny_config(methods='none,lastlayer,tinytrain')
+    out = {}
+    for n in (1, 4):
+      wd = tempfile.mkdtemp()
+      protocol.run_evaluation(cfg, wd, progress=False,
+                              mesh=devices.make_mesh(n))
+      rows = [json.loads(l) for l in
+              (pathlib.Path(wd) / 'episodes.jsonl').read_text().splitlines()]
+      out[n] = sorted((r['method'], r['episode'], r['accuracy']) for r in rows)
+    print('RESULT', json.dumps(out))
+''')
+
+
+class FourDevicesTest(absltest.TestCase):
+
+  def test_evaluation_on_four_devices_equals_one(self):
+    flags = os.environ.get('XLA_FLAGS', '')  # conftest's -O0 flag stays
+    env = dict(os.environ,
+               XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=4',
+               JAX_PLATFORMS='cpu',
+               PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+    p = subprocess.run([sys.executable, '-c', _FOUR_DEVICES], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=900)
+    self.assertEqual(p.returncode, 0, p.stderr[-3000:])
+    line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')][-1]
+    out = json.loads(line[len('RESULT '):])
+    self.assertNotEmpty(out['1'])
+    self.assertEqual(out['1'], out['4'])
+
+
+if __name__ == '__main__':
+  absltest.main()

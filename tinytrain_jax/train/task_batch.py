@@ -1,0 +1,186 @@
+"""Many fine-tuning tasks of one method at once, spread over the devices.
+
+`finetune_tasks` takes T tasks (episodes of one shape, each with its own
+mask) and runs them as few programs as their plans allow:
+  * tasks whose plans agree (`mask_partition.SparsePlan`: the same trained
+    leaves and the same channel counts; the channel *indices* are data) form
+    a group and are `jax.vmap`ped in one program: frozen prefix once per
+    task, every fine-tune step in one `lax.scan`, the fold and the query
+    evaluation, one dispatch and one host sync per group;
+  * a group at least as large as the mesh is split over all its devices
+    (`devices.split_sharding`; padded to a multiple of the mesh size by
+    repeating its last task, whose copies are dropped); a smaller group runs
+    whole on one device, the groups taking the devices in turn. Every group
+    is dispatched before any result is read, so the devices work at once.
+Static-plan methods (LastLayer, SparseUpdate, FullTrain) and None put a whole
+chunk of tasks in one group; TinyTrain's per-task plans give one group per
+distinct plan (its channel counts come from a few ratios, so the number of
+distinct plans, and of compiles, is bounded by the plans the selection can
+make, not by the number of tasks).
+
+Each task's numbers are those of `finetune.finetune_task` with the sparse
+implementation (the same loss, steps, augmentation key `task_key(seed,
+task, step)` and lr), up to float reassociation from batching; on 1 or N
+devices every task gets the same accuracy.
+
+  outs = finetune_tasks(spec, params, head, batches, masks, cfg, tasks, mesh)
+  outs[i].accuracy, outs[i].loss_curve
+"""
+import dataclasses
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinytrain_jax import devices as devices_lib
+from tinytrain_jax import mask_partition
+from tinytrain_jax import masks as masks_lib
+from tinytrain_jax.models import network
+from tinytrain_jax.train import finetune as finetune_lib
+from tinytrain_jax.train import sparse_step
+
+_EMPTY = mask_partition.SparsePlan((), ())
+
+
+class TaskOutcome(NamedTuple):
+  """One task of `finetune_tasks`.
+
+  accuracy: query accuracy in [0, 1]; query_loss: query cross-entropy;
+  loss_curve: f32[steps] support loss per step (empty without training);
+  param_norm: global L2 norm of the fine-tuned params; costs: `mask_costs`
+  plus 'step_forward' (as `finetune_task`).
+  """
+  accuracy: float
+  query_loss: float
+  loss_curve: np.ndarray
+  param_norm: float
+  costs: Dict[str, Any]
+
+
+def _one_task(spec, plan, cfg, start, trains, params, head, batch, indices,
+              task, lr):
+  """Fine-tune + evaluate one task (vmapped by `_group_program`)."""
+  p, h = params, head
+  losses = jnp.zeros((0,), jnp.float32)
+  if trains:
+    if start:
+      batch = dict(batch, support_h=network.prefix(spec, params,
+                                                   batch['support_x'], start))
+    tr = mask_partition.split(params, plan, head if cfg.train_head else None)
+    opt = sparse_step.sparse_optimizer(1.0, cfg.momentum).init(tr)
+    tr, _, losses = finetune_lib.sparse_loop_fn(spec, plan, cfg, start, tr, opt,
+                                                params, head, indices, batch,
+                                                task, lr)
+    p = mask_partition.fold(params, plan, tr, indices)
+    h = tr.get('head', head)
+  loss, acc = finetune_lib.episode_loss(spec, p, h, batch)
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p)))
+  return acc, loss, losses, norm
+
+
+def _group_program(spec, plan, cfg, start, trains, params, head, batch,
+                   indices, tasks, lr):
+  return jax.vmap(
+      lambda b, i, t: _one_task(spec, plan, cfg, start, trains, params, head,
+                                b, i, t, lr))(batch, indices, tasks)
+
+
+# One compile per (spec, plan, cfg, start, group size, episode shapes).
+group_program = jax.jit(_group_program, static_argnums=(0, 1, 2, 3, 4))
+
+
+def _plan_of(spec, params, mask):
+  if mask is None:
+    return _EMPTY, {}
+  masks_lib.check_mask(mask, params, spec)
+  return mask_partition.make_plan(spec, params, mask)
+
+
+def _shape_key(batch) -> tuple:
+  return tuple((k, tuple(v.shape)) for k, v in sorted(batch.items()))
+
+
+def _stack(trees: Sequence[Any], n: int):
+  """Stacks `trees` on a new leading axis, padded to n by repeating the last."""
+  trees = list(trees) + [trees[-1]] * (n - len(trees))
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
+                   task_masks: Sequence[Optional[Any]],
+                   config: finetune_lib.FinetuneConfig,
+                   tasks: Sequence[int],
+                   mesh: Optional[jax.sharding.Mesh] = None) -> List[TaskOutcome]:
+  """Fine-tunes and evaluates T tasks from the same start weights.
+
+  Args:
+    spec, params, head: the model and its start weights (never modified).
+    batches: T `finetune.episode_arrays` dicts.
+    task_masks: T masks (`masks`); None = no training for that task (not
+      even the head).
+    config: FinetuneConfig with impl='sparse' (the dense reference runs
+      through `finetune.finetune_task`, one task at a time).
+    tasks: T task indices (folded into each task's augmentation key).
+    mesh: devices to spread the tasks over (default: all local devices).
+
+  Returns:
+    T TaskOutcomes, in order. Raises RuntimeError naming the task whose
+    support loss became non-finite.
+  """
+  if config.impl != 'sparse':
+    raise ValueError("finetune_tasks runs impl='sparse' only; use "
+                     'finetune.finetune_task for the dense reference')
+  if not (len(batches) == len(task_masks) == len(tasks)):
+    raise ValueError(f'finetune_tasks: {len(batches)} batches, '
+                     f'{len(task_masks)} masks and {len(tasks)} task indices')
+  mesh = mesh or devices_lib.make_mesh(local=True)
+  static_cfg = dataclasses.replace(config, lr=1.0)
+  lr = jnp.float32(config.lr)
+  groups: Dict[Any, List[int]] = {}
+  meta = []
+  for i, (b, m) in enumerate(zip(batches, task_masks)):
+    plan, indices = _plan_of(spec, params, m)
+    trains = m is not None and config.steps > 0 and (not plan.empty or
+                                                    config.train_head)
+    start = finetune_lib.prefix_start(spec, plan, config) if trains else 0
+    n_support = int(np.asarray(b['support_mask']).sum())
+    costs = finetune_lib.mask_costs(spec, m, n_support)
+    costs['step_forward'] = finetune_lib.step_forward_macs(spec, start)
+    meta.append((indices, costs))
+    groups.setdefault((plan, trains, start, _shape_key(b)), []).append(i)
+  pending = []
+  devs = list(mesh.devices.flat)
+  small = 0
+  for (plan, trains, start, _), members in groups.items():
+    if len(members) >= mesh.size:
+      n = devices_lib.padded_size(len(members), mesh)
+      sharding = devices_lib.split_sharding(mesh)
+      rep = devices_lib.replicated(mesh)
+    else:  # a small group runs whole on one device, in turn
+      n = len(members)
+      one = devices_lib.make_mesh(devices=[devs[small % len(devs)]])
+      small += 1
+      sharding, rep = devices_lib.split_sharding(one), devices_lib.replicated(one)
+    put = lambda tree, s: jax.device_put(tree, s)
+    args = (put(_stack([batches[i] for i in members], n), sharding),
+            put(_stack([meta[i][0] for i in members], n), sharding),
+            put(np.asarray([tasks[i] for i in members] +
+                           [tasks[members[-1]]] * (n - len(members)),
+                           np.int32), sharding))
+    out = group_program(spec, plan, static_cfg, start, trains,
+                        put(params, rep), put(head, rep), *args, lr)
+    pending.append((members, out))
+  results: List[Optional[TaskOutcome]] = [None] * len(batches)
+  for members, out in pending:
+    acc, loss, curves, norms = jax.device_get(out)
+    for j, i in enumerate(members):
+      curve = np.asarray(curves[j], np.float32)
+      if curve.size:
+        try:
+          finetune_lib.check_finite_curve(curve, config.steps)
+        except RuntimeError as e:
+          raise RuntimeError(f'task {tasks[i]}: {e}') from None
+      results[i] = TaskOutcome(float(acc[j]), float(loss[j]), curve,
+                               float(norms[j]), meta[i][1])
+  return results
