@@ -11,10 +11,14 @@ import functools
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import tempfile
 
 from absl.testing import absltest
+import numpy as np
+import pytest
 
 from tinytrain_jax.train import meta_train as mt
 
@@ -111,16 +115,19 @@ print('RESULT ' + json.dumps(out))
 '''
 
 
+def _env(n_devices):
+  flags = os.environ.get('XLA_FLAGS', '')
+  return dict(
+      os.environ, JAX_PLATFORMS='cpu',
+      XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count={n_devices}'
+      .strip(), PYTHONPATH=os.pathsep.join(
+          p for p in (str(_ROOT), os.environ.get('PYTHONPATH', '')) if p))
+
+
 @functools.lru_cache(None)
 def _child_results():
-  flags = os.environ.get('XLA_FLAGS', '')
-  env = dict(
-      os.environ, JAX_PLATFORMS='cpu',
-      XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=4'.strip(),
-      PYTHONPATH=os.pathsep.join(
-          p for p in (str(_ROOT), os.environ.get('PYTHONPATH', '')) if p))
-  proc = subprocess.run([sys.executable, '-c', _CHILD], env=env, cwd=_ROOT,
-                        capture_output=True, text=True, check=False)
+  proc = subprocess.run([sys.executable, '-c', _CHILD], env=_env(4),
+                        cwd=_ROOT, capture_output=True, text=True, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   if proc.returncode or not lines:
     raise AssertionError(f'child failed ({proc.returncode}):\n'
@@ -188,6 +195,72 @@ class EpisodesPerStepConfigTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'episodes_per_step=4, this run '
                                 'has episodes_per_step=1'):
       mt.check_resumable(json.loads(cfg4.to_json()), cfg, 'wd')
+
+
+class LauncherFlagsTest(absltest.TestCase):
+
+  def test_bad_device_flags_are_one_line(self):
+    wd = tempfile.mkdtemp()
+    for launcher, config, flag, regex in (
+        ('meta_train', 'meta_train.py:quick', '--devices=9',
+         r'^error: --devices=9 but only 1 cpu device\(s\) are visible'),
+        ('evaluate', 'default.py:quick', '--num_processes=2',
+         r'^error: --num_processes > 1 needs --coordinator_address=HOST:PORT')):
+      proc = subprocess.run([
+          sys.executable, '-m', f'experiments.{launcher}',
+          f'--config=tinytrain_jax/configs/{config}', f'--workdir={wd}/x',
+          flag
+      ], env=_env(1), cwd=_ROOT, capture_output=True, text=True, check=False)
+      self.assertEqual(proc.returncode, 1, proc.stderr)
+      self.assertRegex(proc.stderr.strip(), regex + r'[^\n]*$')
+      self.assertFalse(os.path.exists(f'{wd}/x'))
+
+
+_PROCESS = r'''
+import sys
+import jax
+import numpy as np
+from tinytrain_jax import data, devices
+from tinytrain_jax.train import meta_train as mt
+port, pid, wd = sys.argv[1:]
+if pid != 'single':
+  devices.initialize(f'localhost:{port}', 2, int(pid))
+src = data.get_source('omniglot', 'train')
+cfg = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=3,
+                         lr=1e-3, warmup_steps=1, checkpoint_every=1,
+                         augment=True, log_every=1, episodes_per_step=4)
+if pid != 'single':  # stopped and resumed, as a preempted job would be
+  mt.run_meta_training(cfg, wd, progress=False, source=src, stop_at=2)
+st = mt.run_meta_training(cfg, wd, progress=False, source=src)
+np.savez(f'{wd}/final_{pid}.npz', *jax.tree.leaves(mt.host_state(st)))
+'''
+
+
+@pytest.mark.slow
+class MultiProcessTest(absltest.TestCase):
+
+  def test_two_processes_equal_one(self):
+    # 2 processes x 2 CPU devices (jax.distributed, gloo) vs 1 x 4 devices.
+    with socket.socket() as sock:
+      sock.bind(('localhost', 0))
+      port = sock.getsockname()[1]
+    wd, ref = tempfile.mkdtemp(), tempfile.mkdtemp()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, '-c', _PROCESS, str(port), str(i), wd],
+            env=_env(2), cwd=_ROOT, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True) for i in range(2)
+    ]
+    subprocess.run([sys.executable, '-c', _PROCESS, '0', 'single', ref],
+                   env=_env(4), cwd=_ROOT, check=True, capture_output=True)
+    for p in procs:
+      _, err = p.communicate(timeout=600)
+      self.assertEqual(p.returncode, 0, err[-3000:])
+    a, b, c = (np.load(f) for f in (f'{wd}/final_0.npz', f'{wd}/final_1.npz',
+                                    f'{ref}/final_single.npz'))
+    for k in c.files:
+      np.testing.assert_array_equal(a[k], b[k])
+      np.testing.assert_allclose(a[k], c[k], rtol=0, atol=_TOL)
 
 
 if __name__ == '__main__':
