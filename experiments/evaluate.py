@@ -19,12 +19,14 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/main', 'output directory')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'progress bar / log lines')
+cli.define_device_flags()
 
 
 def main(argv):
   del argv
   cli.require_config(_CONFIG.value, 'tinytrain_jax/configs/default.py')
   try:
+    cli.initialize_devices()
     cfg = eval_config.from_config_dict(_CONFIG.value)  # validates
     rows = protocol.run_evaluation(cfg, _WORKDIR.value, _PROGRESS.value)
   except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -42,7 +42,8 @@ DEPS = [
 # Library layers, lowest first: (name, files or subpackages under
 # tinytrain_jax/). A layer may import only the layers before it.
 LAYERS = (
-    ('base', ('assets.py', 'tree_paths.py', 'progress.py', 'checkpoint.py')),
+    ('base', ('assets.py', 'tree_paths.py', 'progress.py', 'checkpoint.py',
+              'devices.py')),
     ('models', ('models',)),
     ('data', ('data',)),
     ('masks', ('masks.py', 'mask_partition.py', 'mask_optax.py')),

@@ -47,6 +47,18 @@ class RunConfigTest(absltest.TestCase):
         r'weight_decay: stored 0\.0, now 0\.1\); use another --workdir$'):
       run_config.check(self.wd, _json(finetune__weight_decay=0.1))
 
+  def test_pin_written_before_episodes_per_step_resumes(self):
+    # Pins written before the field existed lack it; they ran with 1.
+    run_config.check(self.wd, _json())
+    path = self.wd / 'run_config.json'
+    stored = json.loads(path.read_text())
+    del stored['meta_train']['episodes_per_step']
+    path.write_text(json.dumps(stored))
+    run_config.check(self.wd, _json())
+    with self.assertRaisesRegex(
+        ValueError, r'\(meta_train\.episodes_per_step: stored 1, now 4\)'):
+      run_config.check(self.wd, _json(meta_train__episodes_per_step=4))
+
   def test_format1_file_of_an_unchanged_config_resumes(self):
     # Written by the evaluation before EvalConfig (comma strings, fewer
     # fields, meta_train.resolution 0): the default config resumes it.

@@ -16,6 +16,14 @@ keeps its traceback.
 
 A config file accepts the `:ARG` values in its module-level `CONFIG_ARGS`
 (default `('', 'quick')`, what every config of this project takes).
+
+Launchers that spread work over devices (docs/devices.md) call
+`define_device_flags()` at import and `initialize_devices()` first in main:
+
+  cli.define_device_flags()       # --devices, --coordinator_address, ...
+  def main(argv):
+    cli.initialize_devices()      # jax.distributed.initialize when > 1 process
+    run(..., num_devices=cli.num_devices())
 """
 import errno
 import importlib.util
@@ -26,6 +34,8 @@ from typing import Callable, Optional, Sequence
 from absl import app
 from absl import flags
 from absl import logging
+
+from tinytrain_jax import devices
 
 DEFAULT_CONFIG_ARGS = ('', 'quick')
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
@@ -170,3 +180,36 @@ def check_resolution(value: int, flag: str = '--resolution') -> None:
     raise ValueError(f'{flag}={value} must be a multiple of 32 and >= 32 '
                      f'(the backbones downsample by 32); use e.g. {lo} or '
                      f'{lo + 32}')
+
+
+def define_device_flags() -> None:
+  """Defines --devices, --coordinator_address, --num_processes, --process_id
+  (once; a second call is a no-op)."""
+  if 'devices' in flags.FLAGS:
+    return
+  flags.DEFINE_integer(
+      'devices', 0, 'devices to spread the work over: the first N visible '
+      '(0 = all; on a CPU host, XLA_FLAGS=--xla_force_host_platform_'
+      'device_count=N simulates N)')
+  flags.DEFINE_string(
+      'coordinator_address', '', 'multi-process runs: HOST:PORT of process 0 '
+      '(jax.distributed.initialize)')
+  flags.DEFINE_integer('num_processes', 1, 'multi-process runs: processes')
+  flags.DEFINE_integer('process_id', 0, 'multi-process runs: this process')
+
+
+def num_devices() -> int:
+  """The --devices flag (0 = all visible devices)."""
+  return flags.FLAGS.devices
+
+
+def initialize_devices() -> None:
+  """Starts jax.distributed from the device flags (no-op for 1 process) and
+  checks --devices against the visible devices; call first in main.
+
+  Raises:
+    ValueError: one line naming the flag (main's `guard` prints it).
+  """
+  f = flags.FLAGS
+  devices.initialize(f.coordinator_address, f.num_processes, f.process_id)
+  devices.device_list(f.devices)  # raises when more than visible

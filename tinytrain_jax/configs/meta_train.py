@@ -8,6 +8,13 @@ mini-imagenet:PATH` for a full copy, `dir:PATH` for a folder of class
 folders) and keeps the step with the best None accuracy on the valid splits
 of mini-ImageNet and Omniglot (`val_sources`). lr 1e-4: at 1e-3 the
 pretrained features degrade on every domain (docs/results/meta_training.md).
+
+`episodes_per_step` (E, default 1) episodes make one step: the step's loss is
+their mean, and they are split over the devices (docs/devices.md; the launcher
+uses all visible devices, `--devices=N` the first N). `steps` counts steps,
+so a run sees steps * E episodes; raise E with the device count and keep
+steps * E, or lower steps. E=1 gives exactly the runs made before E existed
+(and their cache keys).
 """
 import ml_collections
 
@@ -40,4 +47,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.val_sources = 'mini-imagenet,omniglot'
   c.val_every = 2 if quick else 100
   c.val_episodes = 2 if quick else 40
+  c.episodes_per_step = 1  # episodes per step, split over the devices
   return c

@@ -44,6 +44,9 @@ _FORMAT1_ADDED = {
 }
 _FORMAT1_LISTS = ('in_domain', 'meta_train.val_sources',
                   'meta_train.checkpoint')
+# Fields added after format 2, with the value every earlier run used: a pin
+# without one was written with that value (any format).
+_ADDED_LATER = {'meta_train.episodes_per_step': 1}
 
 
 def pinned(config_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -111,6 +114,9 @@ def check(workdir: pathlib.Path, config_dict: Dict[str, Any]) -> None:
     if version == 1:
       stored = _from_format1(stored)
     flat = _flatten(now)
+    for k, v in _ADDED_LATER.items():
+      if k in flat and k not in stored:
+        stored[k] = v
     for k in sorted(set(stored) | set(flat)):
       if stored.get(k) != flat.get(k):
         raise ValueError(

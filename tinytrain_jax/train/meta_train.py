@@ -4,18 +4,31 @@
   state = meta_train(cfg, '/tmp/run')     # resumes from /tmp/run if present
   spec, params, head = load_backbone('/tmp/run')
 
-One jit-compiled step per episode (`meta_train_step`): support -> prototypes,
-query cross-entropy under the cosine head (scale and bias trained too), SGD
-with momentum, warm-up + cosine schedule. Episode i is a pure function of
-(seed, i): `sample_episode(src, sampler, seed, i)` and, for augmentation,
-`fold_in(PRNGKey(seed), i)`, so a run resumed from a checkpoint ends with the
-same params, bit for bit, as an uninterrupted run.
+One jit-compiled step (`meta_train_step`) per batch of `episodes_per_step`
+(E) episodes: for each, support -> prototypes and query cross-entropy under
+the cosine head (scale and bias trained too); the step takes the gradient of
+the mean loss over the E episodes (`jax.vmap`), then SGD with momentum,
+warm-up + cosine schedule. Step i holds episodes i*E .. i*E+E-1; episode j
+is a pure function of (seed, j): `sample_episode(src, sampler, seed, j)`, and
+its augmentation key is `fold_in(fold_in(PRNGKey(seed), i), position)`
+(E=1: `fold_in(PRNGKey(seed), i)`, the same episodes and numbers as before
+E existed). A run resumed from a checkpoint ends with the same params as an
+uninterrupted run: bit for bit on the same devices, to float tolerance on
+others.
+
+Devices (docs/devices.md): the E episodes of a step are stacked on a leading
+axis split over a 1-D mesh (`devices.py`; the largest number of the visible
+devices that divides E, so E=1 runs on one), the state is replicated, and
+jit partitions the step; XLA inserts the gradient all-reduce. Checkpoints
+hold host arrays, so a run written on N devices resumes on M. In a
+multi-process run (`devices.initialize`), each process builds only the
+episodes of its own devices.
 """
 import dataclasses
 import json
 import sys
 import pathlib
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +38,7 @@ import orbax.checkpoint as ocp
 
 from tinytrain_jax import checkpoint
 from tinytrain_jax import data
+from tinytrain_jax import devices
 from tinytrain_jax import models
 from tinytrain_jax import progress as progress_lib
 from tinytrain_jax.data.preprocess import augment_jax
@@ -37,6 +51,11 @@ from tinytrain_jax.train import validation
 # Fields that may differ between a checkpoint and the run resuming it: they
 # change logging and bookkeeping, never the trained numbers.
 RESUMABLE_FIELDS = ('checkpoint_every', 'keep', 'log_every')
+# Fields added after meta-trainings were cached and checkpointed, with the
+# value every earlier run used. `to_json` leaves them out at that value, so
+# the cache key (sha256 of `to_json`, eval/meta_cache.py) and the stored
+# config of earlier runs stay valid; a stored config without one means it.
+ADDED_DEFAULTS = {'episodes_per_step': 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +71,9 @@ class MetaTrainConfig:
     best mean over them is kept as the 'best' checkpoint, which
     `load_backbone` returns. Step 0 (the pretrained start) is validated too.
   val_every: validate every N steps (and at the end); 0 = never.
+  episodes_per_step: E, episodes per optimizer step (the loss is their
+    mean); `steps` counts steps, so a run sees steps * E episodes. The E
+    episodes are split over the devices (docs/devices.md).
   """
   model: str = 'mcunet-5fps'
   resolution: int = 128
@@ -75,6 +97,7 @@ class MetaTrainConfig:
   val_sources: Tuple[str, ...] = ('mini-imagenet', 'omniglot')
   val_every: int = 0
   val_episodes: int = 50
+  episodes_per_step: int = 1
 
   def __post_init__(self):
     models.canonical_name(self.model)
@@ -89,7 +112,7 @@ class MetaTrainConfig:
       raise ValueError('MetaTrainConfig.val_every > 0 needs val_sources; set '
                        '--config.val_sources=mini-imagenet,omniglot')
     for f in ('ways', 'shots', 'queries', 'steps', 'checkpoint_every', 'keep',
-              'log_every', 'val_episodes'):
+              'log_every', 'val_episodes', 'episodes_per_step'):
       if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
         raise ValueError(f'MetaTrainConfig.{f} must be an int >= 1, got '
                          f'{getattr(self, f)!r}; set --config.{f}')
@@ -103,7 +126,13 @@ class MetaTrainConfig:
                        f"'random', got {self.init!r}")
 
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+    """The config as JSON; ADDED_DEFAULTS fields only when not at default
+    (keeps the cache keys and stored configs of earlier runs valid)."""
+    d = dataclasses.asdict(self)
+    for f, default in ADDED_DEFAULTS.items():
+      if d[f] == default:
+        del d[f]
+    return json.dumps(d, sort_keys=True)
 
   @property
   def sampler(self) -> data.SamplerConfig:
@@ -177,14 +206,22 @@ def init_state(config: MetaTrainConfig, init_params=None) -> TrainState:
 
 
 def _meta_train_step(spec, hp, state: TrainState, batch, lr):
-  if hp.augment:
-    k = jax.random.fold_in(state.key, state.step)
-    ks, kq = jax.random.split(k)
-    batch = dict(batch, support_x=augment_jax(batch['support_x'], ks),
-                 query_x=augment_jax(batch['query_x'], kq))
+  key = jax.random.fold_in(state.key, state.step)
+  n = batch['way_mask'].shape[0]  # E, static
+
+  def episode(tr, ep, k):
+    if hp.augment:
+      ks, kq = jax.random.split(k)
+      ep = dict(ep, support_x=augment_jax(ep['support_x'], ks),
+                query_x=augment_jax(ep['query_x'], kq))
+    return finetune_lib.episode_loss(spec, tr['params'], tr['head'], ep)
 
   def f(tr):
-    return finetune_lib.episode_loss(spec, tr['params'], tr['head'], batch)
+    if n == 1:  # no vmap, the step key itself: today's one-episode step
+      return episode(tr, jax.tree.map(lambda x: x[0], batch), key)
+    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(n))
+    loss, acc = jax.vmap(episode, in_axes=(None, 0, 0))(tr, batch, keys)
+    return jnp.mean(loss), jnp.mean(acc)
 
   tr = {'params': state.params, 'head': state.head}
   (loss, acc), grads = jax.value_and_grad(f, has_aux=True)(tr)
@@ -205,9 +242,11 @@ def all_finite(tree) -> jax.Array:
 meta_train_step = jax.jit(_meta_train_step, static_argnums=(0, 1),
                           donate_argnums=(2,))
 meta_train_step.__doc__ = (
-    'meta_train_step(spec, hp, state, batch, lr) -> (state, metrics); one '
-    'episode; static: spec, hp (StepHParams); lr: f32[]; the state is '
-    'donated.')
+    'meta_train_step(spec, hp, state, batch, lr) -> (state, metrics); batch: '
+    '`make_step_batch`, E episodes stacked on axis 0 (shard it along that '
+    'axis, the state replicated: jit follows the inputs\' shardings); '
+    'metrics: mean query loss and accuracy over them; static: spec, hp '
+    '(StepHParams); lr: f32[]; the state is donated.')
 
 eval_episode = finetune_lib.evaluate_step
 
@@ -218,6 +257,23 @@ def make_batch(source, config: MetaTrainConfig, index: int):
   ep = data.make_episode(source, es, config.resolution, buckets=None,
                          way_buckets=None)
   return finetune_lib.episode_arrays(build_spec(config), ep)
+
+
+def make_step_batch(source, config: MetaTrainConfig, step: int,
+                    positions: Optional[Sequence[int]] = None):
+  """The episodes of step `step` stacked on a leading axis (numpy).
+
+  Args:
+    positions: which of the step's E episodes (default all, in order);
+      position p is episode step * E + p.
+
+  Returns:
+    dict of `episode_arrays` leaves with a leading axis len(positions).
+  """
+  e = config.episodes_per_step
+  positions = range(e) if positions is None else positions
+  eps = [make_batch(source, config, step * e + p) for p in positions]
+  return jax.tree.map(lambda *xs: np.stack(xs), *eps)
 
 
 class _RunningMetrics:
@@ -239,7 +295,8 @@ def check_resumable(stored: dict, config: MetaTrainConfig, directory) -> None:
   Every field except RESUMABLE_FIELDS must agree: a run never continues, or
   reports, weights trained under other settings.
   """
-  cur = json.loads(config.to_json())
+  cur = dataclasses.asdict(config)
+  stored = dict(ADDED_DEFAULTS, **stored)  # written before those fields
   for f in sorted(cur):
     if f in RESUMABLE_FIELDS or f not in stored:
       continue
@@ -265,7 +322,8 @@ def _read_val_log(path: pathlib.Path):
   return rows
 
 
-def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
+def _validate(config, spec, state, val_set, log_path, best_mngr, rows,
+              lead=True):
   accs = validation.none_accuracy(spec, state.params, state.head, val_set)
   step = int(state.step)
   row = {
@@ -277,14 +335,70 @@ def _validate(config, spec, state, val_set, log_path, best_mngr, rows):
   rows.append(row)
   if row['mean'] > best:
     checkpoint.save(best_mngr, step, state, config.to_json(), wait=True)
-  with log_path.open('a') as f:
-    f.write(json.dumps(row) + '\n')
+  if lead:  # one writer when several processes run
+    with log_path.open('a') as f:
+      f.write(json.dumps(row) + '\n')
   return row
+
+
+def step_mesh(config: MetaTrainConfig, num_devices: int = 0):
+  """The mesh a run's steps use: of the first `num_devices` (0 = all), the
+  most that divide episodes_per_step (E=1: one device).
+
+  Raises:
+    ValueError: more devices asked for than visible; or, with several
+      processes, a mesh that leaves a process without devices.
+  """
+  mesh = devices.divisor_mesh(devices.make_mesh(num_devices),
+                              config.episodes_per_step)
+  owners = {d.process_index for d in mesh.devices.flat}
+  if len(owners) < jax.process_count():
+    raise ValueError(
+        f'episodes_per_step={config.episodes_per_step} on {mesh.size} of the '
+        f'devices leaves some of the {jax.process_count()} processes without '
+        'episodes; set --config.episodes_per_step to a multiple of the '
+        'device count (--devices)')
+  return mesh
+
+
+def episode_positions(sharding, n: int) -> List[int]:
+  """The positions (of a step's n episodes) this process's devices hold
+  under `sharding` (all n in a single process)."""
+  index = sharding.addressable_devices_indices_map((n,))
+  return sorted({p for s in index.values() for p in range(n)[s[0]]})
+
+
+def place_batch(local_batch, sharding, n: int):
+  """Global arrays [n, ...] from this process's episodes (`positions`)."""
+  if jax.process_count() == 1:
+    return jax.device_put(local_batch, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(
+          sharding, x, (n,) + x.shape[1:]), local_batch)
+
+
+def place_state(state, sharding):
+  """Host (or single-device) state -> arrays with `sharding` (replicated).
+
+  Every process holds the same values (from one checkpoint or init)."""
+  if jax.process_count() == 1:
+    return jax.device_put(state, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(
+          np.shape(x), sharding, lambda i, x=np.asarray(x): x[i]), state)
+
+
+def host_state(state):
+  """The state as numpy (a replicated array's local copy: works when the
+  mesh spans processes)."""
+  return jax.tree.map(
+      lambda x: np.asarray(x.addressable_data(0))
+      if isinstance(x, jax.Array) else np.asarray(x), state)
 
 
 def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
                       progress: bool = True, stop_at: Optional[int] = None,
-                      source=None) -> TrainState:
+                      source=None, num_devices: int = 0) -> TrainState:
   """Meta-trains (or resumes) in `workdir`; returns the final state.
 
   With `config.val_every`, the run validates at step 0, every val_every
@@ -299,12 +413,19 @@ def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
     stop_at: end the loop after this many steps (after checkpointing), as a
       killed run would; the schedule still spans config.steps.
     source: episode source (default `data.get_source(config.source, split)`).
+    num_devices: devices to spread each step's episodes over (0 = all
+      visible; `step_mesh`). Any count resumes any checkpoint.
 
   Raises:
-    ValueError: a checkpoint in workdir was written under another config.
+    ValueError: a checkpoint in workdir was written under another config;
+      more devices asked for than visible.
     RuntimeError: the loss became non-finite (the last good checkpoint stays).
   """
   spec = build_spec(config)
+  mesh = step_mesh(config, num_devices)
+  split, n_ep = devices.split_sharding(mesh), config.episodes_per_step
+  positions = episode_positions(split, n_ep)
+  lead = jax.process_index() == 0  # writes the val log, prints
   workdir = pathlib.Path(workdir)
   mngr = checkpoint.manager(workdir, config.keep)
   if mngr.latest_step() is not None:
@@ -313,7 +434,7 @@ def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
   state, _ = checkpoint.restore_or_init(mngr,
                                         lambda: init_state(config, init_params),
                                         config.to_json())
-  state = jax.tree.map(jnp.asarray, state)
+  state = place_state(state, devices.replicated(mesh))
   norm0 = collapse.param_norm(state.params)  # the step donates state
   start, end = int(state.step), config.steps
   if stop_at is not None:
@@ -325,18 +446,22 @@ def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
                                        config.val_episodes)
     best_mngr = checkpoint.manager(workdir / 'best', 1)
     val_rows = [r for r in _read_val_log(val_log) if r['step'] <= start]
-    val_log.write_text(''.join(json.dumps(r) + '\n' for r in val_rows))
+    if lead:
+      val_log.write_text(''.join(json.dumps(r) + '\n' for r in val_rows))
     if not val_rows:
-      _validate(config, spec, state, val_set, val_log, best_mngr, val_rows)
+      _validate(config, spec, host_state(state), val_set, val_log, best_mngr,
+                val_rows, lead)
   bar = progress_lib.Progress(config.steps, 'meta_train', initial=start,
-                              unit='ep', log_every=config.log_every,
-                              enabled=progress)
+                              unit='ep' if n_ep == 1 else 'step',
+                              log_every=config.log_every,
+                              enabled=progress and lead)
   running = _RunningMetrics()
   hp, sched = step_hparams(config), schedule(config)
   try:
     for i in range(start, end):
-      batch = make_batch(source, config, i)
-      lr = jnp.asarray(sched(i), jnp.float32)
+      batch = place_batch(make_step_batch(source, config, i, positions),
+                          split, n_ep)
+      lr = np.float32(sched(i))
       state, metrics = meta_train_step(spec, hp, state, batch, lr)
       loss, acc = (float(metrics['loss']), float(metrics['accuracy']))
       # The loss is of the params before this step's update; the update can
@@ -353,15 +478,15 @@ def run_meta_training(config: MetaTrainConfig, workdir, *, init_params=None,
             '; lower --config.lr')
       bar.update(running.update(loss, acc))
       if (i + 1) % config.checkpoint_every == 0 or i + 1 == config.steps:
-        checkpoint.save(mngr, i + 1, state, config.to_json())
+        checkpoint.save(mngr, i + 1, host_state(state), config.to_json())
       if i + 1 == end:
         collapse.warn_if_collapsed('meta-training', config.lr, config.ways,
                                    loss, norm0, state.params)
       if val_set is not None and ((i + 1) % config.val_every == 0 or
                                   i + 1 == config.steps):
-        row = _validate(config, spec, state, val_set, val_log, best_mngr,
-                        val_rows)
-        if progress:
+        row = _validate(config, spec, host_state(state), val_set, val_log,
+                        best_mngr, val_rows, lead)
+        if progress and lead:
           print(
               f'meta_train val step {row["step"]}: None accuracy ' +
               ' '.join(f'{k}={v:.2f}' for k, v in row['none_accuracy'].items()),
