@@ -11,6 +11,7 @@ eval. Subpackages are importable as `tinytrain_jax.models`, `.data`, `.cost`,
   sel.bwd_bytes, sel.bwd_macs  # its backward memory (bytes) and MACs/sample
 """
 from tinytrain_jax import cost
+from tinytrain_jax import devices
 from tinytrain_jax import tree_paths
 from tinytrain_jax import data
 from tinytrain_jax import models
