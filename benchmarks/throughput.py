@@ -1,22 +1,30 @@
-"""Seconds per fine-tuned task, compiles and XLA FLOPs per method (one device).
+"""Seconds per fine-tuned task, compiles and XLA FLOPs per method and device count.
 
-  python -m benchmarks.throughput --models=mcunet-5fps --tasks=6
+  python -m benchmarks.throughput --models=mcunet-5fps --tasks=8
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m \
+      benchmarks.throughput --devices=1,2,4 --tasks=8
+  python -m benchmarks.throughput --tasks=0 --variable_episodes=600
 
-For each backbone and method this runs `train.methods.run_method` on --tasks
-real 5-way 5-shot Omniglot test tasks (--steps fine-tune steps, as the
-evaluation runs them: the frozen prefix computed once per task and all steps
-in one compiled `lax.scan`, `train.finetune`) and records:
-  seconds_per_task    median wall seconds of tasks 2..n (TinyTrain's Fisher
-                      selection included), the steady state;
-  first_task_seconds  task 1, mostly compiling;
+For each backbone, method and device count N this runs --tasks real 5-way
+5-shot Omniglot test tasks (--steps fine-tune steps) as the evaluation runs
+them: chunks of N tasks through `train.methods.run_methods`, the tasks of a
+chunk spread over a mesh of N devices (`train.task_batch`; the frozen prefix
+once per task, all steps in one compiled `lax.scan`). It records:
+  seconds_per_task    median wall seconds per task over chunks 2..n
+                      (TinyTrain's Fisher selection included), steady state;
+  first_task_seconds  the first chunk, mostly compiling;
   compiles            XLA backend compiles over all tasks (jax.monitoring);
   xla_flops_per_task  XLA's FLOPs of the task's fine-tuning: steps x the
                       compiled step + the cached prefix (mask methods; None
                       for None and the module methods);
-  start_block         first block each step runs (0 = the whole network).
-Prints a table and merges rows into --out (benchmarks/results/throughput.json),
-keyed by (model, method, devices, resolution). Several devices (tasks spread over a
-mesh) are not built yet: `devices` is always 1 here.
+  start_block         first block each step runs (0 = the whole network);
+  selection_seconds   TinyTrain: median seconds of the selection pass alone.
+With --variable_episodes=N it also counts, per method, the compiles of an
+evaluation of N Meta-Dataset variable-way variable-shot Omniglot episodes
+(padded to the episode buckets), at --variable_resolution with 2 steps: the
+count is bounded by the bucket shapes and plans, not by N.
+Prints tables and merges rows into --out (benchmarks/results/throughput.json),
+keyed by (model, method, devices, resolution).
 """
 import functools
 import json
@@ -30,13 +38,16 @@ import jax.numpy as jnp
 
 from benchmarks import common
 from tinytrain_jax import data
+from tinytrain_jax import devices
 from tinytrain_jax import mask_partition
 from tinytrain_jax import models
+from tinytrain_jax import progress
 from tinytrain_jax.configs import cli
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import methods
+from tinytrain_jax.train import task_batch
 
 _MODELS = flags.DEFINE_list('models',
                             ['mcunet-5fps', 'mbv2-w0.35', 'proxyless-w0.3'],
@@ -45,7 +56,20 @@ _METHODS = flags.DEFINE_list(
     'methods', ['none', 'lastlayer', 'sparseupdate', 'tinytrain', 'fulltrain'],
     'Methods (train.methods names).')
 _RES = flags.DEFINE_integer('resolution', 128, 'Input resolution.')
-_TASKS = flags.DEFINE_integer('tasks', 6, 'Tasks per (model, method), >= 2.')
+_TASKS = flags.DEFINE_integer(
+    'tasks', 8, 'Tasks per (model, method, devices), >= 2 x the largest '
+    '--devices; 0 = only the variable-episode compile count.')
+_DEVICES = flags.DEFINE_list(
+    'devices', ['1'], 'Device counts to run at (tasks spread over a mesh of '
+    'the first N devices; on a CPU host simulate them with XLA_FLAGS='
+    '--xla_force_host_platform_device_count=4).')
+_VAR_EPISODES = flags.DEFINE_integer(
+    'variable_episodes', 0, 'Also count the compiles of an evaluation of this '
+    'many Meta-Dataset variable-way variable-shot episodes per method (0 = '
+    'skip).')
+_VAR_RES = flags.DEFINE_integer(
+    'variable_resolution', 32, 'Resolution of the variable-episode compile '
+    'count (counts do not depend on it).')
 _STEPS = flags.DEFINE_integer('steps', 40, 'Fine-tune steps per task.')
 _OUT = flags.DEFINE_string('out', str(common.RESULTS_DIR / 'throughput.json'),
                            'Results JSON (rows merged into an existing file).')
@@ -89,11 +113,102 @@ def task_flops(spec, params, head, episode, mask, cfg):
   return cfg.steps * got['flops'] + prefix, t.start
 
 
+def _steady(times, sizes):
+  """Median seconds per task over chunks 2..n (chunk 1 compiles)."""
+  return statistics.median(t / n for t, n in zip(times[1:], sizes[1:]))
+
+
+def _run_chunks(method, spec, params, head, eps, cfg, mesh, select_times):
+  """Runs `eps` in chunks of mesh.size tasks; (wall s per chunk, sizes)."""
+  times, sizes = [], []
+  for c0 in range(0, len(eps), mesh.size):
+    chunk = eps[c0:c0 + mesh.size]
+    t = time.perf_counter()
+    if method == 'tinytrain' and select_times is not None:
+      for ep in chunk:  # the selection pass alone (Fisher + criterion)
+        t1 = time.perf_counter()
+        methods.method_mask(method, spec, params, ep, head)
+        select_times.append(time.perf_counter() - t1)
+      t = time.perf_counter()
+    methods.run_methods(method, spec, params, head, chunk, cfg,
+                        tasks=list(range(c0, c0 + len(chunk))), mesh=mesh)
+    times.append(time.perf_counter() - t)
+    sizes.append(len(chunk))
+  return times, sizes
+
+
+def _variable_compiles(name, counter, rows):
+  """Compiles of a --variable_episodes Meta-Dataset evaluation per method."""
+  res, steps = _VAR_RES.value, 2  # compile counts depend on neither
+  spec, params = models.load_pretrained(name, res, MIX[name])
+  head = protonet.init_head()
+  src = data.get_source('omniglot', 'test')
+  cfg = ft.FinetuneConfig(steps=steps, lr=1e-3)
+  sampler = data.SamplerConfig(mode='variable')
+  eps = [
+      data.make_episode(src, es, res, data.DEFAULT_BUCKETS,
+                        data.DEFAULT_WAY_BUCKETS)
+      for es in data.sample_episodes(src, sampler, 0, _VAR_EPISODES.value)
+  ]
+  shapes = len({(e.support_x.shape, e.query_x.shape, e.way_mask.shape)
+                for e in eps})
+  mesh = devices.make_mesh(1)
+  for method in _METHODS.value:
+    before, programs = counter.count, task_batch.group_program._cache_size()
+    t = time.perf_counter()
+    bar = progress.Progress(len(eps), f'{name} {method} variable', unit='task')
+    for i, ep in enumerate(eps):
+      methods.run_methods(method, spec, params, head, [ep], cfg, tasks=[i],
+                          mesh=mesh)
+      bar.update()
+    bar.close()
+    row = {
+        'model': spec.name + ('+mix' if spec.feature_mix else ''),
+        'method': method,
+        'episodes': len(eps),
+        'bucket_shapes': shapes,
+        'resolution': res,
+        'compiles': counter.count - before,
+        'finetune_programs': task_batch.group_program._cache_size() - programs,
+        'seconds': time.perf_counter() - t
+    }
+    key = lambda r: (r['model'], r['method'], r['episodes'])
+    rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+    print(f"variable | {row['model']} | {method} | {len(eps)} episodes, "
+          f"{shapes} bucket shapes | {row['compiles']} compiles "
+          f"({row['finetune_programs']} fine-tune programs)", flush=True)
+
+
+def _write(path, rows, variable):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(
+      json.dumps(
+          {
+              'command': 'python -m benchmarks.throughput',
+              **common.device_info(), 'units': {
+                  'seconds_per_task': 'median wall s per task over chunks '
+                                      '2..n (a chunk = one task per device)',
+                  'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix',
+                  'selection_seconds': 'median wall s of TinyTrain\'s '
+                                       'selection pass (Fisher + criterion)'
+              },
+              'rows': rows,
+              'variable_compiles': variable
+          }, indent=1))
+
+
 def main(argv):
   del argv
-  if _TASKS.value < 2:
-    raise ValueError(f'--tasks={_TASKS.value} must be >= 2 (task 1 is the '
-                     'compile); use e.g. --tasks=6')
+  dev_counts = [int(d) for d in _DEVICES.value]
+  if not dev_counts or min(dev_counts) < 1:
+    raise ValueError(f'--devices={",".join(_DEVICES.value)}: give device '
+                     'counts >= 1, e.g. --devices=1,2,4')
+  for d in dev_counts:
+    devices.device_list(d)  # one line when more than visible
+  if _TASKS.value < 2 * max(dev_counts):
+    raise ValueError(f'--tasks={_TASKS.value} must be >= 2 x the largest '
+                     f'--devices ({max(dev_counts)}): the first chunk '
+                     'compiles; use e.g. --tasks=8')
   if _STEPS.value < 1:
     raise ValueError(f'--steps={_STEPS.value} must be >= 1')
   cli.check_resolution(_RES.value)
@@ -109,9 +224,16 @@ def main(argv):
   cfg = ft.FinetuneConfig(steps=_STEPS.value, lr=1e-3)
   head = protonet.init_head()
   path = pathlib.Path(_OUT.value)
-  rows = json.loads(path.read_text())['rows'] if path.exists() else []
-  print('| model | method | s/task | first task s | compiles | GFLOP/task |')
+  old = json.loads(path.read_text()) if path.exists() else {}
+  rows, variable = old.get('rows', []), old.get('variable_compiles', [])
+  print('| model | method | devices | s/task | first chunk s | compiles | '
+        'GFLOP/task |')
   for name in _MODELS.value:
+    if _VAR_EPISODES.value:
+      _variable_compiles(name, counter, variable)
+      _write(path, rows, variable)
+    if not _TASKS.value:
+      continue
     spec, params = models.load_pretrained(name, _RES.value, MIX[name])
     eps = [
         data.make_episode(src, data.sample_episode(src, sampler, 0, i),
@@ -119,48 +241,40 @@ def main(argv):
         for i in range(_TASKS.value)
     ]
     for method in _METHODS.value:
-      before, times = counter.count, []
-      for i, ep in enumerate(eps):
-        t = time.perf_counter()
-        methods.run_method(method, spec, params, head, ep, cfg, task=i)
-        times.append(time.perf_counter() - t)
-      compiles = counter.count - before
       flops = start = None
       if methods.get_method(method).mask_fn is not None:
         mask = methods.method_mask(method, spec, params, eps[0], head)
         got = task_flops(spec, params, head, eps[0], mask, cfg)
         if got is not None:
           flops, start = got
-      row = {
-          'model': spec.name + ('+mix' if spec.feature_mix else ''),
-          'method': method,
-          'devices': 1,
-          'resolution': _RES.value,
-          'steps': _STEPS.value,
-          'tasks': _TASKS.value,
-          'seconds_per_task': statistics.median(times[1:]),
-          'first_task_seconds': times[0],
-          'compiles': compiles,
-          'xla_flops_per_task': flops,
-          'start_block': start
-      }
-      key = lambda r: (r['model'], r['method'], r['devices'], r['resolution'])
-      rows = [r for r in rows if key(r) != key(row)] + [row]
-      gf = f'{flops / 1e9:.2f}' if flops else '-'
-      print(
-          f"| {row['model']} | {method} | {row['seconds_per_task']:.2f} | "
-          f"{row['first_task_seconds']:.1f} | {compiles} | {gf} |", flush=True)
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(
-          json.dumps(
-              {
-                  'command': 'python -m benchmarks.throughput',
-                  **common.device_info(), 'units': {
-                      'seconds_per_task': 'median wall s, tasks 2..n',
-                      'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix'
-                  },
-                  'rows': rows
-              }, indent=1))
+      for n_dev in dev_counts:
+        before, sel = counter.count, []
+        times, sizes = _run_chunks(method, spec, params, head, eps, cfg,
+                                   devices.make_mesh(n_dev), sel)
+        row = {
+            'model': spec.name + ('+mix' if spec.feature_mix else ''),
+            'method': method,
+            'devices': n_dev,
+            'resolution': _RES.value,
+            'steps': _STEPS.value,
+            'tasks': _TASKS.value,
+            'seconds_per_task': _steady(times, sizes),
+            'first_task_seconds': times[0],
+            'compiles': counter.count - before,
+            'xla_flops_per_task': flops,
+            'start_block': start,
+            'selection_seconds': (statistics.median(sel[1:])
+                                  if len(sel) > 1 else None)
+        }
+        key = lambda r: (r['model'], r['method'], r['devices'], r[
+            'resolution'])
+        rows = [r for r in rows if key(r) != key(row)] + [row]
+        gf = f'{flops / 1e9:.2f}' if flops else '-'
+        print(
+            f"| {row['model']} | {method} | {n_dev} | "
+            f"{row['seconds_per_task']:.2f} | {row['first_task_seconds']:.1f} "
+            f"| {row['compiles']} | {gf} |", flush=True)
+        _write(path, rows, variable)
 
 
 if __name__ == '__main__':
