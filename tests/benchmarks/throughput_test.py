@@ -14,7 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 class ThroughputBadInputTest(parameterized.TestCase):
 
   @parameterized.parameters(
-      (['--tasks=1'], r'--tasks=1 must be >= 2 .*--tasks=6'),
+      (['--tasks=1'], r'--tasks=1 must be >= 2 x the largest --devices .*--tasks=8'),
+      (['--devices=9'], r'--devices=9 but only 1 cpu device'),
       (['--models=resnet50'], r"--models: unknown \['resnet50'\]; accepted: "
        r'mcunet-5fps'),
       (['--methods=magic'], r"unknown method 'magic'; accepted: none"),
