@@ -93,6 +93,26 @@ class TaskBatchTest(absltest.TestCase):
       self.assertEqual(a['mask'], b['mask'])
       np.testing.assert_allclose(a['query_loss'], b['query_loss'], rtol=1e-5)
 
+  def test_variable_episodes_compile_once_per_bucket_shape(self):
+    """Compiles grow with the bucket shapes, not with the episode count."""
+    spec, params = _model()
+    head = protonet.init_head()
+    sampler = data.SamplerConfig(mode='variable', max_support_set_size=40,
+                                 max_num_query=3, max_ways_upper_bound=9)
+    eps = _episodes(8, sampler, data.DEFAULT_BUCKETS)
+    exact = {(len(e.support_y), int(e.way_mask.sum())) for e in _episodes(
+        8, sampler)}
+    shapes = {(e.support_x.shape, e.query_x.shape, e.way_mask.shape)
+              for e in eps}
+    self.assertLess(len(shapes), len(exact))  # padding merges shapes
+    cfg = ft.FinetuneConfig(steps=1, lr=2e-3)  # a config no other test runs
+    before = task_batch.group_program._cache_size()
+    for i, ep in enumerate(eps):
+      methods.run_methods('lastlayer', spec, params, head, [ep], cfg,
+                          tasks=[i], mesh=devices.make_mesh(1))
+    self.assertEqual(task_batch.group_program._cache_size() - before,
+                     len(shapes))
+
   def test_dense_impl_is_refused_in_batches(self):
     spec, params = _model()
     with self.assertRaisesRegex(ValueError, "impl='sparse' only"):

@@ -164,12 +164,17 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
           'note': 'meta_train.steps=0: the pretrained weights'
       },)
     need = []
+  timings = {}
+  t_phase = time.time()
   # Meta-train (or load) before any task, so the progress ETAs are honest.
   for bb, st in meta_cache.meta_trained_starts(cfg, need, cfg.resolution,
                                                progress).items():
     starts[bb]['metatrained'] = st
+  timings['meta_train'] = time.time() - t_phase
+  t_phase = time.time()
   lrs, lr_table = _choose_lrs(cfg, studies, specs, starts, budgets, workdir,
                               progress)
+  timings['lr_choice'] = time.time() - t_phase
   ft_cfg = cfg.finetune
   mesh = mesh or devices_lib.make_mesh(local=True)
   chunk = mesh.size * max(1, int(tasks_per_device))
@@ -180,6 +185,7 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
       done.update(_read_done(other))
   with log_path.open('a') as log:
     for st in studies:
+      t_phase = time.time()
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       mine = devices_lib.process_share(len(specs_ep))
@@ -220,6 +226,7 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
                 for m, xs in per.items()
                 if xs))
       bar.close()
+      timings[f'{bb} {st.domain}'] = time.time() - t_phase
   if jax.process_count() > 1:  # every share logged before one report
     multihost_utils.sync_global_devices('tinytrain_jax evaluation done')
     if jax.process_index() != 0:
@@ -253,5 +260,5 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
     report.plot_meta_validation(curves, workdir / 'meta_val.png')
   report.write_report(
       workdir, rows, dict(cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
-      in_domain=cfg.in_domain)
+      in_domain=cfg.in_domain, timings=timings)
   return rows

@@ -176,10 +176,13 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
 
 
 def write_report(workdir, rows: List[Dict], config: Dict = None,
-                 in_domain: Sequence[str] = ()) -> Dict:
+                 in_domain: Sequence[str] = (),
+                 timings: Dict = None) -> Dict:
   """Writes results.json, results.md, pareto.png into workdir; returns paths.
 
   `in_domain`: domains left out of the Avg. column (in-domain references).
+  `timings`: wall seconds per phase of this invocation (results.json's
+  'timings_s'; a resumed run times only what it did).
   """
   _check(rows)
   workdir = pathlib.Path(workdir)
@@ -193,6 +196,7 @@ def write_report(workdir, rows: List[Dict], config: Dict = None,
   tmp.write_text(
       json.dumps({
           'config': config or {},
+          'timings_s': timings or {},
           'results': rows
       }, indent=1))
   tmp.replace(paths['json'])

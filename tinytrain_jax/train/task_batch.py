@@ -32,6 +32,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from tinytrain_jax import devices as devices_lib
 from tinytrain_jax import mask_partition
@@ -79,15 +80,26 @@ def _one_task(spec, plan, cfg, start, trains, params, head, batch, indices,
   return acc, loss, losses, norm
 
 
-def _group_program(spec, plan, cfg, start, trains, params, head, batch,
+def _group_program(spec, plan, cfg, start, trains, mesh, params, head, batch,
                    indices, tasks, lr):
-  return jax.vmap(
-      lambda b, i, t: _one_task(spec, plan, cfg, start, trains, params, head,
-                                b, i, t, lr))(batch, indices, tasks)
+  """The group's tasks split over `mesh` with `shard_map`: each device
+  vmaps its own tasks, with no collective (the tasks are independent; the
+  SPMD partitioner, left to itself, replicated the scanned loop)."""
+
+  def local(params, head, batch, indices, tasks, lr):
+    return jax.vmap(lambda b, i, t: _one_task(spec, plan, cfg, start, trains,
+                                              params, head, b, i, t, lr))(
+                                                  batch, indices, tasks)
+
+  split, rep = P(devices_lib.AXIS), P()
+  return jax.shard_map(local, mesh=mesh,
+                       in_specs=(rep, rep, split, split, split, rep),
+                       out_specs=split, check_vma=False)(params, head, batch,
+                                                         indices, tasks, lr)
 
 
-# One compile per (spec, plan, cfg, start, group size, episode shapes).
-group_program = jax.jit(_group_program, static_argnums=(0, 1, 2, 3, 4))
+# One compile per (spec, plan, cfg, start, mesh, group size, episode shapes).
+group_program = jax.jit(_group_program, static_argnums=(0, 1, 2, 3, 4, 5))
 
 
 def _plan_of(spec, params, mask):
@@ -154,22 +166,22 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
   small = 0
   for (plan, trains, start, _), members in groups.items():
     if len(members) >= mesh.size:
-      n = devices_lib.padded_size(len(members), mesh)
-      sharding = devices_lib.split_sharding(mesh)
-      rep = devices_lib.replicated(mesh)
+      n, where = devices_lib.padded_size(len(members), mesh), mesh
     else:  # a small group runs whole on one device, in turn
       n = len(members)
-      one = devices_lib.make_mesh(devices=[devs[small % len(devs)]])
+      where = devices_lib.make_mesh(devices=[devs[small % len(devs)]])
       small += 1
-      sharding, rep = devices_lib.split_sharding(one), devices_lib.replicated(one)
+    sharding, rep = (devices_lib.split_sharding(where),
+                     devices_lib.replicated(where))
     put = lambda tree, s: jax.device_put(tree, s)
     args = (put(_stack([batches[i] for i in members], n), sharding),
             put(_stack([meta[i][0] for i in members], n), sharding),
             put(np.asarray([tasks[i] for i in members] +
                            [tasks[members[-1]]] * (n - len(members)),
                            np.int32), sharding))
-    out = group_program(spec, plan, static_cfg, start, trains,
-                        put(params, rep), put(head, rep), *args, lr)
+    out = group_program(spec, plan, static_cfg, start, trains, where,
+                        put(params, rep), put(head, rep), *args,
+                        put(lr, rep))
     pending.append((members, out))
   results: List[Optional[TaskOutcome]] = [None] * len(batches)
   for members, out in pending:
