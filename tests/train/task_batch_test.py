@@ -7,12 +7,15 @@ import functools
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from tinytrain_jax import data
 from tinytrain_jax import devices
@@ -140,21 +143,79 @@ _FOUR_DEVICES = textwrap.dedent('''
 ''')
 
 
+def _env(n_devices):
+  flags = os.environ.get('XLA_FLAGS', '')  # conftest's -O0 flag stays
+  return dict(
+      os.environ,
+      XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count={n_devices}',
+      JAX_PLATFORMS='cpu',
+      PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+
+
 class FourDevicesTest(absltest.TestCase):
 
   def test_evaluation_on_four_devices_equals_one(self):
-    flags = os.environ.get('XLA_FLAGS', '')  # conftest's -O0 flag stays
-    env = dict(os.environ,
-               XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=4',
-               JAX_PLATFORMS='cpu',
-               PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
     p = subprocess.run([sys.executable, '-c', _FOUR_DEVICES], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=900)
+                       env=_env(4), capture_output=True, text=True,
+                       timeout=900)
     self.assertEqual(p.returncode, 0, p.stderr[-3000:])
     line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')][-1]
     out = json.loads(line[len('RESULT '):])
     self.assertNotEmpty(out['1'])
     self.assertEqual(out['1'], out['4'])
+
+
+_PROCESS = textwrap.dedent('''
+    import json, pathlib, sys
+    from tinytrain_jax import devices
+    from tinytrain_jax.eval import protocol
+    from tests.eval.pipeline_test import tiny_config_dict
+    from tinytrain_jax.configs import eval_config
+    port, pid, wd = sys.argv[1:]
+    if pid != 'single':
+      devices.initialize(f'localhost:{port}', 2, int(pid))
+    d = tiny_config_dict(methods='none,lastlayer,tinytrain')
+    d.episodes = 3
+    d.meta_train.steps = 0
+    rows = protocol.run_evaluation(eval_config.from_config_dict(d), wd,
+                                   progress=False)
+    print('RESULT', json.dumps(rows))
+''')
+
+
+@pytest.mark.slow
+class TwoProcessesTest(absltest.TestCase):
+
+  def test_two_processes_share_the_tasks_and_one_reports(self):
+    with socket.socket() as sock:
+      sock.bind(('localhost', 0))
+      port = sock.getsockname()[1]
+    wd, ref = tempfile.mkdtemp(), tempfile.mkdtemp()
+    procs = [
+        subprocess.Popen([sys.executable, '-c', _PROCESS,
+                          str(port), str(i), wd], env=_env(2), cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True) for i in range(2)
+    ]
+    single = subprocess.run([sys.executable, '-c', _PROCESS, '0', 'single',
+                             ref], env=_env(1), cwd=ROOT, capture_output=True,
+                            text=True, check=False, timeout=900)
+    self.assertEqual(single.returncode, 0, single.stderr[-3000:])
+    outs = []
+    for p in procs:
+      out, err = p.communicate(timeout=900)
+      self.assertEqual(p.returncode, 0, err[-3000:])
+      outs.append(json.loads(out.split('RESULT ')[-1]))
+    want = json.loads(single.stdout.split('RESULT ')[-1])
+    self.assertEqual(outs[1], [])  # process 1 logs its share, 0 reports
+    self.assertEqual(outs[0], want)
+    logs = {
+        p.name: [json.loads(l)['episode'] for l in p.read_text().splitlines()]
+        for p in pathlib.Path(wd).glob('episodes*.jsonl')
+    }
+    # Episodes 0, 2 on process 0 and 1 on process 1, for each of 3 methods.
+    self.assertEqual(sorted(logs['episodes.jsonl']), [0, 0, 0, 2, 2, 2])
+    self.assertEqual(sorted(logs['episodes.p1.jsonl']), [1, 1, 1])
 
 
 if __name__ == '__main__':

@@ -7,11 +7,10 @@ mask) and runs them as few programs as their plans allow:
     a group and are `jax.vmap`ped in one program: frozen prefix once per
     task, every fine-tune step in one `lax.scan`, the fold and the query
     evaluation, one dispatch and one host sync per group;
-  * a group at least as large as the mesh is split over all its devices
-    (`devices.split_sharding`; padded to a multiple of the mesh size by
-    repeating its last task, whose copies are dropped); a smaller group runs
-    whole on one device, the groups taking the devices in turn. Every group
-    is dispatched before any result is read, so the devices work at once.
+  * a group is split over all the mesh's devices (`shard_map`; each device
+    vmaps its own slice, no collective), padded to a multiple of the mesh
+    size by repeating its last task, whose copies are dropped. Every group
+    is dispatched before any result is read.
 Static-plan methods (LastLayer, SparseUpdate, FullTrain) and None put a whole
 chunk of tasks in one group; TinyTrain's per-task plans give one group per
 distinct plan (its channel counts come from a few ratios, so the number of
@@ -162,24 +161,21 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
     meta.append((indices, costs))
     groups.setdefault((plan, trains, start, _shape_key(b)), []).append(i)
   pending = []
-  devs = list(mesh.devices.flat)
-  small = 0
   for (plan, trains, start, _), members in groups.items():
-    if len(members) >= mesh.size:
-      n, where = devices_lib.padded_size(len(members), mesh), mesh
-    else:  # a small group runs whole on one device, in turn
-      n = len(members)
-      where = devices_lib.make_mesh(devices=[devs[small % len(devs)]])
-      small += 1
-    sharding, rep = (devices_lib.split_sharding(where),
-                     devices_lib.replicated(where))
+    # A multiple of the mesh size: one compile per (plan, size). With the
+    # protocol's chunks (mesh size x tasks_per_device) a device vmaps at most
+    # tasks_per_device tasks on any mesh: per-task numbers do not depend on
+    # the device count.
+    n = devices_lib.padded_size(len(members), mesh)
+    sharding, rep = (devices_lib.split_sharding(mesh),
+                     devices_lib.replicated(mesh))
     put = lambda tree, s: jax.device_put(tree, s)
     args = (put(_stack([batches[i] for i in members], n), sharding),
             put(_stack([meta[i][0] for i in members], n), sharding),
             put(np.asarray([tasks[i] for i in members] +
                            [tasks[members[-1]]] * (n - len(members)),
                            np.int32), sharding))
-    out = group_program(spec, plan, static_cfg, start, trains, where,
+    out = group_program(spec, plan, static_cfg, start, trains, mesh,
                         put(params, rep), put(head, rep), *args,
                         put(lr, rep))
     pending.append((members, out))
