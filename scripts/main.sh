@@ -11,6 +11,12 @@
 set -euo pipefail
 source "$(dirname "$0")/setup_env.sh"
 set -euo pipefail
+# One XLA device per core on a CPU host (GPUs/TPUs are unaffected): the tasks
+# spread over them, and per-task results do not depend on the device count
+# (docs/devices.md). One CPU device leaves a core idle on FullTrain's steps.
+if [ -z "${XLA_FLAGS:-}" ]; then
+  export XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc)"
+fi
 ARG=""
 WORKDIR=runs/main
 if [ "${1:-}" = "--quick" ]; then

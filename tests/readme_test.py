@@ -124,6 +124,21 @@ class ReadmeTest(parameterized.TestCase):
   def test_light_commands(self):
     self._run_all(light=True)
 
+  def test_main_script_runs_quick(self):
+    """`bash scripts/main.sh --quick`, the README's main command, at tiny
+    scale (its extra flags go to experiments.evaluate)."""
+    with tempfile.TemporaryDirectory() as d:
+      env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='3')
+      out = subprocess.run([
+          'bash', 'scripts/main.sh', '--quick', f'--workdir={d}/quick',
+          '--config.methods=none,tinytrain', '--config.domains=omniglot',
+          '--config.ablation=False', '--progress=False'
+      ], cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+                           timeout=900)
+      self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+      self.assertTrue((pathlib.Path(d) / 'quick' / 'results.md').exists())
+      self.assertIn('| tinytrain |', out.stdout)
+
   @parameterized.named_parameters(*_training_cases())
   def test_training_command(self, index):
     # Commands that read another's output (a meta-train workdir) find it:

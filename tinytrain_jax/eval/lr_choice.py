@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from tinytrain_jax import data
+from tinytrain_jax import devices
 from tinytrain_jax.train import methods as methods_lib
 
 # Dev tasks use their own seed stream, apart from the test tasks'.
@@ -32,17 +33,25 @@ def dev_episodes(source_name: str, resolution: int, n: int,
 
 
 def choose_lr(method: str, spec, params, head, episodes: Sequence, ft_cfg,
-              budgets, grid: Sequence[float]) -> Dict:
-  """{'lr': best, 'dev_accuracy': {lr: mean %}} of `method` on `episodes`."""
+              budgets, grid: Sequence[float], mesh=None) -> Dict:
+  """{'lr': best, 'dev_accuracy': {lr: mean %}} of `method` on `episodes`.
+
+  The dev tasks run in chunks of one task per device of `mesh` (default:
+  all local devices), as the evaluation's tasks do.
+  """
+  mesh = mesh or devices.make_mesh(local=True)
   accs = {}
   for lr in grid:
     cfg = dataclasses.replace(ft_cfg, lr=float(lr))
-    accs[float(lr)] = float(
-        np.mean([
-            100.0 * methods_lib.run_method(method, spec, params, head, ep, cfg,
-                                           budgets, task=i)['accuracy']
-            for i, ep in enumerate(episodes)
-        ]))
+    got = []
+    for c0 in range(0, len(episodes), mesh.size):
+      chunk = list(episodes[c0:c0 + mesh.size])
+      got += [
+          100.0 * r['accuracy'] for r in methods_lib.run_methods(
+              method, spec, params, head, chunk, cfg, budgets,
+              tasks=list(range(c0, c0 + len(chunk))), mesh=mesh)
+      ]
+    accs[float(lr)] = float(np.mean(got))
   best = max(sorted(accs), key=lambda lr: accs[lr])  # first max: smaller lr
   return {'lr': best, 'dev_accuracy': {f'{k:g}': v for k, v in accs.items()}}
 

@@ -75,7 +75,8 @@ def _budgets(cfg: EvalConfig, spec):
                                        sel.budget_bytes, sel.budget_macs)
 
 
-def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
+def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
+                mesh=None):
   """(backbone, label) -> lr: fixed overrides, else chosen on dev tasks."""
   fixed = dict(cfg.lr_choice.lr_per_method)
   grid = list(cfg.lr_choice.lr_grid)
@@ -98,7 +99,7 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress):
       params, head = starts[bb][v.start][:2]
       t0 = time.time()
       got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
-                                ft_cfg, budgets[bb], grid)
+                                ft_cfg, budgets[bb], grid, mesh)
       choices.put(bb, v.label, got)
       if progress:
         print(
@@ -172,11 +173,11 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
     starts[bb]['metatrained'] = st
   timings['meta_train'] = time.time() - t_phase
   t_phase = time.time()
+  mesh = mesh or devices_lib.make_mesh(local=True)
   lrs, lr_table = _choose_lrs(cfg, studies, specs, starts, budgets, workdir,
-                              progress)
+                              progress, mesh)
   timings['lr_choice'] = time.time() - t_phase
   ft_cfg = cfg.finetune
-  mesh = mesh or devices_lib.make_mesh(local=True)
   chunk = mesh.size * max(1, int(tasks_per_device))
   log_path = workdir / _log_name(jax.process_index())
   done = _read_done(log_path)
