@@ -205,10 +205,12 @@ def main(argv):
                      'counts >= 1, e.g. --devices=1,2,4')
   for d in dev_counts:
     devices.device_list(d)  # one line when more than visible
-  if _TASKS.value < 2 * max(dev_counts):
+  if _TASKS.value < 2 * max(dev_counts) and not (_TASKS.value == 0 and
+                                                 _VAR_EPISODES.value):
     raise ValueError(f'--tasks={_TASKS.value} must be >= 2 x the largest '
                      f'--devices ({max(dev_counts)}): the first chunk '
-                     'compiles; use e.g. --tasks=8')
+                     'compiles; use e.g. --tasks=8 (or --tasks=0 with '
+                     '--variable_episodes)')
   if _STEPS.value < 1:
     raise ValueError(f'--steps={_STEPS.value} must be >= 1')
   cli.check_resolution(_RES.value)
