@@ -161,23 +161,24 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
     meta.append((indices, costs))
     groups.setdefault((plan, trains, start, _shape_key(b)), []).append(i)
   pending = []
+  sharding, rep = (devices_lib.split_sharding(mesh),
+                   devices_lib.replicated(mesh))
+  put = jax.device_put
+  # The start weights go to the devices once, not once per group.
+  params_r, head_r, lr_r = put(params, rep), put(head, rep), put(lr, rep)
   for (plan, trains, start, _), members in groups.items():
     # A multiple of the mesh size: one compile per (plan, size). With the
     # protocol's chunks (mesh size x tasks_per_device) a device vmaps at most
     # tasks_per_device tasks on any mesh: per-task numbers do not depend on
     # the device count.
     n = devices_lib.padded_size(len(members), mesh)
-    sharding, rep = (devices_lib.split_sharding(mesh),
-                     devices_lib.replicated(mesh))
-    put = lambda tree, s: jax.device_put(tree, s)
     args = (put(_stack([batches[i] for i in members], n), sharding),
             put(_stack([meta[i][0] for i in members], n), sharding),
             put(np.asarray([tasks[i] for i in members] +
                            [tasks[members[-1]]] * (n - len(members)),
                            np.int32), sharding))
     out = group_program(spec, plan, static_cfg, start, trains, mesh,
-                        put(params, rep), put(head, rep), *args,
-                        put(lr, rep))
+                        params_r, head_r, *args, lr_r)
     pending.append((members, out))
   results: List[Optional[TaskOutcome]] = [None] * len(batches)
   for members, out in pending:
