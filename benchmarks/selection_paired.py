@@ -43,8 +43,11 @@ _LR_CHOICE = flags.DEFINE_string(
 _VARIANTS = flags.DEFINE_list(
     'variants',
     ['tinytrain', 'tinytrain_l2', 'tinytrain_random', 'sparseupdate'],
-    'methods; the first is the reference')
+    'methods; the first is the reference. TinyTrain selection variants as '
+    "'tinytrain:field=value[:field=value]' (methods.parse_variant), e.g. "
+    'tinytrain:potential=inp, tinytrain:layer_order=fisher')
 _SEED = flags.DEFINE_integer('seed', 4242, 'task seed (not the dev seed)')
+_CHUNK = flags.DEFINE_integer('chunk', 20, 'tasks fine-tuned together')
 _QUICK = flags.DEFINE_bool('quick', False, 'tiny run (tests)')
 
 
@@ -52,7 +55,9 @@ def _lr_for(method, start):
   if not _LR_CHOICE.value:
     return _LR.value
   table = json.loads(open(_LR_CHOICE.value).read())
-  label = plan.Variant(method, start).label
+  # A selection variant ('tinytrain:potential=inp') uses its base's lr.
+  base = method.split(':')[0]
+  label = plan.Variant(base, start).label
   got = table.get(f'{_MODEL.value}/{label}')
   return got['lr'] if got else _LR.value
 
@@ -86,20 +91,28 @@ def main(argv):
   costs = {m: [] for m in _VARIANTS.value}
   lrs = {m: _lr_for(m, _START.value) for m in _VARIANTS.value}
   t0 = time.time()
-  for i, es in enumerate(data.sample_episodes(src, sampler, _SEED.value, n)):
-    ep = data.make_episode(src, es, res, buckets=None, way_buckets=None)
+  specs = data.sample_episodes(src, sampler, _SEED.value, n)
+  # Chunks of tasks run batched over the devices (`run_methods`); results
+  # equal one task at a time (tests/train/task_batch_test.py).
+  for lo in range(0, n, _CHUNK.value):
+    idx = list(range(lo, min(n, lo + _CHUNK.value)))
+    eps = [
+        data.make_episode(src, specs[i], res, buckets=None, way_buckets=None)
+        for i in idx
+    ]
     for m in _VARIANTS.value:
-      r = methods_lib.run_method(m, spec, params, head, ep,
-                                 ft.FinetuneConfig(steps=steps, lr=lrs[m]),
-                                 budgets, task=i)
-      accs[m].append(100.0 * float(r['accuracy']))
-      costs[m].append((r['bwd_bytes'], r['bwd_macs']))
-    if (i + 1) % 20 == 0 or i + 1 == n:
-      el = time.time() - t0
-      print(
-          f'{i + 1}/{n} tasks [{el:.0f}s, eta {el / (i + 1) * (n - i - 1):.0f}s] '
-          + ' '.join(f'{m}={np.mean(a):.1f}' for m, a in accs.items()),
-          flush=True)
+      for r in methods_lib.run_methods(m, spec, params, head, eps,
+                                       ft.FinetuneConfig(steps=steps,
+                                                         lr=lrs[m]),
+                                       budgets, tasks=idx):
+        accs[m].append(100.0 * float(r['accuracy']))
+        costs[m].append((r['bwd_bytes'], r['bwd_macs']))
+    el = time.time() - t0
+    done = idx[-1] + 1
+    print(
+        f'{done}/{n} tasks [{el:.0f}s, eta {el / done * (n - done):.0f}s] ' +
+        ' '.join(f'{m}={np.mean(a):.1f}' for m, a in accs.items()),
+        flush=True)
   ref = _VARIANTS.value[0]
   rows = []
   for m in _VARIANTS.value:

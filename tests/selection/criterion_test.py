@@ -123,6 +123,26 @@ class GoldenSelectionTest(absltest.TestCase):
     self.assertEqual([l['index'] for l in sel.layers[:2]], [10, 7])
     self.assertEqual(sel.layers[0]['score'], sel.layers[1]['score'])
 
+  def test_input_side_potential_orders_by_input_channel_sums(self):
+    # Output-side P says conv 10 first; the input-side sums say conv 11
+    # (32 input channels at 3.0 against conv 10's 32 at 1.0).
+    spec, params = TINY, self.params
+    inp = {c.name: np.full(c.c_in, 1e-6) for c in spec.convs}
+    inp[spec.conv(11).name] = np.full(32, 3.0)
+    fs = hand_scores(spec, {c.index: 1e-6 for c in spec.convs} | {10: 1.0},
+                     inp=inp)
+    got = {}
+    for pot in ('out', 'inp'):
+      cfg = criterion.SelectionConfig(INF, INF, potential=pot)
+      sel = criterion.select_from_scores(spec, params, fs, cfg)
+      got[pot] = sel.layers[0]['index']
+      want = (criterion.layer_potentials(spec, fs, pot)[spec.conv(
+          got[pot]).name])
+      self.assertEqual(sel.layers[0]['fisher'], want)
+    self.assertEqual(got, {'out': 10, 'inp': 11})
+    self.assertEqual(
+        criterion.layer_potentials(spec, fs, 'inp')[spec.conv(11).name], 96.0)
+
   def test_stop_at_first_misfit(self):
     # Order by P: 11, then 0 (stem: input grads of everything, no fit), 10.
     fs = hand_scores(TINY, {c.index: 1e-6 for c in TINY.convs} | {
@@ -251,7 +271,8 @@ class GreedyInvariantsTest(parameterized.TestCase):
       (dict(ratios=(1, 0)), r'ratios must be .*\(0, 1\]'),
       (dict(ratios='all'), "ratios must be 'any'"),
       (dict(candidates=0), "candidates must be 'all' or an int"),
-      (dict(batch_size=0), 'batch_size >= 1'))
+      (dict(batch_size=0), 'batch_size >= 1'),
+      (dict(potential='grad'), 'potential must be one of'))
   def test_config_validation(self, kw, regex):
     args = dict(budget_bytes=1, budget_macs=1) | kw
     with self.assertRaisesRegex(ValueError, regex):

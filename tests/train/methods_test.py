@@ -92,6 +92,50 @@ class MethodsTest(absltest.TestCase):
         sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
+class VariantTest(absltest.TestCase):
+
+  def test_variant_names_parse_to_selection_settings(self):
+    self.assertEqual(
+        methods.parse_variant('tinytrain:potential=inp:layer_order=fisher'),
+        {'potential': 'inp', 'layer_order': 'fisher'})
+    self.assertEqual(
+        methods.parse_variant('tinytrain:ratios=1/0.5:candidates=4:'
+                              'stop_at_first_misfit=true'),
+        {'ratios': (1.0, 0.5), 'candidates': 4, 'stop_at_first_misfit': True})
+    m = methods.get_method('tinytrain:ratios=any')
+    self.assertEqual((m.name, m.start), ('tinytrain:ratios=any', 'metatrained'))
+
+  def test_bad_variant_names_get_one_line(self):
+    for name, regex in (('tinytrain:foo=1', "bad setting 'foo=1'.*potential"),
+                        ('tinytrain:potential', "bad setting 'potential'"),
+                        ('tinytrain:potential=grad', 'potential must be one'),
+                        ('tinytrain:candidates=x', 'bad value for candidates'),
+                        ('fulltrain:ratios=any', 'only tinytrain takes')):
+      with self.assertRaisesRegex(ValueError, regex):
+        methods.get_method(name) if name.startswith('tinytrain') else (
+            methods.parse_variant(name))
+
+  def test_variant_selects_like_its_config(self):
+    spec, params = models.load_pretrained('mcunet-5fps', 32)
+    src = data.get_source('omniglot', 'test')
+    es = data.sample_episode(
+        src, data.SamplerConfig(mode='fixed', ways=3, shots=1, queries=1), 0, 0)
+    ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
+    budgets = methods.tinytrain_budgets(spec)
+    from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
+    want = selection.select(
+        spec, params, ep,
+        selection.SelectionConfig(*budgets, potential='inp',
+                                  layer_order='fisher')).mask
+    got = methods.method_mask('tinytrain:potential=inp:layer_order=fisher',
+                              spec, params, ep, budgets=budgets)
+    self.assertTrue(
+        all(
+            jax.tree.leaves(
+                jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), got,
+                             want))))
+
+
 class CostsTest(absltest.TestCase):
 
   def test_every_method_reports_the_launcher_costs(self):

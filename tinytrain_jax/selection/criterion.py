@@ -39,6 +39,7 @@ from tinytrain_jax.selection import static_masks
 
 LAYER_ORDERS = ('score', 'fisher', 'last')
 CHANNEL_RANKS = ('fisher', 'l2', 'random')
+POTENTIALS = ('out', 'inp')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,10 @@ class SelectionConfig:
     stop_at_first_misfit: stop at the first layer that does not fit, instead
       of skipping it.
     seed: seed of channel_rank='random'.
+    potential: which tensor the layer potential P_i sums Δ over
+      (docs/reference/criterion.md §2.1): 'out', the conv's pre-activation
+      output (option A, default), or 'inp', its input (option B, the same
+      tensor the channels are ranked on).
   """
   budget_bytes: float
   budget_macs: float
@@ -76,6 +81,7 @@ class SelectionConfig:
   train_classifier: bool = False
   stop_at_first_misfit: bool = False
   seed: int = 0
+  potential: str = 'out'
 
   def __post_init__(self):
     for f in ('budget_bytes', 'budget_macs'):
@@ -89,6 +95,9 @@ class SelectionConfig:
     if self.channel_rank not in CHANNEL_RANKS:
       raise ValueError(f'SelectionConfig.channel_rank must be one of '
                        f'{CHANNEL_RANKS}, got {self.channel_rank!r}')
+    if self.potential not in POTENTIALS:
+      raise ValueError(f'SelectionConfig.potential must be one of '
+                       f'{POTENTIALS}, got {self.potential!r}')
     if isinstance(self.ratios, str):
       if self.ratios != 'any':
         raise ValueError("SelectionConfig.ratios must be 'any' or a tuple of "
@@ -148,6 +157,18 @@ class Selection:
 def normalisers(spec: ModelSpec) -> Tuple[int, int]:
   """(max ‖W‖, max M) over the spec's convs: kernel entries, forward MACs."""
   return (max(c.n_weights for c in spec.convs), max(c.macs for c in spec.convs))
+
+
+def layer_potentials(spec: ModelSpec, fisher,
+                     potential: str = 'out') -> Dict[str, float]:
+  """P_i for every conv: Δ summed over the conv's output ('out', the
+  FisherScores' `layer`) or its input channels ('inp')."""
+  if potential == 'inp':
+    return {
+        c.name: float(np.sum(fisher.inp[c.name], dtype=np.float64))
+        for c in spec.convs
+    }
+  return {c.name: float(fisher.layer[c.name]) for c in spec.convs}
 
 
 def layer_scores(spec: ModelSpec, fisher) -> Dict[str, float]:
@@ -322,7 +343,7 @@ def select_from_scores(spec: ModelSpec, params, fisher,
   Raises:
     ValueError: NaN scores, or budgets below the cheapest single-layer update.
   """
-  p = {c.name: float(fisher.layer[c.name]) for c in spec.convs}
+  p = layer_potentials(spec, fisher, config.potential)
   bad = [n for n, v in p.items() if not math.isfinite(v) or v < 0]
   if bad:
     raise ValueError(f'Fisher potentials must be finite and >= 0, got '

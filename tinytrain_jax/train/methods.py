@@ -26,6 +26,8 @@ Methods:
     `selection.default_budgets(model)`.
   tinytrain_l2 / tinytrain_random: the same with a static channel ranking
     (SelectionConfig(channel_rank='l2' | 'random')).
+  tinytrain:field=value[:field=value]: TinyTrain with other selection
+    settings (the criterion's open points; `parse_variant`).
   tinytl: lite-residual branches + all biases (`tinytl.py`).
   transductive: all weights, support CE + query entropy (`transductive.py`).
   adapterdrop_25 / _50 / _75: adapters after every block, the lowest 25 /
@@ -91,16 +93,75 @@ def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
           int(m * px * scale))
 
 
-def _tinytrain(channel_rank=None):
+def _tinytrain(**overrides):
+  """TinyTrain's mask fn; `overrides`: SelectionConfig fields (a variant)."""
 
   def fn(spec, params, episode, head=None, budgets=None):
     budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
-    kw = {} if channel_rank is None else {'channel_rank': channel_rank}
     cfg = selection.SelectionConfig(budget_bytes=budget_bytes,
-                                    budget_macs=budget_macs, **kw)
+                                    budget_macs=budget_macs, **overrides)
     return selection.select(spec, params, episode, cfg, head=head).mask
 
   return fn
+
+
+def _flag_bool(v: str) -> bool:
+  if v.lower() not in ('true', 'false'):
+    raise ValueError(f'expected true or false, got {v!r}')
+  return v.lower() == 'true'
+
+
+def _ratios(v: str):
+  return 'any' if v == 'any' else tuple(float(x) for x in v.split('/'))
+
+
+def _candidates(v: str):
+  return 'all' if v == 'all' else int(v)
+
+
+# SelectionConfig fields a variant name may set, with their parsers.
+VARIANT_FIELDS = {
+    'layer_order': str,
+    'channel_rank': str,
+    'potential': str,
+    'ratios': _ratios,
+    'candidates': _candidates,
+    'stop_at_first_misfit': _flag_bool,
+}
+
+
+def parse_variant(name: str) -> Dict[str, Any]:
+  """SelectionConfig overrides of a TinyTrain variant name.
+
+  Grammar: `tinytrain[:field=value]...`, fields from VARIANT_FIELDS, e.g.
+  'tinytrain:potential=inp', 'tinytrain:layer_order=fisher:ratios=any',
+  'tinytrain:ratios=1/0.5' (fractions joined by '/'),
+  'tinytrain:candidates=4' (convs of the last 4 blocks). ':' keeps names
+  usable in comma-list flags.
+
+  Raises:
+    ValueError: one line naming the bad part and the accepted fields.
+  """
+  base, *parts = name.split(':')
+  if base != 'tinytrain':
+    raise ValueError(f'method {name!r}: only tinytrain takes selection '
+                     "settings ('tinytrain:field=value')")
+  over = {}
+  for part in parts:
+    k, eq, v = part.partition('=')
+    if not eq or k not in VARIANT_FIELDS:
+      raise ValueError(f'method {name!r}: bad setting {part!r}; use '
+                       f'field=value with field one of '
+                       f'{", ".join(VARIANT_FIELDS)}')
+    try:
+      over[k] = VARIANT_FIELDS[k](v)
+    except ValueError as e:
+      raise ValueError(f'method {name!r}: bad value for {k}: {e}') from None
+  try:
+    selection.SelectionConfig(budget_bytes=1, budget_macs=1, **over)
+  except ValueError as e:
+    raise ValueError(f'method {name!r}: {e}') from None
+  return over
 
 
 def _run_tinytl(spec, params, head, episode, config, task=0):
@@ -152,9 +213,10 @@ METHODS: Dict[str, Method] = {
     'tinytrain':
         Method('tinytrain', _tinytrain(), 'metatrained'),
     'tinytrain_l2':
-        Method('tinytrain_l2', _tinytrain('l2'), 'metatrained'),
+        Method('tinytrain_l2', _tinytrain(channel_rank='l2'), 'metatrained'),
     'tinytrain_random':
-        Method('tinytrain_random', _tinytrain('random'), 'metatrained'),
+        Method('tinytrain_random', _tinytrain(channel_rank='random'),
+               'metatrained'),
     'tinytl':
         Method('tinytl', None, run_fn=_run_tinytl),
     'transductive':
@@ -171,6 +233,10 @@ STATIC_COST_METHODS = tuple(m for m in METHODS if not m.startswith('tinytrain'))
 
 
 def get_method(name: str) -> Method:
+  """The Method of a METHODS name or a TinyTrain variant name
+  ('tinytrain:potential=inp', `parse_variant`)."""
+  if name.startswith('tinytrain:'):
+    return Method(name, _tinytrain(**parse_variant(name)), 'metatrained')
   if name not in METHODS:
     raise ValueError(f'unknown method {name!r}; accepted: '
                      f'{", ".join(METHODS)}')
