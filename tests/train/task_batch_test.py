@@ -66,6 +66,31 @@ class TaskBatchTest(absltest.TestCase):
           np.testing.assert_allclose(b['final_support_loss'],
                                      one['final_support_loss'], rtol=1e-5)
 
+  def test_module_methods_batched_equal_one_task_at_a_time(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    eps = _episodes(2)
+    # Augmentation on: each task's key must follow its task index.
+    cfg = ft.FinetuneConfig(steps=2, lr=1e-2, augment=True)
+    # Transductive trains every weight: the batched convs' reassociated sums
+    # (~1e-7) grow through two full-network steps to ~5e-5 of the loss.
+    for m, rtol in (('tinytl', 1e-5), ('adapterdrop_50', 1e-5),
+                    ('transductive', 2e-4)):
+      batched = methods.run_methods(m, spec, params, head, eps, cfg,
+                                    tasks=[5, 6])
+      for i, (ep, b) in enumerate(zip(eps, batched)):
+        one = methods.run_method(m, spec, params, head, ep, cfg, task=5 + i)
+        self.assertEqual(b['accuracy'], one['accuracy'], m)
+        np.testing.assert_allclose(b['query_loss'], one['query_loss'],
+                                   rtol=rtol, err_msg=m)
+        np.testing.assert_allclose(b['final_support_loss'],
+                                   one['final_support_loss'], rtol=rtol,
+                                   err_msg=m)
+        self.assertEqual((b['mask'], b['bwd_macs'], b['bwd_bytes']),
+                         (one['mask'], one['bwd_macs'], one['bwd_bytes']))
+      self.assertNotEqual(batched[0]['final_support_loss'],
+                          batched[1]['final_support_loss'])
+
   def test_static_plan_is_one_program_for_all_tasks(self):
     spec, params = _model()
     head = protonet.init_head()

@@ -106,6 +106,18 @@ adapter_step = ft.module_step(features)
 adapter_eval = ft.module_eval(features)
 
 
+def _trainer(drop_percent):
+  return ft.ModuleTrainer(
+      lambda spec, params, config: init_adapters(
+          spec, drop_percent, jax.random.PRNGKey(config.seed)),
+      ft.module_step_fn(features), ft.module_eval_fn(features),
+      lambda params, tr: params)
+
+
+# Only the adapters train. One constant per variant: jit static arguments.
+TRAINERS = {p: _trainer(p) for p in (25, 50, 75)}
+
+
 def adapter_costs(spec, drop_percent: int, batch_size: int) -> Dict[str, int]:
   """Backward MACs per sample and fp32_saved bytes at `batch_size` (module
   docstring), and the number of trained parameters."""

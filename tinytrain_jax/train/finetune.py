@@ -11,7 +11,7 @@ prototypes of the clean support set under the fine-tuned weights.
 `impl='dense'` is the dense-masked reference.
 """
 import dataclasses
-from typing import Any, Dict, NamedTuple
+from typing import Any, Callable, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -244,15 +244,15 @@ def sgd_update(cfg, grads, opt_state, tr, lr=None):
   return jax.tree.map(jnp.add, tr, updates), opt_state
 
 
-def module_step(features_of):
-  """Jitted SGD step of a method that trains modules besides the params.
+def module_step_fn(features_of):
+  """SGD step of a method that trains modules besides the params (unjitted;
+  `module_step` is its jit).
 
   features_of(spec, frozen_params, trainable, images) -> f32[B, D] gives the
   features with the trainable modules (TinyTL's biases and lite residuals,
   AdapterDrop's adapters); the loss is `support_loss`. The step is
   step(spec, cfg, trainable, opt_state, params, head, batch, step, task, lr)
-  -> (trainable, opt_state, loss), spec and cfg static, trainable and
-  opt_state donated.
+  -> (trainable, opt_state, loss).
   """
 
   def step_fn(spec, cfg, tr, opt_state, params, head, batch, step, task,
@@ -268,12 +268,20 @@ def module_step(features_of):
     tr, opt_state = sgd_update(cfg, grads, opt_state, tr, lr)
     return tr, opt_state, loss
 
-  return jax.jit(step_fn, static_argnums=(0, 1), donate_argnums=(2, 3))
+  return step_fn
 
 
-def module_eval(features):
-  """Jitted (loss, accuracy) of a padded episode with features(spec, params,
-  modules, images) -> f32[B, D]: eval(spec, params, modules, head, batch)."""
+def module_step(features_of):
+  """`module_step_fn` jitted: spec and cfg static, trainable and opt_state
+  donated."""
+  return jax.jit(module_step_fn(features_of), static_argnums=(0, 1),
+                 donate_argnums=(2, 3))
+
+
+def module_eval_fn(features):
+  """(loss, accuracy) of a padded episode with features(spec, params,
+  modules, images) -> f32[B, D]: eval(spec, params, modules, head, batch)
+  (unjitted; `module_eval` is its jit)."""
 
   def eval_fn(spec, params, modules, head, batch):
     sf = features(spec, params, modules, batch['support_x'])
@@ -282,7 +290,31 @@ def module_eval(features):
                                  batch['support_mask'], qf, batch['query_y'],
                                  batch['query_mask'], batch['way_mask'])
 
-  return jax.jit(eval_fn, static_argnums=0)
+  return eval_fn
+
+
+def module_eval(features):
+  """`module_eval_fn` jitted (spec static)."""
+  return jax.jit(module_eval_fn(features), static_argnums=0)
+
+
+class ModuleTrainer(NamedTuple):
+  """A method that trains modules besides (or instead of) a params mask, as
+  pure functions, so that many tasks can run batched
+  (`task_batch.module_tasks`); TinyTL, Transductive, AdapterDrop.
+
+  init(spec, params, config) -> trainable: the start modules (the same for
+    every task; seeded by config.seed).
+  step(spec, cfg, trainable, opt_state, params, head, batch, step, task, lr)
+    -> (trainable, opt_state, loss): one unjitted SGD step.
+  evaluate(spec, params, trainable, head, batch) -> (loss, accuracy).
+  params_of(params, trainable) -> the fine-tuned backbone params.
+  Instances must be module-level constants: they are jit static arguments.
+  """
+  init: Callable[..., Any]
+  step: Callable[..., Any]
+  evaluate: Callable[..., Any]
+  params_of: Callable[..., Any]
 
 
 def train_module(step, spec, config, tr, args, task: int = 0):

@@ -192,11 +192,14 @@ class Method:
     'metatrained').
   run_fn: module methods: (spec, params, head, episode, FinetuneConfig,
     task) -> FinetuneResult (they train modules outside the params).
+  trainer: module methods: the same as a `finetune.ModuleTrainer`, which
+    `run_methods` batches over tasks and devices.
   """
   name: str
   mask_fn: Optional[Callable[..., Any]]
   start: str = 'pretrained'
   run_fn: Optional[Callable[..., Any]] = None
+  trainer: Optional[finetune_lib.ModuleTrainer] = None
 
 
 METHODS: Dict[str, Method] = {
@@ -218,15 +221,19 @@ METHODS: Dict[str, Method] = {
         Method('tinytrain_random', _tinytrain(channel_rank='random'),
                'metatrained'),
     'tinytl':
-        Method('tinytl', None, run_fn=_run_tinytl),
+        Method('tinytl', None, run_fn=_run_tinytl, trainer=tinytl.TRAINER),
     'transductive':
-        Method('transductive', None, run_fn=_run_transductive),
+        Method('transductive', None, run_fn=_run_transductive,
+               trainer=transductive.TRAINER),
     'adapterdrop_25':
-        Method('adapterdrop_25', None, run_fn=_run_adapterdrop(25)),
+        Method('adapterdrop_25', None, run_fn=_run_adapterdrop(25),
+               trainer=adapters.TRAINERS[25]),
     'adapterdrop_50':
-        Method('adapterdrop_50', None, run_fn=_run_adapterdrop(50)),
+        Method('adapterdrop_50', None, run_fn=_run_adapterdrop(50),
+               trainer=adapters.TRAINERS[50]),
     'adapterdrop_75':
-        Method('adapterdrop_75', None, run_fn=_run_adapterdrop(75)),
+        Method('adapterdrop_75', None, run_fn=_run_adapterdrop(75),
+               trainer=adapters.TRAINERS[75]),
 }
 # Methods whose cost does not depend on the task (`experiments.cost`).
 STATIC_COST_METHODS = tuple(m for m in METHODS if not m.startswith('tinytrain'))
@@ -287,7 +294,8 @@ def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
   Returns:
     {'bwd_macs': per sample (`cost.backward_macs`), 'bwd_bytes': fp32_saved
     model (`cost.backward_memory_bytes`) at the back-propagated batch,
-    'batch': that batch}. Module methods add their modules by the same rules.
+    'batch': that batch}. Module methods add their modules by the same rules,
+    and 'n_trained', the parameters they train.
 
   Example:
     method_costs('sparseupdate', model_spec('mcunet-5fps'), 25)
@@ -323,11 +331,14 @@ def method_costs(method: str, spec, n_support: int = 1, n_query: int = 0,
                   cost.backward_memory_bytes(spec, view,
                                              batch_size=batch).total_bytes)
       }
-  return {
+  out = {
       'bwd_macs': int(c['bwd_macs']),
       'bwd_bytes': int(c['bwd_bytes']),
       'batch': int(batch)
   }
+  if 'n_trained' in c:  # module methods: their trained parameter count
+    out['n_trained'] = int(c['n_trained'])
+  return out
 
 
 def episode_ways(episode):
@@ -353,11 +364,8 @@ def run_method(
   batch = finetune_lib.episode_arrays(spec, episode)
   if m.run_fn is not None:
     res = m.run_fn(spec, params, head, episode, config, task)
-    summary = {
-        'n_trained': int(res.costs.get('n_trained', 0)),
-        'layers': _MODULE_SUMMARY.get(method, method)
-    }
-    return _result(method, spec, params, batch, config, None, summary, res)
+    return _result(method, spec, params, batch, config, None,
+                   _module_summary(method, spec, batch), res)
   mask = method_mask(method, spec, params, episode, head, budgets)
   steps = config.steps if mask is not None else 0
   res = finetune_lib.finetune_task(spec, params, head, episode, mask,
@@ -402,13 +410,23 @@ def run_methods(method: str, spec, params, head, episodes: Sequence[Any],
   `mesh` (default: all local devices) by `task_batch.finetune_tasks`: tasks
   whose plans agree run vmapped in one program, split over the devices.
 
-  Module methods (TinyTL, Transductive, AdapterDrop) and impl='dense' run
-  one task at a time through `run_method`. `tasks`: each task's index
+  Module methods (TinyTL, Transductive, AdapterDrop) run batched by
+  `task_batch.module_tasks`; impl='dense' runs one task at a time through
+  `run_method`. `tasks`: each task's index
   (default 0..T-1), folded into its augmentation key. Returns one dict per
   episode, as `run_method`'s.
   """
   tasks = list(range(len(episodes))) if tasks is None else list(tasks)
   m = get_method(method)
+  if m.trainer is not None:
+    batches = [finetune_lib.episode_arrays(spec, ep) for ep in episodes]
+    outs = task_batch.module_tasks(m.trainer, spec, params, head, batches,
+                                   config, tasks, mesh)
+    return [
+        _result(method, spec, params, b, config, None,
+                _module_summary(method, spec, b), o, norm_after=o.param_norm)
+        for b, o in zip(batches, outs)
+    ]
   if m.run_fn is not None or config.impl != 'sparse':
     return [
         run_method(method, spec, params, head, ep, config, budgets, task=t)
@@ -425,6 +443,17 @@ def run_methods(method: str, spec, params, head, episodes: Sequence[Any],
               norm_after=o.param_norm)
       for b, mk, o in zip(batches, task_masks, outs)
   ]
+
+
+def _module_summary(method, spec, batch) -> Dict[str, Any]:
+  """A module method's mask summary: its trained parameter count (at the
+  episode's batch) and what it trains."""
+  n_s = int(np.asarray(batch['support_mask']).sum())
+  n_q = int(np.asarray(batch['query_mask']).sum())
+  return {
+      'n_trained': method_costs(method, spec, n_s, n_q)['n_trained'],
+      'layers': _MODULE_SUMMARY.get(method, method)
+  }
 
 
 _MODULE_SUMMARY = {

@@ -24,6 +24,10 @@ devices every task gets the same accuracy.
 
   outs = finetune_tasks(spec, params, head, batches, masks, cfg, tasks, mesh)
   outs[i].accuracy, outs[i].loss_curve
+
+`module_tasks` does the same for the methods that train modules besides a
+params mask (TinyTL, Transductive, AdapterDrop; `finetune.ModuleTrainer`):
+one group per episode shape, every step in one `lax.scan`.
 """
 import dataclasses
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
@@ -118,6 +122,12 @@ def _stack(trees: Sequence[Any], n: int):
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
+def _padded_tasks(tasks, members, n: int) -> np.ndarray:
+  """i32[n]: the members' task indices, padded by repeating the last."""
+  return np.asarray([tasks[i] for i in members] + [tasks[members[-1]]] *
+                    (n - len(members)), np.int32)
+
+
 def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
                    task_masks: Sequence[Optional[Any]],
                    config: finetune_lib.FinetuneConfig,
@@ -174,22 +184,107 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
     n = devices_lib.padded_size(len(members), mesh)
     args = (put(_stack([batches[i] for i in members], n), sharding),
             put(_stack([meta[i][0] for i in members], n), sharding),
-            put(np.asarray([tasks[i] for i in members] +
-                           [tasks[members[-1]]] * (n - len(members)),
-                           np.int32), sharding))
+            put(_padded_tasks(tasks, members, n), sharding))
     out = group_program(spec, plan, static_cfg, start, trains, mesh,
                         params_r, head_r, *args, lr_r)
     pending.append((members, out))
-  results: List[Optional[TaskOutcome]] = [None] * len(batches)
+  return _collect(pending, tasks, config.steps, [m[1] for m in meta])
+
+
+def _collect(pending, tasks, steps: int, costs) -> List[TaskOutcome]:
+  """TaskOutcomes, in task order, of the dispatched groups `pending`
+  ([(member indices, program output)]); checks every loss curve."""
+  results: List[Optional[TaskOutcome]] = [None] * len(tasks)
   for members, out in pending:
     acc, loss, curves, norms = jax.device_get(out)
     for j, i in enumerate(members):
       curve = np.asarray(curves[j], np.float32)
       if curve.size:
         try:
-          finetune_lib.check_finite_curve(curve, config.steps)
+          finetune_lib.check_finite_curve(curve, steps)
         except RuntimeError as e:
           raise RuntimeError(f'task {tasks[i]}: {e}') from None
       results[i] = TaskOutcome(float(acc[j]), float(loss[j]), curve,
-                               float(norms[j]), meta[i][1])
+                               float(norms[j]), costs[i])
   return results
+
+
+def _one_module_task(spec, cfg, trainer, tr0, params, head, batch, task, lr):
+  """`finetune.train_module` + evaluation of one task, as one pure function
+  (vmapped by `_module_program`)."""
+  opt = sparse_step.sparse_optimizer(1.0, cfg.momentum).init(tr0)
+
+  def body(carry, i):
+    tr, opt = carry
+    tr, opt, loss = trainer.step(spec, cfg, tr, opt, params, head, batch, i,
+                                 task, lr)
+    return (tr, opt), loss
+
+  (tr, _), losses = jax.lax.scan(body, (tr0, opt),
+                                 jnp.arange(cfg.steps, dtype=jnp.int32))
+  loss, acc = trainer.evaluate(spec, params, tr, head, batch)
+  p = trainer.params_of(params, tr)
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p)))
+  return acc, loss, losses, norm
+
+
+def _module_program(spec, cfg, trainer, mesh, tr0, params, head, batch, tasks,
+                    lr):
+
+  def local(tr0, params, head, batch, tasks, lr):
+    return jax.vmap(lambda b, t: _one_module_task(spec, cfg, trainer, tr0,
+                                                  params, head, b, t, lr))(
+                                                      batch, tasks)
+
+  split, rep = P(devices_lib.AXIS), P()
+  return jax.shard_map(local, mesh=mesh,
+                       in_specs=(rep, rep, rep, split, split, rep),
+                       out_specs=split, check_vma=False)(tr0, params, head,
+                                                         batch, tasks, lr)
+
+
+# One compile per (spec, cfg, trainer, mesh, group size, episode shapes).
+module_program = jax.jit(_module_program, static_argnums=(0, 1, 2, 3))
+
+
+def module_tasks(trainer: finetune_lib.ModuleTrainer, spec, params, head,
+                 batches: Sequence[Dict[str, Any]],
+                 config: finetune_lib.FinetuneConfig, tasks: Sequence[int],
+                 mesh: Optional[jax.sharding.Mesh] = None) -> List[TaskOutcome]:
+  """Fine-tunes and evaluates T tasks of a module method from the same start.
+
+  Args:
+    trainer: the method's `finetune.ModuleTrainer` (a module constant).
+    spec, params, head: backbone, its start weights, ProtoNet head.
+    batches: T `finetune.episode_arrays` dicts.
+    config: FinetuneConfig (impl is not used: modules train densely).
+    tasks: T task indices (augmentation keys, as `finetune.task_key`).
+    mesh: devices (default: all local devices).
+
+  Returns:
+    T TaskOutcomes as `finetune_tasks` (costs empty: the caller's
+    `methods.method_costs` knows them). Each equals the method's one-task
+    function up to float reassociation.
+
+  Raises:
+    RuntimeError: a task's loss curve is not finite (names the task).
+  """
+  mesh = mesh if mesh is not None else devices_lib.make_mesh(local=True)
+  static_cfg = dataclasses.replace(config, lr=1.0)
+  rep, sharding = devices_lib.replicated(mesh), devices_lib.split_sharding(mesh)
+  put = jax.device_put
+  tr0 = put(trainer.init(spec, params, config), rep)
+  params_r, head_r = put(params, rep), put(head, rep)
+  lr_r = put(jnp.float32(config.lr), rep)
+  groups: Dict[Any, List[int]] = {}
+  for i, b in enumerate(batches):
+    groups.setdefault(_shape_key(b), []).append(i)
+  pending = []
+  for members in groups.values():
+    n = devices_lib.padded_size(len(members), mesh)
+    out = module_program(
+        spec, static_cfg, trainer, mesh, tr0, params_r, head_r,
+        put(_stack([batches[i] for i in members], n), sharding),
+        put(_padded_tasks(tasks, members, n), sharding), lr_r)
+    pending.append((members, out))
+  return _collect(pending, tasks, config.steps, [{}] * len(batches))

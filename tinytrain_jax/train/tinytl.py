@@ -182,9 +182,33 @@ def _with_biases(params, biases):
   return params
 
 
-tinytl_step = ft.module_step(lambda spec, p, t, x: features(
-    spec, _with_biases(p, t['biases']), t['lite'], x))
-tinytl_eval = ft.module_eval(features)
+def _tinytl_features(spec, p, t, x):
+  return features(spec, _with_biases(p, t['biases']), t['lite'], x)
+
+
+def _init(spec, params, config):
+  return {
+      'biases':
+          jax.tree.map(lambda x: jnp.array(x, copy=True), _biases(spec,
+                                                                  params)),
+      'lite':
+          init_lite_residual(spec, jax.random.PRNGKey(config.seed))
+  }
+
+
+def _evaluate(spec, params, tr, head, batch):
+  return _eval_fn(spec, _with_biases(params, tr['biases']), tr['lite'], head,
+                  batch)
+
+
+_eval_fn = ft.module_eval_fn(features)
+# All biases and the lite-residual branches train; the kernels stay frozen.
+TRAINER = ft.ModuleTrainer(_init, ft.module_step_fn(_tinytl_features),
+                           _evaluate,
+                           lambda params, tr: _with_biases(params, tr['biases']))
+tinytl_step = jax.jit(TRAINER.step, static_argnums=(0, 1),
+                      donate_argnums=(2, 3))
+tinytl_eval = jax.jit(_eval_fn, static_argnums=0)
 
 
 def lite_costs(spec, batch_size: int) -> Dict[str, int]:
@@ -236,13 +260,7 @@ def finetune_tinytl(spec, params, head, episode,
   batch = ft.episode_arrays(spec, episode)
   n_support = int(np.asarray(batch['support_mask']).sum())
   costs = tinytl_costs(spec, n_support)
-  tr = {
-      'biases':
-          jax.tree.map(lambda x: jnp.array(x, copy=True), _biases(spec,
-                                                                  params)),
-      'lite':
-          init_lite_residual(spec, jax.random.PRNGKey(config.seed))
-  }
+  tr = _init(spec, params, config)
   tr, curve = ft.train_module(tinytl_step, spec, config, tr,
                               (params, head, batch), task)
   new_params = _with_biases(params, tr['biases'])

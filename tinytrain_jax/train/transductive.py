@@ -86,6 +86,20 @@ transductive_step = jax.jit(_step_impl, static_argnums=(0, 1),
                             donate_argnums=(2, 3))
 
 
+def _trainer_step(spec, cfg, tr, opt_state, params, head, batch, step, task,
+                  lr=None):
+  del params  # the trainable copy is the params
+  return _step_impl(spec, cfg, tr, opt_state, head, batch, step, task, lr)
+
+
+# Every weight trains, on the support CE plus the query entropy.
+TRAINER = ft.ModuleTrainer(
+    lambda spec, params, config: jax.tree.map(
+        lambda x: jnp.array(x, copy=True), params), _trainer_step,
+    lambda spec, params, tr, head, batch: ft.episode_loss(spec, tr, head, batch),
+    lambda params, tr: tr)
+
+
 def transductive_costs(spec, n_support: int, n_query: int) -> Dict[str, int]:
   """FullTrain backward MACs per sample; fp32 bytes at n_support + n_query."""
   if n_support < 1 or n_query < 0:
