@@ -110,6 +110,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.finetune.lr_grid = '1e-3,1e-2' if quick else '3e-4,1e-3,3e-3,1e-2'
   c.finetune.dev_source = 'mini-imagenet'  # its valid split, never a target
   c.finetune.dev_episodes = 1 if quick else 4
+  # A best lr on the grid's edge: try up to 2 more lrs past that edge.
+  c.finetune.lr_grid_extend = 0 if quick else 2
   c.finetune.lr_per_method = ''  # 'method=lr,...' fixes an lr (no search)
   c.finetune.momentum = 0.9
   c.finetune.augment = False

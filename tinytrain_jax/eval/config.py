@@ -119,11 +119,14 @@ class LrChoiceConfig:
   lr_per_method: (method, lr) pairs fixed without a search.
   dev_source: the dev tasks come from its 'valid' split, never a target.
   dev_episodes: dev tasks per search.
+  lr_grid_extend: times the grid may grow one step past the edge the best
+    lr sits on (`lr_choice.choose_lr`); 0 = the grid as given.
   """
   lr_grid: Tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
   lr_per_method: Tuple[Tuple[str, float], ...] = ()
   dev_source: str = 'mini-imagenet'
   dev_episodes: int = 4
+  lr_grid_extend: int = 0
 
   def __post_init__(self):
     grid = tuple(float(x) for x in self.lr_grid)
@@ -143,6 +146,7 @@ class LrChoiceConfig:
                        f'numbers > 0, got {",".join(bad)}')
     object.__setattr__(self, 'lr_per_method', pairs)
     _count(self.dev_episodes, 'finetune.dev_episodes', 1)
+    _count(self.lr_grid_extend, 'finetune.lr_grid_extend', 0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,11 +3,15 @@
 The protocol picks one lr per method and backbone from a grid, on dev tasks
 of a *validation* split (mini-ImageNet val by default), from the weights the
 variant actually starts from, never on a test target. Ties go to the
-smaller lr. Choices are kept in `<workdir>/lr_choice.json` so a rerun does not
+smaller lr. When the best lr lies on an edge of the grid, the grid grows one
+step past that edge (by the edge's own ratio), up to `extend` times, so a
+choice is not an artefact of where the grid stops. An lr whose loss turns
+non-finite scores -inf and is never extended past. Choices are kept in `<workdir>/lr_choice.json` so a rerun does not
 repeat them, and are recorded with the results.
 """
 import dataclasses
 import json
+import math
 import pathlib
 from typing import Dict, List, Sequence
 
@@ -33,27 +37,55 @@ def dev_episodes(source_name: str, resolution: int, n: int,
 
 
 def choose_lr(method: str, spec, params, head, episodes: Sequence, ft_cfg,
-              budgets, grid: Sequence[float], mesh=None) -> Dict:
-  """{'lr': best, 'dev_accuracy': {lr: mean %}} of `method` on `episodes`.
+              budgets, grid: Sequence[float], mesh=None,
+              extend: int = 0) -> Dict:
+  """{'lr': best, 'dev_accuracy': {lr: mean % or None if it diverged}} of
+  `method` on `episodes`.
 
   The dev tasks run in chunks of one task per device of `mesh` (default:
-  all local devices), as the evaluation's tasks do.
+  all local devices), as the evaluation's tasks do. `extend`: how many
+  times the grid may grow past the edge the best lr sits on (module
+  docstring); a diverged lr has accuracy -inf.
   """
   mesh = mesh or devices.make_mesh(local=True)
   accs = {}
-  for lr in grid:
+
+  def score(lr):
     cfg = dataclasses.replace(ft_cfg, lr=float(lr))
     got = []
-    for c0 in range(0, len(episodes), mesh.size):
-      chunk = list(episodes[c0:c0 + mesh.size])
-      got += [
-          100.0 * r['accuracy'] for r in methods_lib.run_methods(
-              method, spec, params, head, chunk, cfg, budgets,
-              tasks=list(range(c0, c0 + len(chunk))), mesh=mesh)
-      ]
-    accs[float(lr)] = float(np.mean(got))
-  best = max(sorted(accs), key=lambda lr: accs[lr])  # first max: smaller lr
-  return {'lr': best, 'dev_accuracy': {f'{k:g}': v for k, v in accs.items()}}
+    try:
+      for c0 in range(0, len(episodes), mesh.size):
+        chunk = list(episodes[c0:c0 + mesh.size])
+        got += [
+            100.0 * r['accuracy'] for r in methods_lib.run_methods(
+                method, spec, params, head, chunk, cfg, budgets,
+                tasks=list(range(c0, c0 + len(chunk))), mesh=mesh)
+        ]
+    except RuntimeError:  # non-finite loss: this lr diverges
+      return -math.inf
+    return float(np.mean(got))
+
+  for lr in grid:
+    accs[float(lr)] = score(lr)
+  for _ in range(extend if len(accs) > 1 else 0):
+    lrs = sorted(accs)
+    best = max(lrs, key=lambda lr: accs[lr])  # first max: smaller lr
+    if best == lrs[0]:
+      new = lrs[0] * lrs[0] / lrs[1]
+    elif best == lrs[-1] and accs[best] > -math.inf:
+      new = lrs[-1] * lrs[-1] / lrs[-2]
+    else:
+      break
+    accs[float(new)] = score(new)
+  best = max(sorted(accs), key=lambda lr: accs[lr])
+  # JSON has no -inf: a diverged lr is recorded as None.
+  return {
+      'lr': best,
+      'dev_accuracy': {
+          f'{k:g}': (v if v > -math.inf else None)
+          for k, v in sorted(accs.items())
+      }
+  }
 
 
 class LrChoices:

@@ -99,7 +99,8 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
       params, head = starts[bb][v.start][:2]
       t0 = time.time()
       got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
-                                ft_cfg, budgets[bb], grid, mesh)
+                                ft_cfg, budgets[bb], grid, mesh,
+                                cfg.lr_choice.lr_grid_extend)
       choices.put(bb, v.label, got)
       if progress:
         print(
