@@ -29,7 +29,8 @@ def _fields(cls, drop=()):
 def _flat(d, prefix=''):
   out = set()
   for k, v in d.items():
-    if isinstance(v, dict) and k not in ('starts', 'lr_per_method'):
+    if isinstance(v, dict) and k not in ('starts', 'lr_per_method',
+                                         'lr_per_backbone'):
       out |= _flat(v, f'{prefix}{k}.')
     else:
       out.add(f'{prefix}{k}')
@@ -48,14 +49,14 @@ class EveryFieldIsAFlagTest(parameterized.TestCase):
     self.assertEqual(
         set(cd.meta_train),
         _fields(meta_train.MetaTrainConfig, config_lib.META_TRAIN_DERIVED)
-        | {'checkpoint'})
+        | {'checkpoint', 'lr_per_backbone'})
     self.assertEqual(set(cd.sampler), _fields(sampler.SamplerConfig))
     self.assertEqual(set(cd.selection), _fields(config_lib.BudgetConfig))
     self.assertEqual(
         set(cd.extra_backbones), _fields(config_lib.ExtraBackbones))
     self.assertEqual(set(cd.variable), _fields(config_lib.VariableStudies))
     top = _fields(config_lib.EvalConfig,
-                  ('lr_choice', 'meta_train_checkpoints'))
+                  ('lr_choice', 'meta_train_checkpoints', 'meta_train_lrs'))
     self.assertEqual(set(cd), top)
     # Each flag lands in the EvalConfig: its JSON has exactly the flags.
     self.assertEqual(
@@ -115,7 +116,31 @@ class FromConfigDictTest(parameterized.TestCase):
       mcfg = meta_cache.metatrain_config(cfg.meta_train, backbone, cfg.seed)
       self.assertEqual(meta_cache.cache_dir(mcfg).name, f'{backbone}-{key}')
 
+  def test_a_backbone_meta_trains_with_its_own_lr(self):
+    cd = default.get_config()
+    cd.meta_train.lr_per_backbone = 'proxyless=3e-5'
+    cfg = eval_config.from_config_dict(cd)
+    self.assertEqual(cfg.meta_train_lrs, (('proxyless-w0.3', 3e-5),))
+    got = {
+        b: meta_cache.metatrain_config(cfg.meta_train, b, cfg.seed,
+                                       cfg.meta_train_lrs)
+        for b in ('mcunet-5fps', 'proxyless-w0.3')
+    }
+    base = meta_cache.metatrain_config(cfg.meta_train, 'proxyless-w0.3',
+                                       cfg.seed)
+    self.assertEqual(got['proxyless-w0.3'], dataclasses.replace(base, lr=3e-5))
+    self.assertEqual(got['mcunet-5fps'].lr, cd.meta_train.lr)
+    self.assertNotEqual(
+        meta_cache.cache_dir(got['proxyless-w0.3']), meta_cache.cache_dir(base))
+    self.assertEqual(cfg.to_json_dict()['meta_train']['lr_per_backbone'],
+                     {'proxyless-w0.3': 3e-5})
+
   @parameterized.parameters(
+      ('meta_train.lr_per_backbone', 'resnet=1e-3', r'^--config\.meta_train\.'
+       r"lr_per_backbone: unknown model 'resnet'"),
+      ('meta_train.lr_per_backbone', 'mcunet=x', r'^--config\.meta_train\.'
+       r"lr_per_backbone: bad item 'mcunet=x'; use backbone=lr"),
+      ('meta_train.lr_per_backbone', 'mcunet=-1', r'lrs must be finite'),
       ('methods', 'none,magic', r"^--config\.methods: unknown \['magic'\]"),
       ('domains', '', r'^--config\.domains is empty'),
       ('episodes', 0, r'^--config\.episodes must be >= 1, got 0$'),

@@ -64,9 +64,15 @@ class RunConfigTest(absltest.TestCase):
     # fields, meta_train.resolution 0): the default config resumes it.
     shutil.copy(TESTDATA / 'run_config_format1_default.json',
                 self.wd / 'run_config.json')
-    run_config.check(self.wd, _json())
-    run_config.check(self.wd, _json(meta_train__resolution=64))
+    # The default config of that time: no grid extension, one meta lr.
+    then = dict(finetune__lr_grid_extend=0, meta_train__lr_per_backbone='')
+    run_config.check(self.wd, _json(**then))
+    run_config.check(self.wd, _json(meta_train__resolution=64, **then))
     for change, field in (({
+        'finetune__lr_grid_extend': 2
+    }, 'finetune.lr_grid_extend'), ({
+        'meta_train__lr_per_backbone': 'proxyless=3e-5'
+    }, 'meta_train.lr_per_backbone.proxyless-w0.3'), ({
         'finetune__lr_grid': '1e-3'
     }, 'finetune.lr_grid'), ({
         'meta_train__momentum': 0.5
@@ -76,7 +82,7 @@ class RunConfigTest(absltest.TestCase):
         'finetune__lr_per_method': 'none=1e-2'
     }, 'finetune.lr_per_method.none')):
       with self.assertRaisesRegex(ValueError, rf'\({field}: stored'):
-        run_config.check(self.wd, _json(**change))
+        run_config.check(self.wd, _json(**dict(then, **change)))
     # The file is read, never rewritten.
     self.assertEqual((self.wd / 'run_config.json').read_text(),
                      (TESTDATA / 'run_config_format1_default.json').read_text())
@@ -86,6 +92,7 @@ class RunConfigTest(absltest.TestCase):
                 self.wd / 'run_config.json')
     same = dict(
         meta_train__steps=0, finetune__dev_episodes=6,
+        finetune__lr_grid_extend=0,
         starts__tinytrain='pretrained',
         finetune__lr_per_method=('tinytrain=1e-2,sparseupdate=1e-2,tinytl=1e-2,'
                                  'adapterdrop_25=1e-2,adapterdrop_50=1e-2,'

@@ -99,7 +99,8 @@ def split_floats(value, flag: str) -> Tuple[float, ...]:
   return tuple(out)
 
 
-def split_pairs(value, flag: str) -> Tuple[Tuple[str, float], ...]:
+def split_pairs(value, flag: str,
+                form: str = 'method=lr') -> Tuple[Tuple[str, float], ...]:
   """'lastlayer=1e-2,tinytrain=3e-3' (or a mapping) -> ((name, value), ...)."""
   if isinstance(value, dict):
     return tuple((str(k), float(v)) for k, v in value.items())
@@ -110,7 +111,7 @@ def split_pairs(value, flag: str) -> Tuple[Tuple[str, float], ...]:
       out[name.strip()] = float(number)
     except ValueError:
       raise ValueError(f'--config.{flag}: bad item {item!r}; use '
-                       'method=lr,method=lr') from None
+                       f'{form},{form}') from None
   return tuple(out.items())
 
 

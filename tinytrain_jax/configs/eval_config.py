@@ -33,7 +33,8 @@ _FINETUNE_KEYS = tuple(
 _LR_KEYS = dc.field_names(config_lib.LrChoiceConfig)
 _META_KEYS = tuple(
     f for f in dc.field_names(meta_lib.MetaTrainConfig)
-    if f not in config_lib.META_TRAIN_DERIVED) + ('checkpoint',)
+    if f not in config_lib.META_TRAIN_DERIVED) + ('checkpoint',
+                                                  'lr_per_backbone')
 
 
 def _section(d, name, accepted):
@@ -65,14 +66,18 @@ def _finetune(d):
 
 
 def _meta_train(d, cfg: config_lib.EvalConfig):
-  """(MetaTrainConfig or None, checkpoint workdirs) of the meta_train block."""
+  """(MetaTrainConfig or None, checkpoint workdirs, (backbone, lr) pairs)
+  of the meta_train block."""
   if 'meta_train' not in d:
-    return None, ()
+    return None, (), ()
   mt = _section(d, 'meta_train', _META_KEYS)
   checkpoints = dc.split_list(
       mt.pop('checkpoint', ''), 'meta_train.checkpoint', empty_ok=True)
+  lrs = dc.split_pairs(
+      mt.pop('lr_per_backbone', ''), 'meta_train.lr_per_backbone',
+      'backbone=lr')
   if mt.get('steps') == 0:
-    return None, checkpoints
+    return None, checkpoints, ()
   if mt.get('resolution'):
     cli.check_resolution(mt['resolution'], '--config.meta_train.resolution')
   if 'val_sources' in mt:
@@ -82,7 +87,8 @@ def _meta_train(d, cfg: config_lib.EvalConfig):
   mt.update(
       resolution=mt.get('resolution') or cfg.resolution, model=model,
       feature_mix=model in plan_lib.MIX_BACKBONES, seed=cfg.seed)
-  return dc.build(meta_lib.MetaTrainConfig, mt, 'meta_train.'), checkpoints
+  return (dc.build(meta_lib.MetaTrainConfig, mt, 'meta_train.'), checkpoints,
+          lrs)
 
 
 def from_config_dict(cfg) -> config_lib.EvalConfig:
@@ -131,6 +137,7 @@ def from_config_dict(cfg) -> config_lib.EvalConfig:
               config_lib.BudgetConfig,
               _section(d, 'selection', dc.field_names(config_lib.BudgetConfig)),
               'selection.')))
-  meta, checkpoints = _meta_train(d, out)
+  meta, checkpoints, lrs = _meta_train(d, out)
   return dataclasses.replace(out, meta_train=meta,
-                             meta_train_checkpoints=checkpoints)
+                             meta_train_checkpoints=checkpoints,
+                             meta_train_lrs=lrs)

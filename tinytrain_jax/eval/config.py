@@ -185,6 +185,8 @@ class EvalConfig:
     start from the pretrained weights.
   meta_train_checkpoints: meta-train workdirs to load instead (one per
     backbone, matched by the model each stored).
+  meta_train_lrs: (backbone, lr) pairs: a backbone's own meta-training lr
+    (chosen on the multi-domain validation curve), else meta_train.lr.
   finetune: per-task fine-tuning (its seed is set to `seed`; its lr is the
     one `lr_choice` gives).
   """
@@ -205,6 +207,7 @@ class EvalConfig:
   variable: VariableStudies = VariableStudies()
   meta_train: Optional[meta_lib.MetaTrainConfig] = None
   meta_train_checkpoints: Tuple[str, ...] = ()
+  meta_train_lrs: Tuple[Tuple[str, float], ...] = ()
   finetune: finetune_lib.FinetuneConfig = finetune_lib.FinetuneConfig()
   lr_choice: LrChoiceConfig = LrChoiceConfig()
   selection: BudgetConfig = BudgetConfig()
@@ -228,6 +231,16 @@ class EvalConfig:
     if self.meta_train is not None:
       object.__setattr__(self, 'meta_train',
                          dataclasses.replace(self.meta_train, seed=self.seed))
+    try:
+      lrs = tuple((canonical_name(b), float(lr))
+                  for b, lr in dict(self.meta_train_lrs).items())
+    except ValueError as e:
+      raise ValueError(f'--config.meta_train.lr_per_backbone: {e}') from None
+    bad = [f'{b}={lr:g}' for b, lr in lrs if not 0 < lr < math.inf]
+    if bad:
+      raise ValueError('--config.meta_train.lr_per_backbone: lrs must be '
+                       f'finite numbers > 0, got {",".join(bad)}')
+    object.__setattr__(self, 'meta_train_lrs', lrs)
 
   @property
   def fixed_sampler(self) -> data.SamplerConfig:
@@ -259,6 +272,7 @@ class EvalConfig:
           if k not in META_TRAIN_DERIVED
       }
     meta['checkpoint'] = self.meta_train_checkpoints
+    meta['lr_per_backbone'] = dict(self.meta_train_lrs)
     out = dict(
         seed=self.seed, backbones=self.backbones, domains=self.domains,
         in_domain=self.in_domain, methods=self.methods,

@@ -23,11 +23,13 @@ from tinytrain_jax.train import meta_train as meta_lib
 
 
 def metatrain_config(template: meta_lib.MetaTrainConfig, backbone: str,
-                     seed: int) -> meta_lib.MetaTrainConfig:
+                     seed: int, lrs=()) -> meta_lib.MetaTrainConfig:
   """The MetaTrainConfig of `backbone`: the evaluation's `meta_train` with
-  the backbone's model and mix conv and the evaluation's seed."""
+  the backbone's model and mix conv, the evaluation's seed, and the
+  backbone's own lr when `lrs` ((backbone, lr) pairs) has one."""
   return dataclasses.replace(template, model=backbone, feature_mix=backbone
-                             in plan_lib.MIX_BACKBONES, seed=seed)
+                             in plan_lib.MIX_BACKBONES, seed=seed,
+                             lr=dict(lrs).get(backbone, template.lr))
 
 
 def cache_dir(config: meta_lib.MetaTrainConfig) -> pathlib.Path:
@@ -89,7 +91,10 @@ def meta_trained_starts(
   if cfg.meta_train is None:
     raise ValueError('meta-trained starts need --config.meta_train.steps > 0 '
                      'or --config.meta_train.checkpoint')
-  configs = {b: metatrain_config(cfg.meta_train, b, cfg.seed) for b in backbones}
+  configs = {
+      b: metatrain_config(cfg.meta_train, b, cfg.seed, cfg.meta_train_lrs)
+      for b in backbones
+  }
   for b, mcfg in configs.items():
     wd = cache_dir(mcfg)
     wd.parent.mkdir(parents=True, exist_ok=True)
