@@ -11,8 +11,8 @@ accuracy and the paired difference to TinyTrain with its 95 % CI
 (1.96 std / sqrt(n) of the per-task differences). Pairing removes the
 task-to-task spread, which is what lets a 1 pp gap be resolved.
 
-Writes benchmarks/results/selection_paired_<model>_<start>.json and prints a
-Markdown table.
+Writes benchmarks/results/selection_paired_<model>_<start>_<source>.json and
+prints a Markdown table.
 """
 import json
 import time
@@ -137,7 +137,7 @@ def main(argv):
           f"{r['bwd_bytes'] / 1024:.0f} KiB | {r['bwd_macs'] / 1e6:.2f}M |")
   if not _QUICK.value:
     common.write_results(
-        f'selection_paired_{_MODEL.value}_{_START.value}',
+        f'selection_paired_{_MODEL.value}_{_START.value}_{_SOURCE.value}',
         dict(device=common.device_info(), model=_MODEL.value, resolution=res,
              source=_SOURCE.value, split='valid', episodes=n, steps=steps,
              seed=_SEED.value, start=_START.value,

@@ -39,6 +39,16 @@ class ChooseLrTest(absltest.TestCase):
     self.assertEqual(list(got['dev_accuracy']), ['1e-05', '0.0001', '0.001',
                                                  '0.01'])
 
+  def test_a_plateau_is_not_extended(self):
+    got = _choose(lambda lr: 50.0 if lr < 5e-3 else 40.0,
+                  grid=(1e-3, 3e-3, 1e-2))
+    self.assertAlmostEqual(got['lr'], 1e-3)  # ties: the smaller lr
+    self.assertLen(got['dev_accuracy'], 3)
+    got = _choose(lambda lr: 50.0 if lr < 5e-3 else 40.0,
+                  grid=(3e-3, 1e-2))  # a strict edge, then a tie: one step
+    self.assertEqual(list(got['dev_accuracy']), ['0.0009', '0.003', '0.01'])
+    self.assertAlmostEqual(got['lr'], 9e-4)
+
   def test_extension_is_bounded(self):
     got = _choose(lambda lr: -lr, extend=1)  # always better lower
     self.assertAlmostEqual(got['lr'], 1e-4)

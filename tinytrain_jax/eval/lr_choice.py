@@ -3,9 +3,10 @@
 The protocol picks one lr per method and backbone from a grid, on dev tasks
 of a *validation* split (mini-ImageNet val by default), from the weights the
 variant actually starts from, never on a test target. Ties go to the
-smaller lr. When the best lr lies on an edge of the grid, the grid grows one
-step past that edge (by the edge's own ratio), up to `extend` times, so a
-choice is not an artefact of where the grid stops. An lr whose loss turns
+smaller lr. When the best lr lies on an edge of the grid and beats its
+neighbour, the grid grows one step past that edge (by the edge's own ratio),
+up to `extend` times, so a choice is not an artefact of where the grid
+stops. An lr whose loss turns
 non-finite scores -inf and is never extended past. Choices are kept in `<workdir>/lr_choice.json` so a rerun does not
 repeat them, and are recorded with the results.
 """
@@ -70,9 +71,11 @@ def choose_lr(method: str, spec, params, head, episodes: Sequence, ft_cfg,
   for _ in range(extend if len(accs) > 1 else 0):
     lrs = sorted(accs)
     best = max(lrs, key=lambda lr: accs[lr])  # first max: smaller lr
-    if best == lrs[0]:
+    # Only an edge strictly better than its neighbour is extended: on a
+    # plateau the grid already brackets the choice.
+    if best == lrs[0] and accs[lrs[0]] > accs[lrs[1]]:
       new = lrs[0] * lrs[0] / lrs[1]
-    elif best == lrs[-1] and accs[best] > -math.inf:
+    elif best == lrs[-1] and accs[best] > max(accs[lrs[-2]], -math.inf):
       new = lrs[-1] * lrs[-1] / lrs[-2]
     else:
       break
