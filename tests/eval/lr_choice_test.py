@@ -39,6 +39,14 @@ class ChooseLrTest(absltest.TestCase):
     self.assertEqual(list(got['dev_accuracy']), ['1e-05', '0.0001', '0.001',
                                                  '0.01'])
 
+  def test_extension_continues_a_one_three_grid(self):
+    grid = (3e-4, 1e-3, 3e-3, 1e-2)
+    got = _choose(lambda lr: -lr, grid=grid)
+    self.assertEqual(got['lr'], 3e-5)  # exactly: rounded to 6 digits
+    self.assertEqual(list(got['dev_accuracy'])[:2], ['3e-05', '0.0001'])
+    got = _choose(lambda lr: lr, grid=grid)
+    self.assertEqual(list(got['dev_accuracy'])[-2:], ['0.03', '0.1'])
+
   def test_a_plateau_is_not_extended(self):
     got = _choose(lambda lr: 50.0 if lr < 5e-3 else 40.0,
                   grid=(1e-3, 3e-3, 1e-2))

@@ -6,7 +6,8 @@ variant actually starts from, never on a test target. Ties go to the
 smaller lr. When the best lr lies on an edge of the grid and beats its
 neighbour, the grid grows one step past that edge (by the edge's own ratio),
 up to `extend` times, so a choice is not an artefact of where the grid
-stops. An lr whose loss turns
+stops. The new lr continues the grid's pattern (3e-4, 1e-3, 3e-3, 1e-2
+grows to 1e-4, 3e-5 below and 3e-2, 1e-1 above). An lr whose loss turns
 non-finite scores -inf and is never extended past. Choices are kept in `<workdir>/lr_choice.json` so a rerun does not
 repeat them, and are recorded with the results.
 """
@@ -35,6 +36,15 @@ def dev_episodes(source_name: str, resolution: int, n: int,
       data.make_episode(src, s, resolution, buckets=None, way_buckets=None)
       for s in data.sample_episodes(src, sampler, DEV_SEED, n)
   ]
+
+
+def _step_past(lrs: Sequence[float]) -> float:
+  """The next lr below sorted `lrs`, continuing their pattern: with three or
+  more, the ratio two steps in (1e-3, 3e-3, 1e-2 -> 3e-4, then 1e-4), else
+  the edge's own ratio."""
+  if len(lrs) >= 3:
+    return lrs[0] * lrs[1] / lrs[2]
+  return lrs[0] * lrs[0] / lrs[1]
 
 
 def choose_lr(method: str, spec, params, head, episodes: Sequence, ft_cfg,
@@ -74,12 +84,13 @@ def choose_lr(method: str, spec, params, head, episodes: Sequence, ft_cfg,
     # Only an edge strictly better than its neighbour is extended: on a
     # plateau the grid already brackets the choice.
     if best == lrs[0] and accs[lrs[0]] > accs[lrs[1]]:
-      new = lrs[0] * lrs[0] / lrs[1]
+      new = _step_past(lrs)
     elif best == lrs[-1] and accs[best] > max(accs[lrs[-2]], -math.inf):
-      new = lrs[-1] * lrs[-1] / lrs[-2]
+      new = 1.0 / _step_past([1.0 / lr for lr in reversed(lrs)])
     else:
       break
-    accs[float(new)] = score(new)
+    new = float(f'{new:.6g}')  # 1e-4, not 9.999999999999999e-05
+    accs[new] = score(new)
   best = max(sorted(accs), key=lambda lr: accs[lr])
   # JSON has no -inf: a diverged lr is recorded as None.
   return {
