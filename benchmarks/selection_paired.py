@@ -24,7 +24,7 @@ from benchmarks import common
 from tinytrain_jax import data
 from tinytrain_jax.configs import default
 from tinytrain_jax.configs import eval_config
-from tinytrain_jax.eval import meta_cache, plan
+from tinytrain_jax.eval import meta_cache, plan, report
 from tinytrain_jax.models import load_pretrained, protonet
 from tinytrain_jax.train import finetune as ft
 from tinytrain_jax.train import methods as methods_lib
@@ -60,12 +60,6 @@ def _lr_for(method, start):
   label = plan.Variant(base, start).label
   got = table.get(f'{_MODEL.value}/{label}')
   return got['lr'] if got else _LR.value
-
-
-def paired_ci(a, b):
-  """(mean of a - b, 1.96 std / sqrt(n)) over paired per-task accuracies."""
-  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-  return float(d.mean()), float(1.96 * d.std() / np.sqrt(d.size))
 
 
 def main(argv):
@@ -118,7 +112,7 @@ def main(argv):
   for m in _VARIANTS.value:
     mean, ci = float(np.mean(accs[m])), float(1.96 * np.std(accs[m]) /
                                               np.sqrt(n))
-    d, dci = paired_ci(accs[ref], accs[m])
+    d, dci = report.paired_ci95(accs[ref], accs[m])
     rows.append(
         dict(method=m, lr=lrs[m], accuracy_mean=mean, accuracy_ci95=ci,
              diff_vs_ref=d if m != ref else 0.0,

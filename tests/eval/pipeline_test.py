@@ -47,6 +47,13 @@ class ReportTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'no episode'):
       report.mean_ci95([])
 
+  def test_paired_ci95(self):
+    d, ci = report.paired_ci95([60.0, 80.0, 70.0], [50.0, 70.0, 70.0])
+    self.assertAlmostEqual(d, 20.0 / 3)
+    self.assertAlmostEqual(ci, 1.96 * np.std([10.0, 10.0, 0.0]) / np.sqrt(3))
+    # A constant gap is resolved exactly, however spread the tasks are.
+    self.assertEqual(report.paired_ci95([10.0, 90.0], [5.0, 85.0]), (5.0, 0.0))
+
   def test_missing_keys(self):
     with self.assertRaisesRegex(ValueError, 'lacks'):
       report.markdown_tables([{'method': 'x'}])
@@ -73,6 +80,15 @@ class PipelineTest(absltest.TestCase):
         cell = f"{r['accuracy_mean']:.1f} ± {r['accuracy_ci95']:.1f}"
         self.assertRegex(md, rf"\| {r['method']} \| {re.escape(cell)} \|")
       by = {r['method']: r for r in rows}
+      # TinyTrain's paired gap to each method, over the same tasks.
+      log = [json.loads(l) for l in (wd / 'episodes.jsonl').open()]
+      acc = lambda m: [x['accuracy'] for x in sorted(
+          (x for x in log if x['method'] == m), key=lambda x: x['episode'])]
+      self.assertNotIn('tinytrain_minus', by['tinytrain'])
+      for m in ('none', 'lastlayer'):
+        self.assertEqual(by[m]['tinytrain_minus'],
+                         list(report.paired_ci95(acc('tinytrain'), acc(m))))
+      self.assertIn('TinyTrain minus method, paired', md)
       self.assertEqual(by['none']['bwd_macs'], 0)
       self.assertGreater(by['lastlayer']['bwd_macs'], 0)
       self.assertTrue(by['tinytrain']['meta_trained'])

@@ -237,6 +237,10 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
       done.update(_read_done(other))
   rows = []
   for st in studies:
+    ref = [
+        done[(st.backbone, st.domain, 'tinytrain', i)]['accuracy']
+        for i in range(st.episodes)
+    ] if any(v.label == 'tinytrain' for v in st.variants) else None
     for v in st.variants:
       xs = [
           done[(st.backbone, st.domain, v.label, i)]
@@ -244,6 +248,11 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
       ]
       bb = st.backbone
       mean, ci = report.mean_ci95([x['accuracy'] for x in xs])
+      # The study's variants share their tasks: TinyTrain's paired gap.
+      paired = ({} if ref is None or v.label == 'tinytrain' else {
+          'tinytrain_minus':
+              list(report.paired_ci95(ref, [x['accuracy'] for x in xs]))
+      })
       rows.append(
           dict(backbone=bb, method=v.label, base_method=v.method,
                start=v.start, domain=st.domain, sampler=st.sampler.mode,
@@ -251,7 +260,8 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
                lr=lrs[(bb, v.label)],
                bwd_bytes=float(sum(x['bwd_bytes'] for x in xs) / len(xs)),
                bwd_macs=float(sum(x['bwd_macs'] for x in xs) / len(xs)),
-               meta_trained=v.start == 'metatrained' and not no_meta))
+               meta_trained=v.start == 'metatrained' and not no_meta,
+               **paired))
   meta_info = {
       bb: st['metatrained'][2]
       for bb, st in starts.items()

@@ -31,6 +31,16 @@ def mean_ci95(accuracies: Sequence[float]):
   return float(a.mean()), float(1.96 * a.std() / np.sqrt(a.size))
 
 
+def paired_ci95(a: Sequence[float], b: Sequence[float]):
+  """(mean of a - b, 1.96 * std / sqrt(n)) over paired per-episode
+  accuracies: the same tasks, so the task-to-task spread cancels and gaps
+  far inside the unpaired CIs can be resolved."""
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  if d.size == 0:
+    raise ValueError('no paired episode accuracies')
+  return float(d.mean()), float(1.96 * d.std() / np.sqrt(d.size))
+
+
 def _check(rows):
   for r in rows:
     missing = [k for k in REQUIRED if k not in r]
@@ -78,6 +88,20 @@ def markdown_tables(rows: List[Dict], in_domain: Sequence[str] = ()) -> str:
       avg = (f'{np.mean(means):.1f}'
              if avg_over and len(means) == len(avg_over) else '–')
       out.append(f'| {m} | ' + ' | '.join(cells) + f' | {avg} |')
+    if any('tinytrain_minus' in r for r in sub):
+      out.append(f'\n### {bb}: TinyTrain minus method, paired over the same '
+                 'tasks (pp, 95% CI)\n')
+      out.append('| method | ' + ' | '.join(domains) + ' |')
+      out.append('|---' * (len(domains) + 1) + '|')
+      for m in methods:
+        cells = []
+        for d in domains:
+          r = next((r for r in sub if r['method'] == m and r['domain'] == d),
+                   None)
+          got = r and r.get('tinytrain_minus')
+          cells.append(f'{got[0]:+.1f} ± {got[1]:.1f}' if got else '–')
+        if any(c != '–' for c in cells):
+          out.append(f'| {m} | ' + ' | '.join(cells) + ' |')
     out.append(f'\n### {bb}: backward memory and compute\n')
     out.append(
         '| method | bwd memory (fp32, support batch) | bwd MACs / sample '
