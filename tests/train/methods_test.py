@@ -23,6 +23,17 @@ def _shapes(name='mcunet-5fps', mix=False):
       lambda: network.init(spec, jax.random.PRNGKey(0)))[0]
 
 
+def _model_and_episode(ways, shots, queries):
+  """Pretrained mcunet-5fps at 32 px and Omniglot test episode 0."""
+  spec, params = models.load_pretrained('mcunet-5fps', 32)
+  src = data.get_source('omniglot', 'test')
+  es = data.sample_episode(
+      src, data.SamplerConfig(mode='fixed', ways=ways, shots=shots,
+                              queries=queries), 0, 0)
+  return spec, params, data.make_episode(src, es, 32, buckets=None,
+                                         way_buckets=None)
+
+
 class MethodsTest(absltest.TestCase):
 
   def test_unknown_method_lists_accepted(self):
@@ -79,11 +90,7 @@ class MethodsTest(absltest.TestCase):
       selection.select  # pylint: disable=pointless-statement
     except (ImportError, AttributeError):
       self.skipTest('tinytrain_jax.selection not available')
-    spec, params = models.load_pretrained('mcunet-5fps', 32)
-    src = data.get_source('omniglot', 'test')
-    es = data.sample_episode(
-        src, data.SamplerConfig(mode='fixed', ways=3, shots=1, queries=1), 0, 0)
-    ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
+    spec, params, ep = _model_and_episode(3, 1, 1)
     mask = methods.method_mask('tinytrain', spec, params, ep)
     masks.check_mask(mask, params, spec)
     self.assertGreater(masks.count_trained(mask, params, spec), 0)
@@ -116,11 +123,7 @@ class VariantTest(absltest.TestCase):
             methods.parse_variant(name))
 
   def test_variant_selects_like_its_config(self):
-    spec, params = models.load_pretrained('mcunet-5fps', 32)
-    src = data.get_source('omniglot', 'test')
-    es = data.sample_episode(
-        src, data.SamplerConfig(mode='fixed', ways=3, shots=1, queries=1), 0, 0)
-    ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
+    spec, params, ep = _model_and_episode(3, 1, 1)
     budgets = methods.tinytrain_budgets(spec)
     from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
     want = selection.select(
@@ -140,11 +143,7 @@ class CostsTest(absltest.TestCase):
 
   def test_every_method_reports_the_launcher_costs(self):
     """run_method's cost columns == experiments.cost's report, per method."""
-    spec, params = models.load_pretrained('mcunet-5fps', 32)
-    src = data.get_source('omniglot', 'test')
-    es = data.sample_episode(
-        src, data.SamplerConfig(mode='fixed', ways=2, shots=2, queries=3), 0, 0)
-    ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
+    spec, params, ep = _model_and_episode(2, 2, 3)
     cfg = ft.FinetuneConfig(steps=0)
     for m in methods.STATIC_COST_METHODS:
       # steps=0: no training, one compiled forward per method (eager op-by-op
@@ -179,11 +178,7 @@ class TinyTLTest(absltest.TestCase):
 
   @pytest.mark.slow  # compiles the TinyTL step (minutes on a loaded CPU)
   def test_run_trains_branches_and_biases(self):
-    spec, params = models.load_pretrained('mcunet-5fps', 32)
-    src = data.get_source('omniglot', 'test')
-    es = data.sample_episode(
-        src, data.SamplerConfig(mode='fixed', ways=3, shots=1, queries=1), 0, 0)
-    ep = data.make_episode(src, es, 32, buckets=None, way_buckets=None)
+    spec, params, ep = _model_and_episode(3, 1, 1)
     res = methods.run_method('tinytl', spec, params, protonet.init_head(), ep,
                              ft.FinetuneConfig(steps=2, lr=1e-2))
     self.assertTrue(np.isfinite(res['final_support_loss']))
