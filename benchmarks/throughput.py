@@ -154,7 +154,7 @@ def _variable_compiles(name, counter, rows):
                 for e in eps})
   mesh = devices.make_mesh(1)
   for method in _METHODS.value:
-    before, programs = counter.count, task_batch.group_program._cache_size()
+    before, programs = counter.count, task_batch.programs_compiled()
     t = time.perf_counter()
     bar = progress.Progress(len(eps), f'{name} {method} variable', unit='task')
     for i, ep in enumerate(eps):
@@ -169,7 +169,7 @@ def _variable_compiles(name, counter, rows):
         'bucket_shapes': shapes,
         'resolution': res,
         'compiles': counter.count - before,
-        'finetune_programs': task_batch.group_program._cache_size() - programs,
+        'finetune_programs': task_batch.programs_compiled() - programs,
         'seconds': time.perf_counter() - t
     }
     key = lambda r: (r['model'], r['method'], r['episodes'])

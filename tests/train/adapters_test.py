@@ -2,6 +2,7 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax import models
@@ -67,6 +68,26 @@ class TinyTLBranchTest(absltest.TestCase):
       got = tinytl.features(spec, params, lite, x)
       want = network.apply(spec, params, x).features
     np.testing.assert_array_equal(got, want)
+
+  def test_two_group_conv_equals_the_grouped_conv_with_its_gradients(self):
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 9, 9, 8))
+    w = jax.random.normal(jax.random.PRNGKey(1), (5, 5, 4, 6))
+    for stride in (1, 2):
+
+      def grouped(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (stride, stride), ((2, 2), (2, 2)),
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=2)
+
+      def split(x, w):
+        return tinytl._two_group_conv(x, w, stride)  # pylint: disable=protected-access
+
+      np.testing.assert_allclose(split(x, w), grouped(x, w), rtol=1e-5,
+                                 atol=1e-5)
+      gs = jax.grad(lambda x, w: jnp.sum(jnp.sin(split(x, w))), (0, 1))(x, w)
+      gg = jax.grad(lambda x, w: jnp.sum(jnp.sin(grouped(x, w))), (0, 1))(x, w)
+      for a, b in zip(gs, gg):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
   def test_branch_geometry_follows_tinytl(self):
     spec = models.model_spec('mcunet-5fps', 128)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -97,14 +98,14 @@ class TaskBatchTest(absltest.TestCase):
     eps = _episodes(3)
     mask = methods.method_mask('lastlayer', spec, params, None)
     cfg = ft.FinetuneConfig(steps=1, lr=1e-3)  # a config no other test runs
-    before = task_batch.group_program._cache_size()
+    before = task_batch.programs_compiled()
     for tasks in ([0, 1, 2], [3, 4, 5]):
       outs = task_batch.finetune_tasks(
           spec, params, head, [ft.episode_arrays(spec, e) for e in eps],
           [mask] * 3, cfg, tasks, devices.make_mesh(1))
       self.assertLen(outs, 3)
       self.assertTrue(all(o.loss_curve.shape == (1,) for o in outs))
-    self.assertEqual(task_batch.group_program._cache_size() - before, 1)
+    self.assertEqual(task_batch.programs_compiled() - before, 1)
 
   def test_padded_variable_episodes_give_the_exact_results(self):
     spec, params = _model()
@@ -134,12 +135,29 @@ class TaskBatchTest(absltest.TestCase):
               for e in eps}
     self.assertLess(len(shapes), len(exact))  # padding merges shapes
     cfg = ft.FinetuneConfig(steps=1, lr=2e-3)  # a config no other test runs
-    before = task_batch.group_program._cache_size()
+    before = task_batch.programs_compiled()
     for i, ep in enumerate(eps):
       methods.run_methods('lastlayer', spec, params, head, [ep], cfg,
                           tasks=[i], mesh=devices.make_mesh(1))
-    self.assertEqual(task_batch.group_program._cache_size() - before,
-                     len(shapes))
+    self.assertEqual(task_batch.programs_compiled() - before, len(shapes))
+
+  def test_programs_past_the_limit_are_released_with_equal_results(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    eps = _episodes(2)
+    cfg = ft.FinetuneConfig(steps=1, lr=3e-3)  # a config no other test runs
+    first = methods.run_methods('lastlayer', spec, params, head, eps, cfg)
+    self.assertGreaterEqual(task_batch.programs_held(), 1)
+    with mock.patch.object(task_batch, 'MAX_PROGRAMS', 0):
+      before = task_batch.programs_compiled()
+      again = methods.run_methods('lastlayer', spec, params, head, eps, cfg)
+      # Released first, so the same program is compiled once more.
+      self.assertEqual(task_batch.programs_compiled() - before, 1)
+      self.assertEqual(task_batch.programs_held(), 1)
+    self.assertEqual([r['accuracy'] for r in first],
+                     [r['accuracy'] for r in again])
+    self.assertEqual([r['query_loss'] for r in first],
+                     [r['query_loss'] for r in again])
 
   def test_dense_impl_is_refused_in_batches(self):
     spec, params = _model()

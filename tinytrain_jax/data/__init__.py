@@ -4,6 +4,7 @@
   spec = sample_episode(src, SamplerConfig(), seed=0, index=0)
   ep = make_episode(src, spec, resolution=128)
 """
+from tinytrain_jax.data.episodes import bucket_shape
 from tinytrain_jax.data.episodes import bucket_size
 from tinytrain_jax.data.episodes import DEFAULT_BUCKETS
 from tinytrain_jax.data.episodes import DEFAULT_WAY_BUCKETS

@@ -99,6 +99,18 @@ def episode_stats(spec: sampler.EpisodeSpec, source=None) -> dict:
   }
 
 
+def bucket_shape(spec: sampler.EpisodeSpec,
+                 buckets: Sequence[int] | None = DEFAULT_BUCKETS,
+                 way_buckets: Sequence[int] | None = DEFAULT_WAY_BUCKETS
+                 ) -> tuple[int, int, int]:
+  """(S_max, Q_max, W_max): the padded sizes `make_episode` gives `spec`,
+  known without reading a pixel (episodes of equal shape share programs)."""
+  s_size = sum(len(s) for s in spec.support_indices)
+  q_size = sum(len(q) for q in spec.query_indices)
+  return (bucket_size(s_size, buckets), bucket_size(q_size, buckets),
+          bucket_size(spec.ways, way_buckets))
+
+
 def _pack(source, spec, per_class, rows: int, resolution: int):
   """Reads, preprocesses and pads one side (support or query)."""
   x = np.zeros((rows, resolution, resolution, 3), np.float32)
@@ -142,16 +154,15 @@ def make_episode(source, spec: sampler.EpisodeSpec, resolution: int = 128,
   """
   s_size = sum(len(s) for s in spec.support_indices)
   q_size = sum(len(q) for q in spec.query_indices)
-  sx, sy, sm = _pack(source, spec, spec.support_indices,
-                     bucket_size(s_size, buckets), resolution)
-  qx, qy, qm = _pack(source, spec, spec.query_indices,
-                     bucket_size(q_size, buckets), resolution)
+  s_rows, q_rows, w_slots = bucket_shape(spec, buckets, way_buckets)
+  sx, sy, sm = _pack(source, spec, spec.support_indices, s_rows, resolution)
+  qx, qy, qm = _pack(source, spec, spec.query_indices, q_rows, resolution)
   if augment:
     sx[:s_size] = augment_images(sx[:s_size], np.random.default_rng([seed, 0]))
     if q_size:
       qx[:q_size] = augment_images(qx[:q_size], np.random.default_rng([seed,
                                                                        1]))
-  way_mask = np.zeros((bucket_size(spec.ways, way_buckets),), bool)
+  way_mask = np.zeros((w_slots,), bool)
   way_mask[:spec.ways] = True
   return Episode(support_x=sx, support_y=sy, support_mask=sm, query_x=qx,
                  query_y=qy, query_mask=qm, way_mask=way_mask, ways=spec.ways,

@@ -191,6 +191,11 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       mine = devices_lib.process_share(len(specs_ep))
+      if st.buckets is not None:
+        # Equal bucket shapes side by side: a chunk's tasks share programs,
+        # and each shape's programs are compiled once, used, then let go.
+        mine = sorted(mine, key=lambda i: data.bucket_shape(
+            specs_ep[i], st.buckets, st.way_buckets))
       bar = progress_lib.Progress(
           len(mine) * len(st.variants), f'{bb} {st.domain}', unit='task',
           enabled=progress)

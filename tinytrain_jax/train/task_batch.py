@@ -28,6 +28,10 @@ devices every task gets the same accuracy.
 `module_tasks` does the same for the methods that train modules besides a
 params mask (TinyTL, Transductive, AdapterDrop; `finetune.ModuleTrainer`):
 one group per episode shape, every step in one `lax.scan`.
+
+Compiled programs are bounded: past `MAX_PROGRAMS` held, all are let go
+(`release_programs`) before the next call compiles; `programs_compiled()`
+counts every compile.
 """
 import dataclasses
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
@@ -104,6 +108,36 @@ def _group_program(spec, plan, cfg, start, trains, mesh, params, head, batch,
 # One compile per (spec, plan, cfg, start, mesh, group size, episode shapes).
 group_program = jax.jit(_group_program, static_argnums=(0, 1, 2, 3, 4, 5))
 
+# Compiled fine-tune programs held at most; past it, every compiled program
+# is let go. jax keeps each executable for the life of the process, and a
+# variable-episode evaluation compiles one per (plan, bucket shape): unbounded,
+# they ran a 24 GiB host out of memory inside XLA's compiler.
+MAX_PROGRAMS = 48
+
+
+_compiled = [0]  # programs compiled by this module since import
+
+
+def programs_held() -> int:
+  """Compiled programs of `group_program` and `module_program`."""
+  return group_program._cache_size() + module_program._cache_size()  # pylint: disable=protected-access
+
+
+def programs_compiled() -> int:
+  """Fine-tune programs compiled since import (releases do not reset it)."""
+  return _compiled[0]
+
+
+def release_programs(limit: Optional[int] = None) -> bool:
+  """Drops every compiled program (`jax.clear_caches`: jax's lowering caches
+  hold the executables too) once more than `limit` (default MAX_PROGRAMS)
+  are held; True if so. Later calls recompile what they need; results do
+  not change."""
+  if programs_held() <= (MAX_PROGRAMS if limit is None else limit):
+    return False
+  jax.clear_caches()
+  return True
+
 
 def _plan_of(spec, params, mask):
   if mask is None:
@@ -156,6 +190,8 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
     raise ValueError(f'finetune_tasks: {len(batches)} batches, '
                      f'{len(task_masks)} masks and {len(tasks)} task indices')
   mesh = mesh or devices_lib.make_mesh(local=True)
+  release_programs()
+  held = programs_held()
   static_cfg = dataclasses.replace(config, lr=1.0)
   lr = jnp.float32(config.lr)
   groups: Dict[Any, List[int]] = {}
@@ -188,6 +224,7 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
     out = group_program(spec, plan, static_cfg, start, trains, mesh,
                         params_r, head_r, *args, lr_r)
     pending.append((members, out))
+  _compiled[0] += programs_held() - held
   return _collect(pending, tasks, config.steps, [m[1] for m in meta])
 
 
@@ -270,6 +307,8 @@ def module_tasks(trainer: finetune_lib.ModuleTrainer, spec, params, head,
     RuntimeError: a task's loss curve is not finite (names the task).
   """
   mesh = mesh if mesh is not None else devices_lib.make_mesh(local=True)
+  release_programs()
+  held = programs_held()
   static_cfg = dataclasses.replace(config, lr=1.0)
   rep, sharding = devices_lib.replicated(mesh), devices_lib.split_sharding(mesh)
   put = jax.device_put
@@ -287,4 +326,5 @@ def module_tasks(trainer: finetune_lib.ModuleTrainer, spec, params, head,
         put(_stack([batches[i] for i in members], n), sharding),
         put(_padded_tasks(tasks, members, n), sharding), lr_r)
     pending.append((members, out))
+  _compiled[0] += programs_held() - held
   return _collect(pending, tasks, config.steps, [{}] * len(batches))
