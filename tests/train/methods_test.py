@@ -117,6 +117,7 @@ class VariantTest(absltest.TestCase):
                         ('tinytrain:potential', "bad setting 'potential'"),
                         ('tinytrain:potential=grad', 'potential must be one'),
                         ('tinytrain:candidates=x', 'bad value for candidates'),
+                        ('tinytrain:budget=0', 'bad value for budget.*> 0'),
                         ('fulltrain:ratios=any', 'only tinytrain takes')):
       with self.assertRaisesRegex(ValueError, regex):
         methods.get_method(name) if name.startswith('tinytrain') else (
@@ -126,17 +127,21 @@ class VariantTest(absltest.TestCase):
     spec, params, ep = _model_and_episode(3, 1, 1)
     budgets = methods.tinytrain_budgets(spec)
     from tinytrain_jax import selection  # pylint: disable=g-import-not-at-top
-    want = selection.select(
-        spec, params, ep,
-        selection.SelectionConfig(*budgets, potential='inp',
-                                  layer_order='fisher')).mask
-    got = methods.method_mask('tinytrain:potential=inp:layer_order=fisher',
-                              spec, params, ep, budgets=budgets)
-    self.assertTrue(
-        all(
-            jax.tree.leaves(
-                jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), got,
-                             want))))
+    for name, cfg in (
+        ('tinytrain:potential=inp:layer_order=fisher',
+         selection.SelectionConfig(*budgets, potential='inp',
+                                   layer_order='fisher')),
+        ('tinytrain:budget=4',
+         selection.SelectionConfig(4 * budgets[0], 4 * budgets[1]))):
+      want = selection.select(spec, params, ep, cfg).mask
+      got = methods.method_mask(name, spec, params, ep, budgets=budgets)
+      self.assertTrue(
+          all(
+              jax.tree.leaves(
+                  jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), got,
+                               want))), name)
+    self.assertEqual(methods.parse_variant('tinytrain:budget=4'),
+                     {'budget': 4.0})
 
 
 class CostsTest(absltest.TestCase):

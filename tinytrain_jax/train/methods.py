@@ -93,13 +93,15 @@ def tinytrain_budgets(spec, scale: float = 1.0, budget_bytes: int = 0,
           int(m * px * scale))
 
 
-def _tinytrain(**overrides):
-  """TinyTrain's mask fn; `overrides`: SelectionConfig fields (a variant)."""
+def _tinytrain(budget: float = 1.0, **overrides):
+  """TinyTrain's mask fn; `overrides`: SelectionConfig fields (a variant);
+  `budget`: a factor on both budgets."""
 
   def fn(spec, params, episode, head=None, budgets=None):
     budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
-    cfg = selection.SelectionConfig(budget_bytes=budget_bytes,
-                                    budget_macs=budget_macs, **overrides)
+    cfg = selection.SelectionConfig(budget_bytes=budget_bytes * budget,
+                                    budget_macs=budget_macs * budget,
+                                    **overrides)
     return selection.select(spec, params, episode, cfg, head=head).mask
 
   return fn
@@ -119,6 +121,13 @@ def _candidates(v: str):
   return 'all' if v == 'all' else int(v)
 
 
+def _budget(v: str) -> float:
+  x = float(v)
+  if not x > 0:
+    raise ValueError(f'expected a factor > 0, got {v!r}')
+  return x
+
+
 # SelectionConfig fields a variant name may set, with their parsers.
 VARIANT_FIELDS = {
     'layer_order': str,
@@ -127,6 +136,7 @@ VARIANT_FIELDS = {
     'ratios': _ratios,
     'candidates': _candidates,
     'stop_at_first_misfit': _flag_bool,
+    'budget': _budget,  # x both budgets (not a SelectionConfig field)
 }
 
 
@@ -136,8 +146,9 @@ def parse_variant(name: str) -> Dict[str, Any]:
   Grammar: `tinytrain[:field=value]...`, fields from VARIANT_FIELDS, e.g.
   'tinytrain:potential=inp', 'tinytrain:layer_order=fisher:ratios=any',
   'tinytrain:ratios=1/0.5' (fractions joined by '/'),
-  'tinytrain:candidates=4' (convs of the last 4 blocks). ':' keeps names
-  usable in comma-list flags.
+  'tinytrain:candidates=4' (convs of the last 4 blocks),
+  'tinytrain:budget=4' (4x both the memory and the compute budget). ':'
+  keeps names usable in comma-list flags.
 
   Raises:
     ValueError: one line naming the bad part and the accepted fields.
@@ -158,7 +169,8 @@ def parse_variant(name: str) -> Dict[str, Any]:
     except ValueError as e:
       raise ValueError(f'method {name!r}: bad value for {k}: {e}') from None
   try:
-    selection.SelectionConfig(budget_bytes=1, budget_macs=1, **over)
+    selection.SelectionConfig(budget_bytes=1, budget_macs=1,
+                              **{k: v for k, v in over.items() if k != 'budget'})
   except ValueError as e:
     raise ValueError(f'method {name!r}: {e}') from None
   return over
