@@ -11,8 +11,8 @@ accuracy and the paired difference to TinyTrain with its 95 % CI
 (1.96 std / sqrt(n) of the per-task differences). Pairing removes the
 task-to-task spread, which is what lets a 1 pp gap be resolved.
 
-Writes benchmarks/results/selection_paired_<model>_<start>_<source>.json and
-prints a Markdown table.
+Writes benchmarks/results/selection_paired_<model>_<start>_<source>[_<tag>].json
+and prints a Markdown table.
 """
 import json
 import time
@@ -45,13 +45,33 @@ _VARIANTS = flags.DEFINE_list(
     ['tinytrain', 'tinytrain_l2', 'tinytrain_random', 'sparseupdate'],
     'methods; the first is the reference. TinyTrain selection variants as '
     "'tinytrain:field=value[:field=value]' (methods.parse_variant), e.g. "
-    'tinytrain:potential=inp, tinytrain:layer_order=fisher')
+    'tinytrain:potential=inp, tinytrain:layer_order=fisher; a suffix @lr '
+    'fixes that variant\'s lr (tinytrain:budget=16@3e-3)')
 _SEED = flags.DEFINE_integer('seed', 4242, 'task seed (not the dev seed)')
 _CHUNK = flags.DEFINE_integer('chunk', 20, 'tasks fine-tuned together')
 _QUICK = flags.DEFINE_bool('quick', False, 'tiny run (tests)')
+_TAG = flags.DEFINE_string(
+    'tag', '', 'appended to the results file name, so runs with other '
+    'variants on the same source do not replace each other')
 
 
-def _lr_for(method, start):
+def _split_lr(variant):
+  """'method@lr' -> (method, lr or None): a variant's own fine-tune lr."""
+  method, at, lr = variant.partition('@')
+  if not at:
+    return method, None
+  try:
+    return method, float(lr)
+  except ValueError:
+    raise app.UsageError(f'--variants: {variant!r}: expected method@lr with '
+                         f'a number after @, e.g. tinytrain:budget=16@3e-3'
+                         ) from None
+
+
+def _lr_for(variant, start):
+  method, own = _split_lr(variant)
+  if own is not None:
+    return own
   if not _LR_CHOICE.value:
     return _LR.value
   table = json.loads(open(_LR_CHOICE.value).read())
@@ -64,6 +84,11 @@ def _lr_for(method, start):
 
 def main(argv):
   del argv
+  for m in _VARIANTS.value:
+    try:
+      methods_lib.get_method(_split_lr(m)[0])
+    except ValueError as e:
+      raise app.UsageError(f'--variants: {e}') from None
   cd = default.get_config('quick' if _QUICK.value else '')
   cd.resolution = _RES.value or cd.resolution  # also meta_train's (0)
   cfg = eval_config.from_config_dict(cd)
@@ -95,7 +120,8 @@ def main(argv):
         for i in idx
     ]
     for m in _VARIANTS.value:
-      for r in methods_lib.run_methods(m, spec, params, head, eps,
+      for r in methods_lib.run_methods(_split_lr(m)[0], spec, params, head,
+                                       eps,
                                        ft.FinetuneConfig(steps=steps,
                                                          lr=lrs[m]),
                                        budgets, tasks=idx):
@@ -131,7 +157,8 @@ def main(argv):
           f"{r['bwd_bytes'] / 1024:.0f} KiB | {r['bwd_macs'] / 1e6:.2f}M |")
   if not _QUICK.value:
     common.write_results(
-        f'selection_paired_{_MODEL.value}_{_START.value}_{_SOURCE.value}',
+        f'selection_paired_{_MODEL.value}_{_START.value}_{_SOURCE.value}' +
+        (f'_{_TAG.value}' if _TAG.value else ''),
         dict(device=common.device_info(), model=_MODEL.value, resolution=res,
              source=_SOURCE.value, split='valid', episodes=n, steps=steps,
              seed=_SEED.value, start=_START.value,
