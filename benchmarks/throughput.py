@@ -137,8 +137,9 @@ def _run_chunks(method, spec, params, head, eps, cfg, mesh, select_times):
   return times, sizes
 
 
-def _variable_compiles(name, counter, rows):
-  """Compiles of a --variable_episodes Meta-Dataset evaluation per method."""
+def _variable_compiles(name, counter, rows, write):
+  """Compiles of a --variable_episodes Meta-Dataset evaluation per method;
+  `write()` saves the rows after each method (nothing finished is lost)."""
   res, steps = _VAR_RES.value, 2  # compile counts depend on neither
   spec, params = models.load_pretrained(name, res, MIX[name])
   head = protonet.init_head()
@@ -176,6 +177,7 @@ def _variable_compiles(name, counter, rows):
     }
     key = lambda r: (r['model'], r['method'], r['episodes'])
     rows[:] = [r for r in rows if key(r) != key(row)] + [row]
+    write()
     print(f"variable | {row['model']} | {method} | {len(eps)} episodes, "
           f"{shapes} bucket shapes | {row['compiles']} compiles "
           f"({row['finetune_programs']} fine-tune programs)", flush=True)
@@ -234,8 +236,8 @@ def main(argv):
         'GFLOP/task |')
   for name in _MODELS.value:
     if _VAR_EPISODES.value:
-      _variable_compiles(name, counter, variable)
-      _write(path, rows, variable)
+      _variable_compiles(name, counter, variable,
+                         lambda: _write(path, rows, variable))
     if not _TASKS.value:
       continue
     spec, params = models.load_pretrained(name, _RES.value, MIX[name])
