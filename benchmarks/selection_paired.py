@@ -68,8 +68,8 @@ def _split_lr(variant):
                          ) from None
 
 
-def _lr_for(variant, start):
-  method, own = _split_lr(variant)
+def _lr_for(method, own, start):
+  """`own` (a variant's @lr) if given, else the lr table's or --lr."""
   if own is not None:
     return own
   if not _LR_CHOICE.value:
@@ -84,9 +84,10 @@ def _lr_for(variant, start):
 
 def main(argv):
   del argv
-  for m in _VARIANTS.value:
+  parsed = {m: _split_lr(m) for m in _VARIANTS.value}  # (method, own lr)
+  for method, _ in parsed.values():
     try:
-      methods_lib.get_method(_split_lr(m)[0])
+      methods_lib.get_method(method)
     except ValueError as e:
       raise app.UsageError(f'--variants: {e}') from None
   cd = default.get_config('quick' if _QUICK.value else '')
@@ -108,7 +109,7 @@ def main(argv):
   budgets = methods_lib.tinytrain_budgets(spec)
   accs = {m: [] for m in _VARIANTS.value}
   costs = {m: [] for m in _VARIANTS.value}
-  lrs = {m: _lr_for(m, _START.value) for m in _VARIANTS.value}
+  lrs = {m: _lr_for(*parsed[m], _START.value) for m in _VARIANTS.value}
   t0 = time.time()
   specs = data.sample_episodes(src, sampler, _SEED.value, n)
   # Chunks of tasks run batched over the devices (`run_methods`); results
@@ -120,8 +121,7 @@ def main(argv):
         for i in idx
     ]
     for m in _VARIANTS.value:
-      for r in methods_lib.run_methods(_split_lr(m)[0], spec, params, head,
-                                       eps,
+      for r in methods_lib.run_methods(parsed[m][0], spec, params, head, eps,
                                        ft.FinetuneConfig(steps=steps,
                                                          lr=lrs[m]),
                                        budgets, tasks=idx):
