@@ -340,6 +340,13 @@ def _payload(rows, device, peak, load0):
       'cores': os.cpu_count(),
       'torch': torch.__version__,
       'torch_threads': torch.get_num_threads(),
+      # glibc's reuse of freed memory (scripts/setup_env.sh; docs/devices.md):
+      # both sides run 1.3-3x slower without it on a CPU.
+      'malloc_env': {
+          k: os.environ.get(k)
+          for k in ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_MAX_',
+                    'MALLOC_TRIM_THRESHOLD_')
+      },
       'load_average_start_end': [load0, os.getloadavg()],
       'peak_gmacs': peak,
       'units': {
