@@ -27,6 +27,7 @@ Launchers that spread work over devices (docs/devices.md) call
 """
 import errno
 import importlib.util
+import os
 import pathlib
 import sys
 from typing import Callable, Optional, Sequence
@@ -35,7 +36,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
+import jax
+
+from tinytrain_jax import assets
 from tinytrain_jax import devices
+
+# Bound of the persistent compilation cache (LRU eviction past it).
+COMPILE_CACHE_BYTES = 4 << 30
 
 DEFAULT_CONFIG_ARGS = ('', 'quick')
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
@@ -211,5 +218,24 @@ def initialize_devices() -> None:
     ValueError: one line naming the flag (main's `guard` prints it).
   """
   f = flags.FLAGS
+  enable_compilation_cache()
   devices.initialize(f.coordinator_address, f.num_processes, f.process_id)
   devices.device_list(f.devices)  # raises when more than visible
+
+
+def enable_compilation_cache() -> Optional[pathlib.Path]:
+  """Keeps compiled XLA programs on disk, in the derived cache's `xla/`.
+
+  A rerun, a resumed run or a sweep point that compiles a program it compiled
+  before (same HLO, options, backend and jax version: the cache's key, so a
+  stale entry is never used) loads it instead. A folder the user chose
+  ($JAX_COMPILATION_CACHE_DIR or jax's config) is kept. Returns the folder.
+  """
+  chosen = (os.environ.get('JAX_COMPILATION_CACHE_DIR') or
+            jax.config.jax_compilation_cache_dir)
+  if chosen:
+    return pathlib.Path(chosen)
+  path = assets.derived_cache_dir() / 'xla'
+  jax.config.update('jax_compilation_cache_dir', str(path))
+  jax.config.update('jax_compilation_cache_max_size', COMPILE_CACHE_BYTES)
+  return path
