@@ -11,10 +11,11 @@ its backward especially: mcunet-5fps-shaped net, 100 images at 128 px, fwd+bwd
     the flipped kernel (stride 1) or, for stride 2, one shifted sum per output
     parity (polyphase) interleaved, instead of autodiff's k*k interior-padded
     pads evaluated at every input position (`depthwise_input_grad`);
-  - kernel gradient: k*k per-channel reductions of slice * gradient, done
-    over chunks of the batch in a `lax.scan` so the k*k slices stay in cache
-    instead of being materialised at full batch size (`depthwise_kernel_grad`;
-    autodiff materialises every slice: 2-4x slower on 7x7 convs).
+  - kernel gradient: the k*k per-channel sums of slice * gradient as one
+    variadic reduce, over chunks of the batch in a `lax.scan`, so XLA reads
+    each chunk once with the slices fused in (`depthwise_kernel_grad`; k*k
+    separate reduces each materialised their slice, 2-4x slower, and
+    autodiff's grouped conv is slower still).
 * 1x1 stride 1: a matmul (`pointwise_matmul`).
 * everything else (the 3x3 stride-2 stem): `lax.conv_general_dilated`.
 
@@ -58,10 +59,11 @@ def conv_lax(x, kernel, stride: int, groups: int = 1):
 
 # Batch chunk of the depthwise kernel gradient: the largest divisor of the
 # batch whose output-gradient slice fits in this many bytes. Measured on the
-# 2-core CPU (100 images, kernel gradient alone, medians of 5): 256 KB beat
-# 64 KB, 1 MB and 4 MB on 7x7/s2 at 32 px (1.01 s vs 1.05 / 1.15 / 1.72 s),
-# 3x3 at 64 px (1.26 vs 1.55 / 1.69 / 2.05 s) and 7x7 at 16 px x 144
-# channels (1.09 vs 1.37 / 1.30 / 1.76 s); whole-batch slices are 2-4x slower.
+# 2-core CPU with the variadic reduce (100 images, kernel gradient alone, min
+# of 9, ms for 256 KB / 1 MB / 4 MB): 3x3 at 64 px x 16 ch 32 / 12 / 13,
+# 3x3 at 32 px x 48 ch 27 / 15 / 13, 3x3 at 16 px x 120 ch 7.1 / 6.1 / 11,
+# 7x7/s2 at 32 px x 48 ch 14 / 16 / 20, 7x7 at 8 px x 160 ch 9.4 / 11 / 17;
+# whole-batch slices are 2-4x slower.
 DW_GRAD_CHUNK_BYTES = 1 << 20
 
 
