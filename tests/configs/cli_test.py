@@ -10,10 +10,8 @@ from tinytrain_jax.configs import cli
 @pytest.fixture(autouse=True)
 def _restore_jax_config():
   before = jax.config.jax_compilation_cache_dir
-  size = jax.config.jax_compilation_cache_max_size
   yield
   jax.config.update('jax_compilation_cache_dir', before)
-  jax.config.update('jax_compilation_cache_max_size', size)
 
 
 def test_default_is_the_derived_cache(tmp_path, monkeypatch):
@@ -23,7 +21,6 @@ def test_default_is_the_derived_cache(tmp_path, monkeypatch):
   path = cli.enable_compilation_cache()
   assert path == tmp_path / 'xla'
   assert jax.config.jax_compilation_cache_dir == str(path)
-  assert jax.config.jax_compilation_cache_max_size == cli.COMPILE_CACHE_BYTES
 
 
 def test_a_users_folder_is_kept(monkeypatch):

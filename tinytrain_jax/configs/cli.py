@@ -41,9 +41,6 @@ import jax
 from tinytrain_jax import assets
 from tinytrain_jax import devices
 
-# Bound of the persistent compilation cache (LRU eviction past it).
-COMPILE_CACHE_BYTES = 4 << 30
-
 DEFAULT_CONFIG_ARGS = ('', 'quick')
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
 
@@ -236,6 +233,7 @@ def enable_compilation_cache() -> Optional[pathlib.Path]:
   if chosen:
     return pathlib.Path(chosen)
   path = assets.derived_cache_dir() / 'xla'
+  # No size bound: jax's LRU eviction needs the `filelock` package, which
+  # the project does not depend on. The folder can be deleted at any time.
   jax.config.update('jax_compilation_cache_dir', str(path))
-  jax.config.update('jax_compilation_cache_max_size', COMPILE_CACHE_BYTES)
   return path
