@@ -1,5 +1,7 @@
 """Our speed against the PyTorch peer, side by side in one process.
 
+  export MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 \
+      MALLOC_TRIM_THRESHOLD_=68719476736   # glibc keeps freed memory
   .venv-bench/bin/python -m benchmarks.peer_speed          # full run
   .venv-bench/bin/python -m benchmarks.peer_speed --models=mcunet-5fps \
       --batches=2 --resolution=32 --repeats=1 --out=/tmp/peer.json   # tiny
@@ -340,8 +342,8 @@ def _payload(rows, device, peak, load0):
       'cores': os.cpu_count(),
       'torch': torch.__version__,
       'torch_threads': torch.get_num_threads(),
-      # glibc's reuse of freed memory (scripts/setup_env.sh; docs/devices.md):
-      # both sides run 1.3-3x slower without it on a CPU.
+      # glibc's reuse of freed memory (docs/devices.md, "Host memory"): on a
+      # CPU both sides run 1.3-3x slower without it at batch 100.
       'malloc_env': {
           k: os.environ.get(k)
           for k in ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_MAX_',

@@ -18,12 +18,4 @@ if [ -z "${TINYTRAIN_ASSETS:-}" ] && [ -d ../shared/weights ]; then
   export TINYTRAIN_ASSETS="$(cd ../shared && pwd)"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-# glibc keeps freed memory for reuse: XLA:CPU allocates each program's temp
-# arena per call from a worker thread, which glibc serves with a fresh mmap,
-# so every call page-faulted the whole arena (mcunet-5fps fwd+bwd, 100 images
-# at 128 px: 206K faults, 0.46 s of system time per call; with these 20K and
-# 1.6x faster). docs/devices.md, "Host memory".
-export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-1}"
-export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_:-0}"
-export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-68719476736}"
 set +e
