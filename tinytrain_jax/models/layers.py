@@ -15,7 +15,9 @@ its backward especially: mcunet-5fps-shaped net, 100 images at 128 px, fwd+bwd
     variadic reduce, over chunks of the batch in a `lax.scan`, so XLA reads
     each chunk once with the slices fused in (`depthwise_kernel_grad`; k*k
     separate reduces each materialised their slice, 2-4x slower, and
-    autodiff's grouped conv is slower still).
+    autodiff's grouped conv is slower still). It also compiles faster:
+    mcunet-5fps's whole-net gradient, 25 images at 64 px, 15 s -> 7.5 s to
+    compile and 155 -> 100 ms to run.
 * 1x1 stride 1: a matmul (`pointwise_matmul`).
 * everything else (the 3x3 stride-2 stem): `lax.conv_general_dilated`.
 
