@@ -220,7 +220,7 @@ def initialize_devices() -> None:
   devices.device_list(f.devices)  # raises when more than visible
 
 
-def enable_compilation_cache() -> Optional[pathlib.Path]:
+def enable_compilation_cache() -> pathlib.Path:
   """Keeps compiled XLA programs on disk, in the derived cache's `xla/`.
 
   A rerun, a resumed run or a sweep point that compiles a program it compiled

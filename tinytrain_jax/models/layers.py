@@ -73,17 +73,21 @@ def _out_size(h: int, k: int, stride: int) -> int:
   return (h + 2 * (k // 2) - k) // stride + 1
 
 
+def _tap(xp, i: int, j: int, stride: int, ho: int, wo: int):
+  """xp[:, s*h + i, s*w + j, :] for h < ho, w < wo (xp already padded)."""
+  n, c = xp.shape[0], xp.shape[3]
+  return lax.slice(xp, (0, i, j, 0),
+                   (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                   (1, stride, stride, 1))
+
+
 def _shifted_sum(xp, kernel, stride: int, ho: int, wo: int):
   """sum_ij xp[:, s*h + i, s*w + j, :] * kernel[i, j, 0] (xp already padded)."""
   k = kernel.shape[0]
-  n, c = xp.shape[0], xp.shape[3]
   y = None
   for i in range(k):
     for j in range(k):
-      patch = lax.slice(xp, (0, i, j, 0),
-                        (n, i + stride * (ho - 1) + 1, j + stride *
-                         (wo - 1) + 1, c), (1, stride, stride, 1))
-      term = patch * kernel[i, j, 0]
+      term = _tap(xp, i, j, stride, ho, wo) * kernel[i, j, 0]
       y = term if y is None else y + term
   return y
 
@@ -178,13 +182,8 @@ def depthwise_kernel_grad(x, dy, k: int, stride: int,
     # One variadic reduce over the k*k products: XLA fuses the strided slices
     # into a single pass over the chunk. Separate reduces each got their own
     # materialised slice, all live at once (2-4x slower, measured).
-    m = xc.shape[0]
     prods = tuple(
-        lax.slice(xc, (0, i, j, 0),
-                  (m, i + stride * (ho - 1) + 1, j + stride *
-                   (wo - 1) + 1, c), (1, stride, stride, 1)) * dc
-        for i in range(k)
-        for j in range(k))
+        _tap(xc, i, j, stride, ho, wo) * dc for i in range(k) for j in range(k))
     zero = jnp.zeros((), dc.dtype)
     sums = lax.reduce(prods, (zero,) * len(prods),
                       lambda a, b: tuple(u + v for u, v in zip(a, b)),
