@@ -30,6 +30,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from tinytrain_jax import compile_clock
 from tinytrain_jax import data
 from tinytrain_jax import devices as devices_lib
 from tinytrain_jax import progress as progress_lib
@@ -75,9 +76,22 @@ def _budgets(cfg: EvalConfig, spec):
                                        sel.budget_bytes, sel.budget_macs)
 
 
+def _seconds(wall: float, compile_s: float, compiles: int) -> Dict:
+  return {'wall': round(wall, 1), 'compile': round(compile_s, 1),
+          'compiles': int(compiles)}
+
+
+def _add_seconds(into: Dict, key: str, wall: float, compile_s: float,
+                 compiles: int) -> None:
+  got = into.get(key, _seconds(0, 0, 0))
+  into[key] = _seconds(got['wall'] + wall, got['compile'] + compile_s,
+                       got['compiles'] + compiles)
+
+
 def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
-                mesh=None):
-  """(backbone, label) -> lr: fixed overrides, else chosen on dev tasks."""
+                mesh=None, detail=None):
+  """(backbone, label) -> lr: fixed overrides, else chosen on dev tasks.
+  `detail` (a dict) gets '<backbone> <label>': `_seconds` of each choice."""
   fixed = dict(cfg.lr_choice.lr_per_method)
   grid = list(cfg.lr_choice.lr_grid)
   choices = lr_choice.LrChoices(workdir)
@@ -85,6 +99,7 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
   out, eps = {}, {}
   todo = list(
       dict.fromkeys((s.backbone, v) for s in studies for v in s.variants))
+  clock = compile_clock.CompileClock()
   for bb, v in todo:
     if v.method == 'none' or v.method in fixed or not grid:
       out[(bb, v.label)] = fixed.get(v.method, ft_cfg.lr)
@@ -97,16 +112,19 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
                                          cfg.lr_choice.dev_episodes,
                                          cfg.fixed_sampler)
       params, head = starts[bb][v.start][:2]
-      t0 = time.time()
+      t0, c0 = time.time(), clock.read()
       got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
                                 ft_cfg, budgets[bb], grid, mesh,
                                 cfg.lr_choice.lr_grid_extend)
       choices.put(bb, v.label, got)
+      wall, (comp, n) = time.time() - t0, clock.since(c0)
+      if detail is not None:
+        detail[f'{bb} {v.label}'] = _seconds(wall, comp, n)
       if progress:
         print(
             f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
-            f'{got["dev_accuracy"]}, {time.time() - t0:.0f}s)', file=sys.stderr,
-            flush=True)
+            f'{got["dev_accuracy"]}, {wall:.0f}s, {comp:.0f}s of it '
+            f'compiling)', file=sys.stderr, flush=True)
     out[(bb, v.label)] = got['lr']
   return out, choices.table
 
@@ -166,18 +184,23 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
           'note': 'meta_train.steps=0: the pretrained weights'
       },)
     need = []
-  timings = {}
-  t_phase = time.time()
+  timings, detail = {}, {}  # wall s per phase; per variant wall/compile
+  clock = compile_clock.CompileClock()
+  t_phase, c_phase = time.time(), clock.read()
   # Meta-train (or load) before any task, so the progress ETAs are honest.
   for bb, st in meta_cache.meta_trained_starts(cfg, need, cfg.resolution,
                                                progress).items():
     starts[bb]['metatrained'] = st
   timings['meta_train'] = time.time() - t_phase
-  t_phase = time.time()
+  detail['meta_train'] = _seconds(timings['meta_train'], *clock.since(c_phase))
+  t_phase, c_phase = time.time(), clock.read()
   mesh = mesh or devices_lib.make_mesh(local=True)
+  detail['lr_choice'] = {}
   lrs, lr_table = _choose_lrs(cfg, studies, specs, starts, budgets, workdir,
-                              progress, mesh)
+                              progress, mesh, detail['lr_choice'])
   timings['lr_choice'] = time.time() - t_phase
+  detail['lr_choice']['all'] = _seconds(timings['lr_choice'],
+                                        *clock.since(c_phase))
   ft_cfg = cfg.finetune
   chunk = mesh.size * max(1, int(tasks_per_device))
   log_path = workdir / _log_name(jax.process_index())
@@ -187,7 +210,8 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
       done.update(_read_done(other))
   with log_path.open('a') as log:
     for st in studies:
-      t_phase = time.time()
+      t_phase, c_phase = time.time(), clock.read()
+      phase = detail.setdefault(f'{st.backbone} {st.domain}', {})
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       mine = devices_lib.process_share(len(specs_ep))
@@ -212,10 +236,12 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
                                          way_buckets=st.way_buckets)
           params, head, _ = starts[bb][v.start]
           lr = lrs[(bb, v.label)]
+          t0, c0 = time.time(), clock.read()
           outs = methods_lib.run_methods(
               v.method, spec, params, head, [eps[i] for i in todo],
               dataclasses.replace(ft_cfg, lr=lr), budgets[bb], tasks=todo,
               mesh=mesh) if todo else []
+          _add_seconds(phase, v.label, time.time() - t0, *clock.since(c0))
           for i, r in zip(todo, outs):
             done[(bb, st.domain, v.label, i)] = dict(
                 backbone=bb, domain=st.domain, method=v.label,
@@ -234,6 +260,8 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
                 if xs))
       bar.close()
       timings[f'{bb} {st.domain}'] = time.time() - t_phase
+      _add_seconds(phase, 'all', timings[f'{bb} {st.domain}'],
+                   *clock.since(c_phase))
   if jax.process_count() > 1:  # every share logged before one report
     multihost_utils.sync_global_devices('tinytrain_jax evaluation done')
     if jax.process_index() != 0:
@@ -277,5 +305,5 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
     report.plot_meta_validation(curves, workdir / 'meta_val.png')
   report.write_report(
       workdir, rows, dict(cfg_dict, lr_choice=lr_table, meta_trained=meta_info),
-      in_domain=cfg.in_domain, timings=timings)
+      in_domain=cfg.in_domain, timings=timings, timing_detail=detail)
   return rows

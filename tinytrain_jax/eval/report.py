@@ -201,12 +201,15 @@ def plot_meta_validation(curves: Dict[str, List[Dict]], path) -> None:
 
 def write_report(workdir, rows: List[Dict], config: Dict = None,
                  in_domain: Sequence[str] = (),
-                 timings: Dict = None) -> Dict:
+                 timings: Dict = None, timing_detail: Dict = None) -> Dict:
   """Writes results.json, results.md, pareto.png into workdir; returns paths.
 
   `in_domain`: domains left out of the Avg. column (in-domain references).
   `timings`: wall seconds per phase of this invocation (results.json's
   'timings_s'; a resumed run times only what it did).
+  `timing_detail`: per phase and variant {'wall', 'compile' (s of XLA
+  compiles, persistent-cache loads included), 'compiles'} (results.json's
+  'timing_detail_s').
   """
   _check(rows)
   workdir = pathlib.Path(workdir)
@@ -221,6 +224,7 @@ def write_report(workdir, rows: List[Dict], config: Dict = None,
       json.dumps({
           'config': config or {},
           'timings_s': timings or {},
+          'timing_detail_s': timing_detail or {},
           'results': rows
       }, indent=1))
   tmp.replace(paths['json'])
