@@ -26,6 +26,12 @@ conv), pretrained weights from the asset cache, --batches images at
                         the peer with requires_grad on the selected tensors;
   tinytrain_dense       ours the same sparse step, the peer tiny-training's
                         way: dense backward, gradients times 0/1 masks;
+  tinytrain_cached      TinyTrain's step as our fine-tuning runs it: the
+                        frozen blocks below the lowest trained layer
+                        computed once per task (`finetune.sparse_task`),
+                        each step only the blocks above; the strong peer
+                        gets the same cache (`PeerNet.prefix`). Neither
+                        side's prefix is timed (it runs once per task);
   selection             TinyTrain's selection pass: the Fisher pass plus the
                         greedy fill (`selection.select`); the peer runs its
                         own Fisher pass and the same greedy fill.
@@ -71,7 +77,7 @@ except ImportError:  # reported by main() as one line
   torch = torch_peer = None
 
 OPS = ('forward', 'fulltrain', 'lastlayer', 'tinytrain_strong',
-       'tinytrain_dense', 'selection')
+       'tinytrain_dense', 'tinytrain_cached', 'selection')
 MIX = {'mcunet-5fps': False, 'mbv2-w0.35': True, 'proxyless-w0.3': True}
 WAYS = 5
 _DEFAULT_THREADS = 1  # torch's default thread count, read in main()
@@ -119,9 +125,11 @@ def _batch(spec, n, seed=0):
           (n,), bool), way_mask=np.ones((WAYS,), bool))
 
 
-def _macs(spec, mask, n, input_grads=False):
-  """Cost-model MACs of forward + backward (mask None: forward only)."""
-  per = spec.backbone_macs
+def _macs(spec, mask, n, input_grads=False, start=0):
+  """Cost-model MACs of forward + backward (mask None: forward only); the
+  forward from block `start` on (0: the whole network)."""
+  per = (spec.backbone_macs if not start else
+         ft.step_forward_macs(spec, start)['step_macs'])
   if mask is not None:
     per += cost.backward_macs(spec, mask,
                               count_unneeded_input_grad=input_grads).total_macs
@@ -148,8 +156,9 @@ def peak_gmacs(n: int, device):
   return {k: n**3 / statistics.median(v) / 1e9 for k, v in times.items()}
 
 
-def _ours_step(spec, params, head, mask, b):
-  """A closure running one real sparse fine-tune step (donated state)."""
+def _ours_step(spec, params, head, mask, b, start=0):
+  """A closure running one real sparse fine-tune step (donated state); from
+  the cached input of block `start` when start > 0."""
   cfg = ft.FinetuneConfig(steps=1)
   plan, idx = mask_partition.make_plan(spec, params, mask)
   idx = {k: jnp.asarray(v) for k, v in idx.items()}
@@ -159,20 +168,26 @@ def _ours_step(spec, params, head, mask, b):
       'support_mask': jnp.asarray(b.support_mask),
       'way_mask': jnp.asarray(b.way_mask)
   }
+  if start:
+    batch['support_h'] = ft.support_prefix(spec, params, batch['support_x'],
+                                           start)
   st = {'tr': mask_partition.split(params, plan)}
   st['opt'] = sparse_step.sparse_optimizer(cfg.lr, cfg.momentum).init(st['tr'])
 
   def run():
     st['tr'], st['opt'], loss = ft.sparse_train_step(spec, plan, cfg, st['tr'],
                                                      st['opt'], params, head,
-                                                     idx, batch, jnp.int32(0))
+                                                     idx, batch, jnp.int32(0),
+                                                     start_block=start)
     jax.block_until_ready(loss)
 
   return run
 
 
-def _peer_step(net, spec, mask, b, device, dense):
+def _peer_step(net, spec, mask, b, device, dense, start=0):
   x = torch_peer.to_nchw(b.support_x).to(device)
+  if start:
+    x = net.prefix(x, start)
   y = torch.from_numpy(b.support_y.astype(np.int64)).to(device)
   names = ([c.name for c in spec.convs] if dense else torch_peer.trained_layers(
       spec, mask))
@@ -184,7 +199,7 @@ def _peer_step(net, spec, mask, b, device, dense):
     if dense:
       torch_peer.dense_masked_step(net, opt, x, y, WAYS, gm, spec)
     else:
-      torch_peer.train_step(net, opt, x, y, WAYS)
+      torch_peer.train_step(net, opt, x, y, WAYS, start)
     _sync(device)
 
   return run
@@ -220,6 +235,13 @@ def _ops(spec, params, peer_params, head, masks, b, device):
       out[op] = (_ours_step(spec, params, head, masks[key], b),
                  _peer_step(peer_net(), spec, masks[key], b, device,
                             dense), _macs(spec, masks[key], n))
+  if 'tinytrain_cached' in _OPS.value:
+    plan, _ = mask_partition.make_plan(spec, params, masks['tinytrain'])
+    start = ft.start_block(spec, plan)
+    out['tinytrain_cached'] = (
+        _ours_step(spec, params, head, masks['tinytrain'], b, start),
+        _peer_step(peer_net(), spec, masks['tinytrain'], b, device, False,
+                   start), _macs(spec, masks['tinytrain'], n, start=start))
   if 'selection' in _OPS.value:
     cfg = selection.SelectionConfig(*methods.tinytrain_budgets(spec))
     net = peer_net()

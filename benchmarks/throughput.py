@@ -21,7 +21,8 @@ once per task, all steps in one compiled `lax.scan`). It records:
   selection_seconds   TinyTrain: median seconds of the selection pass alone.
 With --variable_episodes=N it also counts, per method, the compiles of an
 evaluation of N Meta-Dataset variable-way variable-shot Omniglot episodes
-(padded to the episode buckets), at --variable_resolution with 2 steps: the
+(padded as the evaluation pads them: `data.episode_padding`), at
+--variable_resolution with 2 steps: the
 count is bounded by the bucket shapes and plans, not by N.
 Prints tables and merges rows into --out (benchmarks/results/throughput.json),
 keyed by (model, method, devices, resolution).
@@ -146,13 +147,11 @@ def _variable_compiles(name, counter, rows, write):
   src = data.get_source('omniglot', 'test')
   cfg = ft.FinetuneConfig(steps=steps, lr=1e-3)
   sampler = data.SamplerConfig(mode='variable')
-  # In the evaluation's order: grouped by bucket shape (protocol.py).
+  # The evaluation's padding and order (grouped by bucket shape; protocol.py).
+  pad = data.episode_padding(sampler)
   specs = sorted(data.sample_episodes(src, sampler, 0, _VAR_EPISODES.value),
-                 key=data.bucket_shape)
-  eps = [
-      data.make_episode(src, es, res, data.DEFAULT_BUCKETS,
-                        data.DEFAULT_WAY_BUCKETS) for es in specs
-  ]
+                 key=lambda es: data.bucket_shape(es, **pad))
+  eps = [data.make_episode(src, es, res, **pad) for es in specs]
   shapes = len({(e.support_x.shape, e.query_x.shape, e.way_mask.shape)
                 for e in eps})
   mesh = devices.make_mesh(1)

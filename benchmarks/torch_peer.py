@@ -48,7 +48,9 @@ class PeerNet(nn.Module):
 
   forward(x) -> (features f32[B, D], logits f32[B, K] or None); x is
   f32[B, 3, R, R]. With `capture=True` it also returns {conv name: (input,
-  pre-activation output)} for the Fisher pass.
+  pre-activation output)} for the Fisher pass. With `start_block=s > 0`, x is
+  the input of block s (`prefix(images, s)`) and only blocks s.. run, as ours
+  with a cached frozen prefix (`network.apply(..., start_block=s)`).
   """
 
   def __init__(self, spec, params):
@@ -81,7 +83,25 @@ class PeerNet(nn.Module):
     for c in spec.convs:
       self._by_block.setdefault(c.block, []).append(c)
 
-  def forward(self, x, capture: bool = False):
+  @torch.no_grad()
+  def prefix(self, x, start_block: int):
+    """The input of block `start_block` (frozen blocks below it, no graph)."""
+    h = self._run_conv(self.spec.convs[0], x)
+    for b in range(start_block):
+      h = self._block(b, h, self._run_conv)
+    return h
+
+  def _run_conv(self, conv, h):
+    y = self.convs[_key(conv.name)](h)
+    return F.relu6(y) if conv.activation == 'relu6' else y
+
+  def _block(self, b, h, run):
+    shortcut = h
+    for conv in self._by_block[b]:
+      h = run(conv, h)
+    return h + shortcut if self.spec.blocks[b].residual else h
+
+  def forward(self, x, capture: bool = False, start_block: int = 0):
     acts = {} if capture else None
 
     def run(conv, h):
@@ -93,13 +113,9 @@ class PeerNet(nn.Module):
       return F.relu6(y) if conv.activation == 'relu6' else y
 
     convs = self.spec.convs
-    h = run(convs[0], x)
-    for b, blk in enumerate(self.spec.blocks):
-      shortcut = h
-      for conv in self._by_block[b]:
-        h = run(conv, h)
-      if blk.residual:
-        h = h + shortcut
+    h = run(convs[0], x) if start_block == 0 else x
+    for b in range(start_block, len(self.spec.blocks)):
+      h = self._block(b, h, run)
     if self.spec.feature_mix:
       h = run(convs[-1], h)
     features = h.mean(dim=(2, 3))
@@ -144,10 +160,12 @@ def make_sgd(net: PeerNet, lr: float = 1e-3, momentum: float = 0.9):
                          lr=lr, momentum=momentum)
 
 
-def train_step(net: PeerNet, opt, x, labels, num_ways: int) -> float:
-  """One full-batch SGD step on the support loss (autograd decides the work)."""
+def train_step(net: PeerNet, opt, x, labels, num_ways: int,
+               start_block: int = 0) -> float:
+  """One full-batch SGD step on the support loss (autograd decides the work);
+  start_block > 0: x is `net.prefix(images, start_block)`."""
   opt.zero_grad(set_to_none=True)
-  loss = support_loss(net(x)[0], labels, num_ways)
+  loss = support_loss(net(x, start_block=start_block)[0], labels, num_ways)
   loss.backward()
   opt.step()
   return float(loss.detach())

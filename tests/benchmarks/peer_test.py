@@ -41,6 +41,22 @@ class PeerTest(parameterized.TestCase):
       _, logits = torch_peer.PeerNet(spec, params)(torch_peer.to_nchw(x))
     np.testing.assert_allclose(logits.numpy(), ours, rtol=1e-4, atol=2e-4)
 
+  @parameterized.parameters((1,), (7,))
+  def test_cached_prefix_same_features_as_ours(self, start):
+    spec, params = models.load_pretrained('mbv2-w0.35', 32, feature_mix=True)
+    x = np.random.default_rng(2).uniform(-1, 1,
+                                         (2, 32, 32, 3)).astype(np.float32)
+    jp = jax.tree.map(jnp.asarray, params)
+    h = models.prefix(spec, jp, jnp.asarray(x), start)
+    ours = models.apply(spec, jp, h, start_block=start).features
+    net = torch_peer.PeerNet(spec, params)
+    th = net.prefix(torch_peer.to_nchw(x), start)
+    np.testing.assert_allclose(th.numpy().transpose(0, 2, 3, 1), h,
+                               rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+      feats, _ = net(th, start_block=start)
+    np.testing.assert_allclose(feats.numpy(), ours, rtol=1e-4, atol=2e-4)
+
   def test_fisher_pass_matches_ours(self):
     spec, params = models.load_pretrained('mcunet-5fps', 32)
     n = 10

@@ -118,6 +118,26 @@ class EpisodeTest(parameterized.TestCase):
     self.assertEqual(ep.way_mask.shape, (5,))
     np.testing.assert_array_equal(ep.support_y, np.repeat(np.arange(5), 5))
 
+  def test_evaluation_padding_keys_on_the_support_bucket(self):
+    cfg = sampler.SamplerConfig(max_ways_upper_bound=12, max_num_query=4)
+    pad = episodes.episode_padding(cfg)
+    specs = sampler.sample_episodes(self.src, cfg, 0, 12)
+    shapes = {episodes.bucket_shape(s, **pad) for s in specs}
+    self.assertEqual({(q, w) for _, q, w in shapes}, {(48, 12)})
+    ep = episodes.make_episode(self.src, specs[0], 8, **pad)
+    self.assertEqual(ep.query_x.shape[0], 48)
+    self.assertEqual(ep.way_mask.shape, (12,))
+    self.assertEqual(int(ep.query_mask.sum()),
+                     episodes.episode_stats(specs[0])['query_size'])
+    self.assertEqual(
+        episodes.episode_padding(sampler.SamplerConfig(mode='fixed')),
+        dict(buckets=None, way_buckets=None, query_rows=None))
+
+  def test_query_rows_too_small_is_one_line(self):
+    q = episodes.episode_stats(self.spec)['query_size']
+    with self.assertRaisesRegex(ValueError, f'{q} query images.*query_rows'):
+      episodes.bucket_shape(self.spec, query_rows=q - 1)
+
   def test_same_seed_same_bytes(self):
     a = episodes.make_episode(self.src, self.spec, 8, augment=True, seed=5)
     b = episodes.make_episode(self.src, self.spec, 8, augment=True, seed=5)

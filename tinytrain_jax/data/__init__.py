@@ -9,6 +9,7 @@ from tinytrain_jax.data.episodes import bucket_size
 from tinytrain_jax.data.episodes import DEFAULT_BUCKETS
 from tinytrain_jax.data.episodes import DEFAULT_WAY_BUCKETS
 from tinytrain_jax.data.episodes import Episode
+from tinytrain_jax.data.episodes import episode_padding
 from tinytrain_jax.data.episodes import episode_stats
 from tinytrain_jax.data.episodes import make_episode
 from tinytrain_jax.data.preprocess import augment

@@ -9,7 +9,11 @@ the smallest bucket >= the size, with the defaults
   DEFAULT_WAY_BUCKETS = (5, 10, 20, 50)                  class slots.
 Meta-Dataset's limits (S <= 500, Q <= 50 ways x 10 = 500, W <= 50) always
 fit, so at most 7 x 7 x 4 = 196 shapes exist and in practice a handful: one
-jitted step is compiled per (S_max, Q_max, W_max). `buckets=None` (or
+jitted step is compiled per (S_max, Q_max, W_max). `query_rows` pads every query side
+to one fixed row count instead: the evaluation does this (and gives every
+episode the sampler's largest way count), so its programs key on S_max
+alone. The query only runs forward, once per task, so its padding costs
+little next to a compile (5-15 s each on a 2-core CPU). `buckets=None` (or
 `way_buckets=None`) means exact shapes, no padding: a fixed 5-way 5-shot
 15-query episode is then [25, ...] / [75, ...] / W_max = 5.
 
@@ -73,6 +77,20 @@ def bucket_size(n: int, buckets: Sequence[int] | None) -> int:
                    ' add a larger bucket or pass buckets=None (exact shapes)')
 
 
+def episode_padding(sampler_config: sampler.SamplerConfig) -> dict:
+  """The evaluation's padding of a sampler's episodes, as `make_episode` /
+  `bucket_shape` keywords: fixed N-way K-shot episodes keep exact sizes;
+  variable ones pad the support to `DEFAULT_BUCKETS`, the query to the
+  sampler's largest query set (max_num_query x max_ways_upper_bound rows)
+  and the class slots to its largest way count, so that their programs key
+  on the support bucket alone."""
+  c = sampler_config
+  if c.mode != 'variable':
+    return dict(buckets=None, way_buckets=None, query_rows=None)
+  return dict(buckets=DEFAULT_BUCKETS, way_buckets=(c.max_ways_upper_bound,),
+              query_rows=c.max_num_query * c.max_ways_upper_bound)
+
+
 def episode_stats(spec: sampler.EpisodeSpec, source=None) -> dict:
   """Summary of an episode: ways, classes, support/query counts per class.
 
@@ -101,13 +119,20 @@ def episode_stats(spec: sampler.EpisodeSpec, source=None) -> dict:
 
 def bucket_shape(spec: sampler.EpisodeSpec,
                  buckets: Sequence[int] | None = DEFAULT_BUCKETS,
-                 way_buckets: Sequence[int] | None = DEFAULT_WAY_BUCKETS
-                 ) -> tuple[int, int, int]:
+                 way_buckets: Sequence[int] | None = DEFAULT_WAY_BUCKETS,
+                 query_rows: int | None = None) -> tuple[int, int, int]:
   """(S_max, Q_max, W_max): the padded sizes `make_episode` gives `spec`,
   known without reading a pixel (episodes of equal shape share programs)."""
   s_size = sum(len(s) for s in spec.support_indices)
   q_size = sum(len(q) for q in spec.query_indices)
-  return (bucket_size(s_size, buckets), bucket_size(q_size, buckets),
+  if query_rows is None:
+    q_rows = bucket_size(q_size, buckets)
+  elif q_size > query_rows:
+    raise ValueError(f'episode has {q_size} query images, more than '
+                     f'query_rows={query_rows}; raise query_rows or pass None')
+  else:
+    q_rows = int(query_rows)
+  return (bucket_size(s_size, buckets), q_rows,
           bucket_size(spec.ways, way_buckets))
 
 
@@ -131,7 +156,8 @@ def _pack(source, spec, per_class, rows: int, resolution: int):
 def make_episode(source, spec: sampler.EpisodeSpec, resolution: int = 128,
                  buckets: Sequence[int] | None = DEFAULT_BUCKETS,
                  way_buckets: Sequence[int] | None = DEFAULT_WAY_BUCKETS,
-                 augment: bool = False, seed: int = 0) -> Episode:
+                 augment: bool = False, seed: int = 0,
+                 query_rows: int | None = None) -> Episode:
   """Reads the pixels of an episode and pads it to bucketed shapes.
 
   Example:
@@ -144,6 +170,8 @@ def make_episode(source, spec: sampler.EpisodeSpec, resolution: int = 128,
     resolution: image side R in pixels.
     buckets: support/query row buckets; None = exact sizes.
     way_buckets: class-slot buckets; None = exactly `ways` slots.
+    query_rows: pad every episode's query side to this many rows (one shape
+      whatever the episode); None = bucket it as the support.
     augment: apply P>M>F augmentation (preprocess.augment) to the real
       support and query images (train-time only).
     seed: augmentation seed; the generator is default_rng([seed, 0|1]) for
@@ -154,7 +182,8 @@ def make_episode(source, spec: sampler.EpisodeSpec, resolution: int = 128,
   """
   s_size = sum(len(s) for s in spec.support_indices)
   q_size = sum(len(q) for q in spec.query_indices)
-  s_rows, q_rows, w_slots = bucket_shape(spec, buckets, way_buckets)
+  s_rows, q_rows, w_slots = bucket_shape(spec, buckets, way_buckets,
+                                         query_rows)
   sx, sy, sm = _pack(source, spec, spec.support_indices, s_rows, resolution)
   qx, qy, qm = _pack(source, spec, spec.query_indices, q_rows, resolution)
   if augment:

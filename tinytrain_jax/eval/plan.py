@@ -52,17 +52,10 @@ class Study:
   variants: Tuple[Variant, ...]
 
   @property
-  def buckets(self):
-    """Support/query row buckets of its episodes: the variable sampler's
-    episodes are padded to `data.DEFAULT_BUCKETS` (one compile per bucket,
-    not per episode size); fixed N-way K-shot ones keep exact sizes."""
-    return data.DEFAULT_BUCKETS if self.sampler.mode == 'variable' else None
-
-  @property
-  def way_buckets(self):
-    """Class-slot buckets, as `buckets`."""
-    return (data.DEFAULT_WAY_BUCKETS
-            if self.sampler.mode == 'variable' else None)
+  def padding(self):
+    """`make_episode` / `bucket_shape` keywords of its episodes
+    (`data.episode_padding`)."""
+    return data.episode_padding(self.sampler)
 
 
 def start_map(methods: Sequence[str],

@@ -215,11 +215,11 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
       bb, spec, src = st.backbone, specs[st.backbone], sources[st.source]
       specs_ep = data.sample_episodes(src, st.sampler, cfg.seed, st.episodes)
       mine = devices_lib.process_share(len(specs_ep))
-      if st.buckets is not None:
+      if st.padding['buckets'] is not None:
         # Equal bucket shapes side by side: a chunk's tasks share programs,
         # and each shape's programs are compiled once, used, then let go.
         mine = sorted(mine, key=lambda i: data.bucket_shape(
-            specs_ep[i], st.buckets, st.way_buckets))
+            specs_ep[i], **st.padding))
       bar = progress_lib.Progress(
           len(mine) * len(st.variants), f'{bb} {st.domain}', unit='task',
           enabled=progress)
@@ -232,16 +232,15 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
           for i in todo:
             if i not in eps:
               eps[i] = data.make_episode(src, specs_ep[i], cfg.resolution,
-                                         buckets=st.buckets,
-                                         way_buckets=st.way_buckets)
+                                         **st.padding)
           params, head, _ = starts[bb][v.start]
           lr = lrs[(bb, v.label)]
-          t0, c0 = time.time(), clock.read()
+          t0, k0 = time.time(), clock.read()
           outs = methods_lib.run_methods(
               v.method, spec, params, head, [eps[i] for i in todo],
               dataclasses.replace(ft_cfg, lr=lr), budgets[bb], tasks=todo,
               mesh=mesh) if todo else []
-          _add_seconds(phase, v.label, time.time() - t0, *clock.since(c0))
+          _add_seconds(phase, v.label, time.time() - t0, *clock.since(k0))
           for i, r in zip(todo, outs):
             done[(bb, st.domain, v.label, i)] = dict(
                 backbone=bb, domain=st.domain, method=v.label,
