@@ -43,7 +43,10 @@ roofline columns divide our cost model's MACs (forward `backbone_macs` plus
 `cost.backward_macs` of the mask, per image, times the batch) by the time and
 compare with the peak of a large matmul measured in the same run (JAX's and
 torch's). On a GPU nothing changes: JAX uses its default backend and the peer
-moves to CUDA when JAX runs on a GPU and torch sees one. Writes --out (JSON).
+moves to CUDA when JAX runs on a GPU and torch sees one. Writes --out (JSON),
+merging: rows of earlier runs stay unless this run measured the same (model,
+op, batch, resolution); each row names its run ('runs' has each run's
+settings), so `--ops=tinytrain_cached` adds rows without redoing the rest.
 """
 import json
 import os
@@ -317,6 +320,7 @@ def main(argv):
       f'peak {_MATMUL.value}^3 matmul: JAX {peak["jax"]:.1f} GMAC/s, '
       f'torch {peak["torch"]:.1f} GMAC/s', flush=True)
   rows = []
+  run = time.strftime('%Y-%m-%dT%H:%M:%S')
   for name in _MODELS.value:
     spec, np_params = models.load_pretrained(name, _RES.value, MIX[name])
     params = jax.tree.map(jnp.asarray, np_params)
@@ -338,18 +342,39 @@ def main(argv):
                    resolution=_RES.value, macs=macs, ours_gmacs=macs / o / 1e9,
                    peer_gmacs=macs / p / 1e9, peer_threads=threads,
                    ours_runs=t_ours, peer_runs=t_peer,
-                   ours_spread=_spread(t_ours), peer_spread=_spread(t_peer))
+                   ours_spread=_spread(t_ours), peer_spread=_spread(t_peer),
+                   run=run)
         rows.append(row)
         print(
             f'{row["model"]:<20} {op:<17} {n:>4} ours {o:8.4f} s  peer '
             f'{p:8.4f} s  ratio {o / p:5.2f}  ({row["ours_gmacs"]:.1f} vs '
             f'{row["peer_gmacs"]:.1f} GMAC/s; spread '
             f'{row["ours_spread"]:.0%} / {row["peer_spread"]:.0%})', flush=True)
-        _write(_payload(rows, device, peak, load0))
-  print('wrote', _write(_payload(rows, device, peak, load0)))
+        _write(_payload(rows, device, peak, load0, run))
+  print('wrote', _write(_payload(rows, device, peak, load0, run)))
 
 
-def _payload(rows, device, peak, load0):
+def _payload(rows, device, peak, load0, run):
+  """This run's rows merged into --out's: a row of an earlier run stays
+  unless this run measured the same (model, op, batch, resolution); each row
+  names its run, and 'runs' keeps every run's settings."""
+  meta = _run_meta(device, peak, load0)
+  old = {}
+  if os.path.exists(_OUT.value):
+    with open(_OUT.value) as f:
+      old = json.load(f)
+  runs = dict(old.get('runs') or {})
+  if old.get('rows') and not old.get('runs'):  # a file from before runs
+    runs['earlier'] = {k: v for k, v in old.items() if k != 'rows'}
+  runs[run] = meta
+  key = lambda r: (r['model'], r['op'], r['batch'], r['resolution'])
+  new = {key(r) for r in rows}
+  kept = [dict(r, run=r.get('run', 'earlier'))
+          for r in old.get('rows', []) if key(r) not in new]
+  return dict(meta, runs=runs, rows=kept + rows)
+
+
+def _run_meta(device, peak, load0):
   return {
       'command': 'python -m benchmarks.peer_speed',
       'flags': {
@@ -377,8 +402,7 @@ def _payload(rows, device, peak, load0):
           '*_s': 'median seconds per call',
           'ratio': 'ours / peer',
           'macs': 'cost-model MACs of the call (whole batch)'
-      },
-      'rows': rows
+      }
   }
 
 

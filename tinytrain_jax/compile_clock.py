@@ -27,19 +27,23 @@ EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
 
 _lock = threading.Lock()
 _total = [0.0, 0]  # seconds, compiles since the listener was registered
+_by_thread = {}  # thread id -> [seconds, compiles] (jax compiles in the
+# thread that calls the jitted function)
 _registered = [False]
 
 
 def _listen(event: str, duration: float, **_):
   if event in EVENTS:
     with _lock:
-      _total[0] += float(duration)
-      _total[1] += event == BACKEND_COMPILE_EVENT
+      mine = _by_thread.setdefault(threading.get_ident(), [0.0, 0])
+      for acc in (_total, mine):
+        acc[0] += float(duration)
+        acc[1] += event == BACKEND_COMPILE_EVENT
 
 
 class CompileClock:
   """Seconds spent tracing, lowering and compiling, and the number of
-  backend compiles, of this process (all threads)."""
+  backend compiles, of this process (all threads) or of one thread."""
 
   def __init__(self):
     with _lock:
@@ -47,12 +51,17 @@ class CompileClock:
         monitoring.register_event_duration_secs_listener(_listen)
         _registered[0] = True
 
-  def read(self) -> Tuple[float, int]:
-    """(seconds, compiles) since the first CompileClock was made."""
+  def read(self, this_thread: bool = False) -> Tuple[float, int]:
+    """(seconds, compiles) since the first CompileClock was made, of the
+    whole process or only of the calling thread."""
     with _lock:
-      return _total[0], _total[1]
+      acc = (_by_thread.get(threading.get_ident(), [0.0, 0])
+             if this_thread else _total)
+      return acc[0], acc[1]
 
-  def since(self, mark: Tuple[float, int]) -> Tuple[float, int]:
-    """(seconds, compiles) since `mark` (a `read()`)."""
-    s, n = self.read()
+  def since(self, mark: Tuple[float, int],
+            this_thread: bool = False) -> Tuple[float, int]:
+    """(seconds, compiles) since `mark` (a `read()` with the same
+    `this_thread`)."""
+    s, n = self.read(this_thread)
     return s - mark[0], n - mark[1]

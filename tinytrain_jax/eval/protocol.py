@@ -19,10 +19,12 @@ backbones, domains, methods and the episode counts may change).
   cfg = EvalConfig(domains=('omniglot',), episodes=2)   # eval/config.py
   rows = run_evaluation(cfg, '/tmp/eval')
 """
+from concurrent import futures
 import dataclasses
 import json
 import pathlib
 import sys
+import threading
 import time
 from typing import Any, Dict, List
 
@@ -76,6 +78,10 @@ def _budgets(cfg: EvalConfig, spec):
                                        sel.budget_bytes, sel.budget_macs)
 
 
+# lr choices run at once (`_choose_lrs`).
+LR_CHOICE_THREADS = 2
+
+
 def _seconds(wall: float, compile_s: float, compiles: int) -> Dict:
   return {'wall': round(wall, 1), 'compile': round(compile_s, 1),
           'compiles': int(compiles)}
@@ -100,24 +106,17 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
   todo = list(
       dict.fromkeys((s.backbone, v) for s in studies for v in s.variants))
   clock = compile_clock.CompileClock()
-  for bb, v in todo:
-    if v.method == 'none' or v.method in fixed or not grid:
-      out[(bb, v.label)] = fixed.get(v.method, ft_cfg.lr)
-      continue
-    got = choices.get(bb, v.label)
-    if got is None:
-      if bb not in eps:
-        eps[bb] = lr_choice.dev_episodes(cfg.lr_choice.dev_source,
-                                         cfg.resolution,
-                                         cfg.lr_choice.dev_episodes,
-                                         cfg.fixed_sampler)
-      params, head = starts[bb][v.start][:2]
-      t0, c0 = time.time(), clock.read()
-      got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
-                                ft_cfg, budgets[bb], grid, mesh,
-                                cfg.lr_choice.lr_grid_extend)
+  lock = threading.Lock()
+
+  def choose(bb, v):
+    params, head = starts[bb][v.start][:2]
+    t0, c0 = time.time(), clock.read(this_thread=True)
+    got = lr_choice.choose_lr(v.method, specs[bb], params, head, eps[bb],
+                              ft_cfg, budgets[bb], grid, mesh,
+                              cfg.lr_choice.lr_grid_extend)
+    wall, (comp, n) = time.time() - t0, clock.since(c0, this_thread=True)
+    with lock:
       choices.put(bb, v.label, got)
-      wall, (comp, n) = time.time() - t0, clock.since(c0)
       if detail is not None:
         detail[f'{bb} {v.label}'] = _seconds(wall, comp, n)
       if progress:
@@ -125,8 +124,29 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
             f'lr for {bb} {v.label}: {got["lr"]:g} (dev accuracy '
             f'{got["dev_accuracy"]}, {wall:.0f}s, {comp:.0f}s of it '
             f'compiling)', file=sys.stderr, flush=True)
-    out[(bb, v.label)] = got['lr']
-  return out, choices.table
+    return got
+
+  pending = {}
+  for bb, v in todo:
+    if v.method == 'none' or v.method in fixed or not grid:
+      out[(bb, v.label)] = fixed.get(v.method, ft_cfg.lr)
+    elif choices.get(bb, v.label) is not None:
+      out[(bb, v.label)] = choices.get(bb, v.label)['lr']
+    else:
+      if bb not in eps:
+        eps[bb] = lr_choice.dev_episodes(cfg.lr_choice.dev_source,
+                                         cfg.resolution,
+                                         cfg.lr_choice.dev_episodes,
+                                         cfg.fixed_sampler)
+      pending[(bb, v.label)] = (bb, v)
+  # Choices are independent: two at a time, so that one's XLA compile (one
+  # core, the GIL released) overlaps the other's tracing and tasks. Each
+  # choice's numbers do not depend on what runs beside it.
+  with futures.ThreadPoolExecutor(LR_CHOICE_THREADS) as pool:
+    done = {k: pool.submit(choose, *a) for k, a in pending.items()}
+    for k, f in done.items():
+      out[k] = f.result()['lr']
+  return out, dict(sorted(choices.table.items()))
 
 
 def _log_name(process: int) -> str:
