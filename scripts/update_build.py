@@ -43,7 +43,7 @@ DEPS = [
 # tinytrain_jax/). A layer may import only the layers before it.
 LAYERS = (
     ('base', ('assets.py', 'tree_paths.py', 'progress.py', 'checkpoint.py',
-              'devices.py')),
+              'devices.py', 'compile_clock.py')),
     ('models', ('models',)),
     ('data', ('data',)),
     ('masks', ('masks.py', 'mask_partition.py', 'mask_optax.py')),
