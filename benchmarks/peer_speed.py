@@ -321,6 +321,10 @@ def main(argv):
       f'torch {peak["torch"]:.1f} GMAC/s', flush=True)
   rows = []
   run = time.strftime('%Y-%m-%dT%H:%M:%S')
+  old = {}  # --out's rows and runs, read once and merged into each write
+  if os.path.exists(_OUT.value):
+    with open(_OUT.value) as f:
+      old = json.load(f)
   for name in _MODELS.value:
     spec, np_params = models.load_pretrained(name, _RES.value, MIX[name])
     params = jax.tree.map(jnp.asarray, np_params)
@@ -350,19 +354,16 @@ def main(argv):
             f'{p:8.4f} s  ratio {o / p:5.2f}  ({row["ours_gmacs"]:.1f} vs '
             f'{row["peer_gmacs"]:.1f} GMAC/s; spread '
             f'{row["ours_spread"]:.0%} / {row["peer_spread"]:.0%})', flush=True)
-        _write(_payload(rows, device, peak, load0, run))
-  print('wrote', _write(_payload(rows, device, peak, load0, run)))
+        _write(_payload(rows, old, device, peak, load0, run))
+  print('wrote', _write(_payload(rows, old, device, peak, load0, run)))
 
 
-def _payload(rows, device, peak, load0, run):
-  """This run's rows merged into --out's: a row of an earlier run stays
-  unless this run measured the same (model, op, batch, resolution); each row
-  names its run, and 'runs' keeps every run's settings."""
+def _payload(rows, old, device, peak, load0, run):
+  """This run's rows merged into `old` (--out as it was before the run): a
+  row of an earlier run stays unless this run measured the same (model, op,
+  batch, resolution); each row names its run, and 'runs' keeps every run's
+  settings."""
   meta = _run_meta(device, peak, load0)
-  old = {}
-  if os.path.exists(_OUT.value):
-    with open(_OUT.value) as f:
-      old = json.load(f)
   runs = dict(old.get('runs') or {})
   if old.get('rows') and not old.get('runs'):  # a file from before runs
     runs['earlier'] = {k: v for k, v in old.items() if k != 'rows'}

@@ -24,6 +24,7 @@ of the backward PyTorch runs, so:
 `fisher_pass` is the peer of TinyTrain's selection pass (one forward+backward
 with every conv's input and output activation gradient).
 """
+import functools
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -91,8 +92,13 @@ class PeerNet(nn.Module):
       h = self._block(b, h, self._run_conv)
     return h
 
-  def _run_conv(self, conv, h):
+  def _run_conv(self, conv, h, acts=None):
+    """conv + activation; with `acts`, records (input, pre-activation)."""
+    if acts is not None:  # this conv's own input node (ours: the zero probe)
+      h = h.clone()
     y = self.convs[_key(conv.name)](h)
+    if acts is not None:
+      acts[conv.name] = (h, y)
     return F.relu6(y) if conv.activation == 'relu6' else y
 
   def _block(self, b, h, run):
@@ -103,15 +109,7 @@ class PeerNet(nn.Module):
 
   def forward(self, x, capture: bool = False, start_block: int = 0):
     acts = {} if capture else None
-
-    def run(conv, h):
-      if capture:  # this conv's own input node (ours: the zero input probe)
-        h = h.clone()
-      y = self.convs[_key(conv.name)](h)
-      if capture:
-        acts[conv.name] = (h, y)
-      return F.relu6(y) if conv.activation == 'relu6' else y
-
+    run = functools.partial(self._run_conv, acts=acts)
     convs = self.spec.convs
     h = run(convs[0], x) if start_block == 0 else x
     for b in range(start_block, len(self.spec.blocks)):

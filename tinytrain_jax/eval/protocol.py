@@ -130,8 +130,8 @@ def _choose_lrs(cfg, studies, specs, starts, budgets, workdir, progress,
   for bb, v in todo:
     if v.method == 'none' or v.method in fixed or not grid:
       out[(bb, v.label)] = fixed.get(v.method, ft_cfg.lr)
-    elif choices.get(bb, v.label) is not None:
-      out[(bb, v.label)] = choices.get(bb, v.label)['lr']
+    elif (got := choices.get(bb, v.label)) is not None:
+      out[(bb, v.label)] = got['lr']
     else:
       if bb not in eps:
         eps[bb] = lr_choice.dev_episodes(cfg.lr_choice.dev_source,
