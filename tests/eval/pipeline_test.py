@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -134,6 +135,11 @@ class PipelineTest(absltest.TestCase):
                        [('none', 'pretrained'), ('tinytrain', 'metatrained'),
                         ('none@metatrained', 'metatrained'),
                         ('tinytrain@pretrained', 'pretrained')])
+      # The variants ran two at a time; one at a time gives the same rows.
+      with mock.patch.object(protocol, 'STUDY_THREADS', 1):
+        serial = protocol.run_evaluation(cfg, pathlib.Path(wd) / 'serial',
+                                         progress=False)
+      self.assertEqual(serial, rows)
       by = {r['method']: r for r in rows}
       # The same weights give the same None accuracy, whatever the label.
       self.assertNotEqual(by['none']['start'], by['none@metatrained']['start'])

@@ -89,6 +89,24 @@ class MetaTrainTest(absltest.TestCase):
     after = mean_loss(st)
     self.assertLess(after, before - 0.05)
 
+  def test_train_from_block_freezes_the_blocks_below(self):
+    cfg = dataclasses.replace(CFG, steps=2, train_from_block=8,
+                              checkpoint_every=2, weight_decay=1e-2)
+    start = mt.init_state(cfg).params
+    st = mt.run_meta_training(cfg, self._tmp(), progress=False,
+                              source=_source())
+    moved = lambda k: not _same(start[k], st.params[k])
+    self.assertFalse(moved('first_conv'))
+    self.assertFalse(any(moved(f'blocks_{b}') for b in range(8)))
+    self.assertTrue(moved('blocks_8') and moved('blocks_13'))
+    # The default is not part of the config's JSON: cache keys of runs made
+    # before the field existed stay valid.
+    self.assertNotIn('train_from_block', CFG.to_json())
+    self.assertIn('"train_from_block": 8', cfg.to_json())
+    with self.assertRaisesRegex(ValueError, r'train_from_block must be an int '
+                                r'in \[0, 14\] for mcunet-5fps, got 15'):
+      dataclasses.replace(CFG, train_from_block=15)
+
   def test_checkpoint_of_another_model_raises(self):
     wd = self._tmp()
     mngr = checkpoint.manager(wd)

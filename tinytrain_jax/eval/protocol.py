@@ -78,8 +78,9 @@ def _budgets(cfg: EvalConfig, spec):
                                        sel.budget_bytes, sel.budget_macs)
 
 
-# lr choices run at once (`_choose_lrs`).
+# lr choices run at once (`_choose_lrs`); a study's variants run at once.
 LR_CHOICE_THREADS = 2
+STUDY_THREADS = 2
 
 
 def _seconds(wall: float, compile_s: float, compiles: int) -> Dict:
@@ -244,23 +245,20 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
           len(mine) * len(st.variants), f'{bb} {st.domain}', unit='task',
           enabled=progress)
       per = {v.label: [] for v in st.variants}
-      for c0 in range(0, len(mine), chunk):
-        ids = mine[c0:c0 + chunk]
-        eps = {}
-        for v in st.variants:
-          todo = [i for i in ids if (bb, st.domain, v.label, i) not in done]
-          for i in todo:
-            if i not in eps:
-              eps[i] = data.make_episode(src, specs_ep[i], cfg.resolution,
-                                         **st.padding)
-          params, head, _ = starts[bb][v.start]
-          lr = lrs[(bb, v.label)]
-          t0, k0 = time.time(), clock.read()
-          outs = methods_lib.run_methods(
-              v.method, spec, params, head, [eps[i] for i in todo],
-              dataclasses.replace(ft_cfg, lr=lr), budgets[bb], tasks=todo,
-              mesh=mesh) if todo else []
-          _add_seconds(phase, v.label, time.time() - t0, *clock.since(k0))
+      lock = threading.Lock()
+
+      def run_variant(v, ids, eps):
+        todo = [i for i in ids if (bb, st.domain, v.label, i) not in done]
+        params, head, _ = starts[bb][v.start]
+        lr = lrs[(bb, v.label)]
+        t0, k0 = time.time(), clock.read(this_thread=True)
+        outs = methods_lib.run_methods(
+            v.method, spec, params, head, [eps[i] for i in todo],
+            dataclasses.replace(ft_cfg, lr=lr), budgets[bb], tasks=todo,
+            mesh=mesh) if todo else []
+        with lock:
+          _add_seconds(phase, v.label, time.time() - t0,
+                       *clock.since(k0, this_thread=True))
           for i, r in zip(todo, outs):
             done[(bb, st.domain, v.label, i)] = dict(
                 backbone=bb, domain=st.domain, method=v.label,
@@ -277,6 +275,24 @@ def run_evaluation(cfg: EvalConfig, workdir, progress: bool = True,
                 f"{m}={sum(x['accuracy'] for x in xs) / len(xs):.1f}"
                 for m, xs in per.items()
                 if xs))
+
+      # A chunk's variants are independent: STUDY_THREADS at a time, so one
+      # variant's XLA compile (one core) overlaps another's tasks; a new
+      # bucket shape of a variable study compiles every method's programs.
+      # Each task's numbers do not depend on what runs beside it.
+      with futures.ThreadPoolExecutor(STUDY_THREADS) as pool:
+        for c0 in range(0, len(mine), chunk):
+          ids = mine[c0:c0 + chunk]
+          eps = {
+              i: data.make_episode(src, specs_ep[i], cfg.resolution,
+                                   **st.padding)
+              for i in ids
+              if any((bb, st.domain, v.label, i) not in done
+                     for v in st.variants)
+          }
+          for f in [pool.submit(run_variant, v, ids, eps)
+                    for v in st.variants]:
+            f.result()
       bar.close()
       timings[f'{bb} {st.domain}'] = time.time() - t_phase
       _add_seconds(phase, 'all', timings[f'{bb} {st.domain}'],

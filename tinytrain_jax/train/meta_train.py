@@ -55,7 +55,7 @@ RESUMABLE_FIELDS = ('checkpoint_every', 'keep', 'log_every')
 # value every earlier run used. `to_json` leaves them out at that value, so
 # the cache key (sha256 of `to_json`, eval/meta_cache.py) and the stored
 # config of earlier runs stay valid; a stored config without one means it.
-ADDED_DEFAULTS = {'episodes_per_step': 1}
+ADDED_DEFAULTS = {'episodes_per_step': 1, 'train_from_block': 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +74,9 @@ class MetaTrainConfig:
   episodes_per_step: E, episodes per optimizer step (the loss is their
     mean); `steps` counts steps, so a run sees steps * E episodes. The E
     episodes are split over the devices (docs/devices.md).
+  train_from_block: B; the stem and blocks 0..B-1 stay at their start
+    weights (no gradient is computed for them); blocks B.., the feature-mix
+    conv, the classifier and the head train. 0 = everything trains.
   """
   model: str = 'mcunet-5fps'
   resolution: int = 128
@@ -98,6 +101,7 @@ class MetaTrainConfig:
   val_every: int = 0
   val_episodes: int = 50
   episodes_per_step: int = 1
+  train_from_block: int = 0
 
   def __post_init__(self):
     models.canonical_name(self.model)
@@ -118,6 +122,12 @@ class MetaTrainConfig:
                          f'{getattr(self, f)!r}; set --config.{f}')
     if not self.lr > 0:
       raise ValueError(f'MetaTrainConfig.lr must be > 0, got {self.lr}')
+    n_blocks = len(build_spec(self).blocks)
+    if (not isinstance(self.train_from_block, int) or
+        not 0 <= self.train_from_block <= n_blocks):
+      raise ValueError(f'MetaTrainConfig.train_from_block must be an int in '
+                       f'[0, {n_blocks}] for {self.model}, got '
+                       f'{self.train_from_block!r}')
     if self.warmup_steps < 0:
       raise ValueError('MetaTrainConfig.warmup_steps must be >= 0, got '
                        f'{self.warmup_steps}')
@@ -157,11 +167,37 @@ class StepHParams(NamedTuple):
   augment: bool
   momentum: float
   weight_decay: float
+  train_from_block: int = 0
 
 
 def step_hparams(config: MetaTrainConfig) -> StepHParams:
   return StepHParams(
-      bool(config.augment), float(config.momentum), float(config.weight_decay))
+      bool(config.augment), float(config.momentum), float(config.weight_decay),
+      int(config.train_from_block))
+
+
+def _frozen_keys(train_from_block: int):
+  return {'first_conv'} | {f'blocks_{b}' for b in range(train_from_block)}
+
+
+def _zero_frozen(updates, train_from_block: int):
+  keys = _frozen_keys(train_from_block)
+  return {
+      k: jax.tree.map(jnp.zeros_like, v) if k in keys else v
+      for k, v in updates.items()
+  }
+
+
+def frozen_below(params, train_from_block: int):
+  """params with the stem and blocks < train_from_block behind
+  stop_gradient: the backward computes no weight gradient for them."""
+  if not train_from_block:
+    return params
+  frozen = _frozen_keys(train_from_block)
+  return {
+      k: jax.tree.map(jax.lax.stop_gradient, v) if k in frozen else v
+      for k, v in params.items()
+  }
 
 
 def schedule(config: MetaTrainConfig) -> optax.Schedule:
@@ -214,7 +250,8 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
       ks, kq = jax.random.split(k)
       ep = dict(ep, support_x=augment_jax(ep['support_x'], ks),
                 query_x=augment_jax(ep['query_x'], kq))
-    return finetune_lib.episode_loss(spec, tr['params'], tr['head'], ep)
+    return finetune_lib.episode_loss(
+        spec, frozen_below(tr['params'], hp.train_from_block), tr['head'], ep)
 
   def f(tr):
     if n == 1:  # no vmap, the step key itself: today's one-episode step
@@ -226,6 +263,10 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
   tr = {'params': state.params, 'head': state.head}
   (loss, acc), grads = jax.value_and_grad(f, has_aux=True)(tr)
   updates, opt_state = optimizer(hp).update(grads, state.opt_state, tr)
+  # Frozen blocks get no update, weight decay included.
+  if hp.train_from_block:
+    updates = dict(updates, params=_zero_frozen(updates['params'],
+                                                hp.train_from_block))
   tr = jax.tree.map(lambda p, u: p - lr * u, tr, updates)
   new = TrainState(tr['params'], tr['head'], opt_state, state.step + 1,
                    state.key)
