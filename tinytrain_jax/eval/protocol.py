@@ -10,6 +10,10 @@ queries. Per (backbone, variant, domain): mean accuracy (%) over episodes
 with its 95 % CI (1.96 std / sqrt(n)), the mean backward memory (bytes, fp32
 model over the support batch) and backward MACs per sample.
 
+The lr choices run two at a time (`LR_CHOICE_THREADS`), and so do a chunk
+of tasks' variants (`STUDY_THREADS`), so that one XLA compile (one core)
+overlaps other work; no number depends on what runs beside it.
+
 Every finished episode is appended to `<workdir>/episodes.jsonl`; a rerun
 skips what is there, so an interrupted evaluation loses at most one episode.
 `<workdir>/run_config.json` pins the config (`run_config`): a rerun whose
