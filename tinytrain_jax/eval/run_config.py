@@ -49,6 +49,7 @@ _FORMAT1_LISTS = ('in_domain', 'meta_train.val_sources',
 # Keys added after files were written, with the value those runs used.
 _ADDED_LATER = {
     'meta_train.episodes_per_step': 1,
+    'meta_train.train_from_block': 0,
     'finetune.lr_grid_extend': 0
 }
 
