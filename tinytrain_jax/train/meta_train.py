@@ -122,12 +122,12 @@ class MetaTrainConfig:
                          f'{getattr(self, f)!r}; set --config.{f}')
     if not self.lr > 0:
       raise ValueError(f'MetaTrainConfig.lr must be > 0, got {self.lr}')
-    n_blocks = len(build_spec(self).blocks)
-    if (not isinstance(self.train_from_block, int) or
-        not 0 <= self.train_from_block <= n_blocks):
+    if not isinstance(self.train_from_block, int) or (
+        self.train_from_block and
+        not 0 < self.train_from_block <= len(build_spec(self).blocks)):
       raise ValueError(f'MetaTrainConfig.train_from_block must be an int in '
-                       f'[0, {n_blocks}] for {self.model}, got '
-                       f'{self.train_from_block!r}')
+                       f'[0, {len(build_spec(self).blocks)}] for '
+                       f'{self.model}, got {self.train_from_block!r}')
     if self.warmup_steps < 0:
       raise ValueError('MetaTrainConfig.warmup_steps must be >= 0, got '
                        f'{self.warmup_steps}')
