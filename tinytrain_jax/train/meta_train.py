@@ -176,27 +176,17 @@ def step_hparams(config: MetaTrainConfig) -> StepHParams:
       int(config.train_from_block))
 
 
-def _frozen_keys(train_from_block: int):
-  return {'first_conv'} | {f'blocks_{b}' for b in range(train_from_block)}
-
-
-def _zero_frozen(updates, train_from_block: int):
-  keys = _frozen_keys(train_from_block)
-  return {
-      k: jax.tree.map(jnp.zeros_like, v) if k in keys else v
-      for k, v in updates.items()
-  }
-
-
-def frozen_below(params, train_from_block: int):
-  """params with the stem and blocks < train_from_block behind
-  stop_gradient: the backward computes no weight gradient for them."""
+def map_frozen(fn, params, train_from_block: int):
+  """`params` with `fn` applied to every leaf of the stem and of blocks <
+  train_from_block (the blocks meta-training keeps frozen); the rest as is.
+  With fn=stop_gradient the backward computes no weight gradient for them;
+  with fn=zeros_like (on the updates) they do not move, weight decay
+  included. train_from_block=0 freezes nothing."""
   if not train_from_block:
     return params
-  frozen = _frozen_keys(train_from_block)
+  frozen = {'first_conv'} | {f'blocks_{b}' for b in range(train_from_block)}
   return {
-      k: jax.tree.map(jax.lax.stop_gradient, v) if k in frozen else v
-      for k, v in params.items()
+      k: jax.tree.map(fn, v) if k in frozen else v for k, v in params.items()
   }
 
 
@@ -250,8 +240,9 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
       ks, kq = jax.random.split(k)
       ep = dict(ep, support_x=augment_jax(ep['support_x'], ks),
                 query_x=augment_jax(ep['query_x'], kq))
-    return finetune_lib.episode_loss(
-        spec, frozen_below(tr['params'], hp.train_from_block), tr['head'], ep)
+    params = map_frozen(jax.lax.stop_gradient, tr['params'],
+                        hp.train_from_block)
+    return finetune_lib.episode_loss(spec, params, tr['head'], ep)
 
   def f(tr):
     if n == 1:  # no vmap, the step key itself: today's one-episode step
@@ -264,9 +255,8 @@ def _meta_train_step(spec, hp, state: TrainState, batch, lr):
   (loss, acc), grads = jax.value_and_grad(f, has_aux=True)(tr)
   updates, opt_state = optimizer(hp).update(grads, state.opt_state, tr)
   # Frozen blocks get no update, weight decay included.
-  if hp.train_from_block:
-    updates = dict(updates, params=_zero_frozen(updates['params'],
-                                                hp.train_from_block))
+  updates = dict(updates, params=map_frozen(jnp.zeros_like, updates['params'],
+                                            hp.train_from_block))
   tr = jax.tree.map(lambda p, u: p - lr * u, tr, updates)
   new = TrainState(tr['params'], tr['head'], opt_state, state.step + 1,
                    state.key)
