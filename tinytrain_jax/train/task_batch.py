@@ -66,6 +66,16 @@ class TaskOutcome(NamedTuple):
   costs: Dict[str, Any]
 
 
+def _map_tasks(fn, *per_task):
+  """jax.vmap(fn) over the leading (task) axis; one task runs unbatched,
+  which traces and compiles in about half the time (no batched-kernel
+  convs) and gives the same numbers."""
+  if jax.tree.leaves(per_task)[0].shape[0] != 1:
+    return jax.vmap(fn)(*per_task)
+  out = fn(*jax.tree.map(lambda a: a[0], per_task))
+  return jax.tree.map(lambda a: a[None], out)
+
+
 def _one_task(spec, plan, cfg, start, trains, params, head, batch, indices,
               task, lr):
   """Fine-tune + evaluate one task (vmapped by `_group_program`)."""
@@ -94,9 +104,9 @@ def _group_program(spec, plan, cfg, start, trains, mesh, params, head, batch,
   SPMD partitioner, left to itself, replicated the scanned loop)."""
 
   def local(params, head, batch, indices, tasks, lr):
-    return jax.vmap(lambda b, i, t: _one_task(spec, plan, cfg, start, trains,
-                                              params, head, b, i, t, lr))(
-                                                  batch, indices, tasks)
+    return _map_tasks(lambda b, i, t: _one_task(spec, plan, cfg, start, trains,
+                                                params, head, b, i, t, lr),
+                      batch, indices, tasks)
 
   split, rep = P(devices_lib.AXIS), P()
   return jax.shard_map(local, mesh=mesh,
@@ -269,9 +279,9 @@ def _module_program(spec, cfg, trainer, mesh, tr0, params, head, batch, tasks,
                     lr):
 
   def local(tr0, params, head, batch, tasks, lr):
-    return jax.vmap(lambda b, t: _one_module_task(spec, cfg, trainer, tr0,
-                                                  params, head, b, t, lr))(
-                                                      batch, tasks)
+    return _map_tasks(lambda b, t: _one_module_task(spec, cfg, trainer, tr0,
+                                                    params, head, b, t, lr),
+                      batch, tasks)
 
   split, rep = P(devices_lib.AXIS), P()
   return jax.shard_map(local, mesh=mesh,
