@@ -89,6 +89,14 @@ class TinyTLBranchTest(absltest.TestCase):
       for a, b in zip(gs, gg):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
+  def test_bilinear_upsample_equals_jax_image_resize(self):
+    for p, h in ((16, 32), (4, 8), (3, 7), (2, 2), (1, 2), (5, 9)):
+      y = jax.random.normal(jax.random.PRNGKey(p * h), (2, p, p, 3))
+      want = jax.image.resize(y, (2, h, h, 3), 'bilinear')
+      np.testing.assert_allclose(tinytl.bilinear_upsample(y, h), want,
+                                 rtol=0, atol=1e-6)
+      self.assertEqual(tinytl.upsample_weights(p, h).shape, (h, p))
+
   def test_branch_geometry_follows_tinytl(self):
     spec = models.model_spec('mcunet-5fps', 128)
     shapes = [tinytl.branch_shape(spec, b) for b in range(len(spec.blocks))]
