@@ -23,7 +23,6 @@ import pathlib
 import statistics
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -33,6 +32,7 @@ from benchmarks import common
 from tinytrain_jax import data
 from tinytrain_jax import mask_partition
 from tinytrain_jax import models
+from tinytrain_jax.configs import cli
 from tinytrain_jax.cost import xla_check
 from tinytrain_jax.models import protonet
 from tinytrain_jax.train import finetune as ft
@@ -45,6 +45,13 @@ _METHODS = flags.DEFINE_list(
     'methods',
     ['fulltrain', 'lastlayer', 'sparseupdate', 'tinytrain', 'tinytrain_dense'],
     'Methods.')
+
+
+def _is_mask_method(name: str) -> bool:
+  base = name[:-len('_dense')] if name.endswith('_dense') else name
+  return base in methods.METHODS and methods.METHODS[base].mask_fn is not None
+
+
 _RES = flags.DEFINE_integer('resolution', 128, 'Input resolution.')
 _SUPPORT = flags.DEFINE_integer('support', 25, 'Support-set images.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per step.')
@@ -104,6 +111,14 @@ def measure(spec, params, head, batch, mask, dense: bool):
 
 def main(argv):
   del argv
+  cli.check_resolution(_RES.value)
+  for m in _METHODS.value:
+    if not _is_mask_method(m):
+      raise ValueError(
+          f'--methods: {m!r} is not a mask method; accepted: fulltrain, '
+          'lastlayer, sparseupdate, tinytrain, ... (train.methods names with '
+          'a mask) or <name>_dense; tinytl and adapterdrop_* train modules, '
+          'not a mask: time them with benchmarks.throughput')
   out_path = pathlib.Path(_OUT.value)
   rows = json.loads(out_path.read_text())['rows'] if out_path.exists() else []
   head = protonet.init_head()
@@ -158,4 +173,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
