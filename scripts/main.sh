@@ -22,6 +22,9 @@ WORKDIR=runs/main
 if [ "${1:-}" = "--quick" ]; then
   ARG=":quick"; WORKDIR=runs/quick; shift
 fi
+for a in "$@"; do
+  case "$a" in --workdir=*) WORKDIR="${a#--workdir=}" ;; esac
+done
 python -m experiments.evaluate \
   --config="tinytrain_jax/configs/default.py${ARG}" \
   --workdir="$WORKDIR" "$@"
