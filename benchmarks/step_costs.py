@@ -46,17 +46,22 @@ _METHODS = flags.DEFINE_list(
     ['fulltrain', 'lastlayer', 'sparseupdate', 'tinytrain', 'tinytrain_dense'],
     'Methods.')
 
-
-def _is_mask_method(name: str) -> bool:
-  base = name[:-len('_dense')] if name.endswith('_dense') else name
-  return base in methods.METHODS and methods.METHODS[base].mask_fn is not None
-
-
 _RES = flags.DEFINE_integer('resolution', 128, 'Input resolution.')
 _SUPPORT = flags.DEFINE_integer('support', 25, 'Support-set images.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per step.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/step_costs.json',
                            'Results JSON (merged with an existing file).')
+
+def _base(name: str) -> str:
+  """The train.methods name of a --methods entry ('<name>_dense' = <name>'s
+  mask trained through the dense-masked reference step)."""
+  return name[:-len('_dense')] if name.endswith('_dense') else name
+
+
+def _is_mask_method(name: str) -> bool:
+  m = methods.METHODS.get(_base(name))
+  return m is not None and m.mask_fn is not None
+
 
 MIX = {'mcunet-5fps': False, 'mbv2-w0.35': True, 'proxyless-w0.3': True}
 
@@ -134,8 +139,7 @@ def main(argv):
     batch['support_y'] = jnp.asarray(np.arange(s) % 5, jnp.int32)
     batch['support_mask'] = jnp.ones((s,), bool)
     for method in _METHODS.value:
-      base = 'tinytrain' if method == 'tinytrain_dense' else method
-      mask = methods.method_mask(base, spec, params, ep, head)
+      mask = methods.method_mask(_base(method), spec, params, ep, head)
       costs = ft.mask_costs(spec, mask, 1)
       r = measure(spec, params, head, batch, mask, method.endswith('_dense'))
       row = {

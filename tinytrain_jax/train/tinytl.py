@@ -161,8 +161,8 @@ def upsample_weights(p: int, h: int) -> np.ndarray:
   centres, triangle kernel, weights normalised per output)."""
   inv = np.float32(p) / np.float32(h)
   f = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * inv - np.float32(0.5)
-  w = np.maximum(np.float32(0),
-                 np.float32(1) - np.abs(f[None] - np.arange(p, dtype=np.float32)[:, None]))
+  dist = np.abs(f[None] - np.arange(p, dtype=np.float32)[:, None])  # [p, h]
+  w = np.maximum(np.float32(0), np.float32(1) - dist)
   return (w / w.sum(0, keepdims=True)).T.astype(np.float32)
 
 
