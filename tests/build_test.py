@@ -30,6 +30,14 @@ class BuildTest(absltest.TestCase):
                      'run `python scripts/update_build.py`')
     self.assertEqual(mains - files, set(), 'BUILD names missing test files')
 
+  def test_test_files_have_unique_basenames(self):
+    # tests/ has no __init__.py, so pytest imports each file by its basename;
+    # two files with one name fail collection on whichever worker gets both.
+    names = {}
+    for p in (ROOT / 'tests').rglob('*_test.py'):
+      names.setdefault(p.name, []).append(p.relative_to(ROOT).as_posix())
+    self.assertEqual({n: ps for n, ps in names.items() if len(ps) > 1}, {})
+
   def test_every_subpackage_has_a_py_library(self):
     build = (ROOT / 'BUILD').read_text()
     for p in (ROOT / 'tinytrain_jax').iterdir():
