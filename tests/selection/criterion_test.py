@@ -222,6 +222,42 @@ class GreedyInvariantsTest(parameterized.TestCase):
     self.assertEqual(
         sorted(l['index'] for l in last2.layers), list(range(36, 42)))
 
+  @parameterized.parameters((2**20, 6_510_000), (200_000, 3e6), (3e6, 1e6))
+  def test_scores_of_unreachable_convs_do_not_matter(self, b, m):
+    for ratios in ((1, .5, .25, .125), 'any'):
+      cfg = criterion.SelectionConfig(budget_bytes=b, budget_macs=m,
+                                      ratios=ratios)
+      reach = {c.name for c in criterion.reachable_convs(self.spec, cfg)}
+      self.assertNotEmpty(reach)
+      self.assertLess(len(reach), len(self.spec.convs))
+      full = criterion.select_from_scores(self.spec, self.params, self.fs, cfg)
+      part = criterion.select_from_scores(
+          self.spec, self.params,
+          self.fs._replace(
+              out={k: v for k, v in self.fs.out.items() if k in reach},
+              inp={k: v for k, v in self.fs.inp.items() if k in reach},
+              layer={k: v for k, v in self.fs.layer.items() if k in reach}),
+          cfg)
+      self.assertEqual(summary(part), summary(full))
+      self.assertLessEqual({l['name'] for l in full.layers}, reach)
+      # Not fitting alone, an unreachable conv never fits beside others.
+      for c in self.spec.convs:
+        if c.name not in reach:
+          ups = dict(full.view.layers, **criterion._cheapest(c, ratios))
+          self.assertFalse(criterion._Coster(self.spec, cfg).fits(ups)[0])
+
+  def test_scores_missing_a_reachable_conv_raise(self):
+    cfg = criterion.SelectionConfig(budget_bytes=2**20, budget_macs=6.51e6)
+    last = self.spec.convs[-1].name
+    with self.assertRaisesRegex(
+        ValueError, r'^the Fisher scores lack 1 conv\(s\) the budgets can '
+        rf'select \(e\.g\. {last}\); measure them'):
+      criterion.select_from_scores(
+          self.spec, self.params,
+          self.fs._replace(layer={
+              k: v for k, v in self.fs.layer.items() if k != last
+          }), cfg)
+
   @parameterized.parameters((0, 0), (0, INF), (INF, 0), (1_000, INF),
                             (INF, 10_000))
   def test_too_small_budget_raises(self, b, m):

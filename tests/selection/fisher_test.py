@@ -150,6 +150,21 @@ class ComputeFisherTest(absltest.TestCase):
     for c in TINY.convs:
       np.testing.assert_array_equal(again.inp[c.name], self.fs.inp[c.name])
 
+  def test_some_convs_equal_the_full_pass(self):
+    names = [c.name for c in TINY.convs[5:]]
+    part = fisher.compute_fisher(TINY, self.params, self.ep, convs=names)
+    self.assertEqual(sorted(part.layer), sorted(names))
+    self.assertEqual(sorted(part.out), sorted(names))
+    for n in names:
+      np.testing.assert_allclose(part.out[n], self.fs.out[n], rtol=1e-5,
+                                 atol=1e-12, err_msg=n)
+      np.testing.assert_allclose(part.inp[n], self.fs.inp[n], rtol=1e-5,
+                                 atol=1e-12, err_msg=n)
+    self.assertAlmostEqual(part.loss, self.fs.loss, places=6)
+    with self.assertRaisesRegex(
+        ValueError, r"^convs must name convs of tiny, got \['nope'\]"):
+      fisher.compute_fisher(TINY, self.params, self.ep, convs=['nope'])
+
   def test_errors(self):
     ep = tiny_episode()
     ep.support_x = ep.support_x[:, :8, :8]

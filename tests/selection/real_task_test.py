@@ -48,6 +48,24 @@ class RealTaskTest(absltest.TestCase):
         cost.backward_macs(self.spec, self.sel.mask).total_macs,
         self.sel.bwd_macs)
 
+  def test_pass_over_reachable_convs_gives_the_full_pass_mask(self):
+    reach = selection.reachable_convs(self.spec, self.sel.config)
+    self.assertLess(len(reach), len(self.spec.convs) / 2)
+    self.assertEqual(sorted(self.sel.fisher.layer),
+                     sorted(c.name for c in reach))
+    for seed in (0, 1, 2):
+      ep = selection.task_episode('omniglot', seed, 128, 5, 1)
+      full = selection.compute_fisher(self.spec, self.params, ep)
+      self.assertLen(full.layer, len(self.spec.convs))
+      want = selection.select_from_scores(self.spec, self.params, full,
+                                          self.sel.config)
+      got = selection.select(self.spec, self.params, ep, self.sel.config)
+      self.assertEqual(masks.mask_to_json(got.mask),
+                       masks.mask_to_json(want.mask))
+      for c in reach:
+        np.testing.assert_allclose(got.fisher.out[c.name],
+                                   full.out[c.name], rtol=1e-4, atol=1e-12)
+
   def test_deterministic_and_round_trips(self):
     ep = selection.task_episode('omniglot', 0, 128, 5, 1)
     again = selection.select(self.spec, self.params, ep, self.sel.config)

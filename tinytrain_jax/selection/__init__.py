@@ -10,6 +10,7 @@ from tinytrain_jax.selection.budget import PUBLISHED
 from tinytrain_jax.selection.criterion import candidate_convs
 from tinytrain_jax.selection.criterion import layer_scores
 from tinytrain_jax.selection.criterion import normalisers
+from tinytrain_jax.selection.criterion import reachable_convs
 from tinytrain_jax.selection.criterion import select
 from tinytrain_jax.selection.criterion import select_from_scores
 from tinytrain_jax.selection.criterion import Selection

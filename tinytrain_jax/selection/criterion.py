@@ -132,8 +132,8 @@ class Selection:
     bwd_macs: `cost.backward_macs` total per sample (<= budget).
     tt_kb: tiny-training's bit-level memory model of the mask, kB.
     budget_bytes, budget_macs: the budgets.
-    fisher: the FisherScores used.
-    scores: {conv name: s_i} for every conv.
+    fisher: the FisherScores used (`select`: the reachable convs only).
+    scores: {conv name: s_i} for every measured conv.
     config: the SelectionConfig.
   """
   mask: Any
@@ -161,14 +161,15 @@ def normalisers(spec: ModelSpec) -> Tuple[int, int]:
 
 def layer_potentials(spec: ModelSpec, fisher,
                      potential: str = 'out') -> Dict[str, float]:
-  """P_i for every conv: Δ summed over the conv's output ('out', the
-  FisherScores' `layer`) or its input channels ('inp')."""
+  """P_i for every measured conv: Δ summed over the conv's output ('out',
+  the FisherScores' `layer`) or its input channels ('inp')."""
+  convs = [c for c in spec.convs if c.name in fisher.layer]
   if potential == 'inp':
     return {
         c.name: float(np.sum(fisher.inp[c.name], dtype=np.float64))
-        for c in spec.convs
+        for c in convs
     }
-  return {c.name: float(fisher.layer[c.name]) for c in spec.convs}
+  return {c.name: float(fisher.layer[c.name]) for c in convs}
 
 
 def layer_scores(spec: ModelSpec, fisher) -> Dict[str, float]:
@@ -179,13 +180,15 @@ def layer_scores(spec: ModelSpec, fisher) -> Dict[str, float]:
     fisher: FisherScores, or {conv name: P_i}.
 
   Returns:
-    {conv name: s_i}, float.
+    {conv name: s_i}, float, for the convs `fisher` measured (the
+    normalisers are over all convs).
   """
   p = fisher.layer if isinstance(fisher, fisher_lib.FisherScores) else fisher
   max_w, max_m = normalisers(spec)
   return {
       c.name: float(p[c.name]) / ((c.n_weights / max_w) * (c.macs / max_m))
       for c in spec.convs
+      if c.name in p
   }
 
 
@@ -198,6 +201,29 @@ def candidate_convs(spec: ModelSpec, candidates) -> list:
       c for c in spec.convs
       if (c.block is not None and c.block >= first) or c.kind == 'mix'
   ]
+
+
+def _cheapest(conv, ratios) -> Dict[str, LayerUpdate]:
+  """The conv's cheapest allowed update: its fewest channels, with bias."""
+  k = _channel_counts(conv.mask_channels, ratios)[-1]
+  return {conv.name: LayerUpdate(tuple(range(k)), conv.mask_channels, True)}
+
+
+def reachable_convs(spec: ModelSpec, config: 'SelectionConfig') -> list:
+  """The candidate convs the budgets can ever select (spec order).
+
+  A conv is reachable when its cheapest allowed update fits both budgets on
+  its own. Adding a layer never lowers a mask's cost (the bytes sum over the
+  trained layers; the MACs also pay the gradient's propagation down to the
+  lowest one), so a conv that does not fit alone never fits. The Fisher pass
+  needs only these, and its backward stops at the lowest. With
+  `stop_at_first_misfit` a misfit ends the fill, so every candidate counts.
+  """
+  convs = candidate_convs(spec, config.candidates)
+  if config.stop_at_first_misfit:
+    return convs
+  coster = _Coster(spec, config)
+  return [c for c in convs if coster.fits(_cheapest(c, config.ratios))[0]]
 
 
 def _layer_order(convs, scores, fisher_p, order) -> list:
@@ -262,8 +288,7 @@ def _check_feasible(convs, coster, config):
   rows = []
   for c in convs:
     k = _channel_counts(c.mask_channels, config.ratios)[-1]
-    ok, mem, mac = coster.fits(
-        {c.name: LayerUpdate(tuple(range(k)), c.mask_channels, True)})
+    ok, mem, mac = coster.fits(_cheapest(c, config.ratios))
     if ok:
       return
     rows.append((mem, mac, c.name, k))
@@ -356,6 +381,14 @@ def select_from_scores(spec: ModelSpec, params, fisher,
   convs = candidate_convs(spec, config.candidates)
   coster = _Coster(spec, config)
   _check_feasible(convs, coster, config)
+  # Candidates the Fisher pass skipped must be unreachable (never selected).
+  missing = [c.name for c in convs if c.name not in p]
+  lost = set(missing) & {c.name for c in reachable_convs(spec, config)}
+  if lost:
+    raise ValueError(f'the Fisher scores lack {len(lost)} conv(s) the budgets '
+                     f'can select (e.g. {sorted(lost)[0]}); measure them: '
+                     'compute_fisher(..., convs=reachable_convs(spec, config))')
+  convs = [c for c in convs if c.name in p]
   chosen, layers, warned = {}, [], set()
   for conv in _layer_order(convs, scores, p, config.layer_order):
     ranking = _rank_channels(spec, params, conv, fisher, config, warned)
@@ -383,6 +416,9 @@ def select(spec: ModelSpec, params, episode, config: SelectionConfig, head=None,
            state=None) -> Selection:
   """Task-adaptive selection: one Fisher pass, then the greedy fill.
 
+  The pass measures the `reachable_convs` only, so its backward stops at
+  the lowest conv the budgets allow; the mask is the one a full pass gives.
+
   Args:
     spec: the backbone (static).
     params: pre-fine-tuning parameters.
@@ -398,5 +434,10 @@ def select(spec: ModelSpec, params, episode, config: SelectionConfig, head=None,
     b, m = default_budgets('mcunet-5fps')
     sel = select(spec, params, ep, SelectionConfig(b, m))
   """
-  fs = fisher_lib.compute_fisher(spec, params, episode, head, state)
+  convs = candidate_convs(spec, config.candidates)
+  _check_feasible(convs, _Coster(spec, config), config)
+  reach = [c.name for c in reachable_convs(spec, config)]
+  fs = fisher_lib.compute_fisher(
+      spec, params, episode, head, state,
+      convs=None if len(reach) == len(spec.convs) else reach)
   return select_from_scores(spec, params, fs, config)

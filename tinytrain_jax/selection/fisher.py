@@ -21,6 +21,11 @@ prototype couples the samples, so g is the gradient of the *batch* loss.
 All g's come from zero "probes" added in place (`network.apply(in_probes=...,
 out_probes=...)`): one `jax.value_and_grad` w.r.t. the probe pytree, no
 per-sample vmap. The step is jitted once per (spec, shapes); spec is static.
+
+`convs` limits the pass to some convs (`criterion.reachable_convs`: those the
+budgets can ever select). Probes go on those only, so the backward stops at
+the lowest one and the layers below run forward only; the scores of the
+measured convs are the same as in the full pass.
 """
 import functools
 from typing import Any, Dict, NamedTuple, Optional
@@ -75,21 +80,35 @@ def fisher_per_channel(act: jax.Array, grad: jax.Array,
 support_loss = protonet.support_loss
 
 
-def _probes(spec: ModelSpec, batch: int):
+def _probes(spec: ModelSpec, batch: int, names):
+  convs = [c for c in spec.convs if c.name in names]
   inp = {
       c.name: jnp.zeros((batch, c.h_in, c.h_in, c.c_in), jnp.float32)
-      for c in spec.convs
+      for c in convs
   }
   out = {
       c.name: jnp.zeros((batch, c.h_out, c.h_out, c.c_out), jnp.float32)
-      for c in spec.convs
+      for c in convs
   }
   return inp, out
 
 
-@functools.partial(jax.jit, static_argnums=0)
+def _conv_names(spec: ModelSpec, convs) -> tuple:
+  """The measured convs' names in spec order; None = every conv."""
+  if convs is None:
+    return tuple(c.name for c in spec.convs)
+  names = set(convs)
+  unknown = names - {c.name for c in spec.convs}
+  if unknown or not names:
+    raise ValueError(f'convs must name convs of {spec.name}, got '
+                     f'{sorted(unknown) or "none"}; use names from '
+                     'spec.convs (e.g. blocks_13/depthwise)')
+  return tuple(c.name for c in spec.convs if c.name in names)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 9))
 def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
-                way_mask, loss_scale):
+                way_mask, loss_scale, convs=None):
   """Jitted forward+backward on the support set; spec must be static.
 
   Args:
@@ -99,11 +118,15 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
     images: f32[S, R, R, 3]; labels: i32[S]; valid: bool[S];
     way_mask: bool[W].
     loss_scale: f32[] multiplier on the loss (1 normally; tests use it).
+    convs: static tuple of the conv names to measure; None = all. The
+      backward runs down to the lowest of them only.
 
   Returns:
-    (loss f32[], {'out': {name: f32[C_out]}, 'inp': {name: f32[C_in]}}).
+    (loss f32[], {'out': {name: f32[C_out]}, 'inp': {name: f32[C_in]}}) for
+    the measured convs.
   """
-  in_p, out_p = _probes(spec, images.shape[0])
+  names = _conv_names(spec, convs)
+  in_p, out_p = _probes(spec, images.shape[0], names)
 
   def loss_fn(probes):
     o = network.apply(spec, params, images, state=state, train=False,
@@ -115,6 +138,8 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
                                                    has_aux=True)((in_p, out_p))
   scores = {'out': {}, 'inp': {}}
   for c in spec.convs:
+    if c.name not in names:
+      continue
     scores['out'][c.name] = fisher_per_channel(acts[c.name]['out'],
                                                g_out[c.name], valid)
     scores['inp'][c.name] = fisher_per_channel(acts[c.name]['in'], g_in[c.name],
@@ -124,8 +149,9 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
 
 def compute_fisher(spec: ModelSpec, params, episode, head=None,
                    state: Optional[Any] = None,
-                   loss_scale: float = 1.0) -> FisherScores:
-  """Fisher potentials of every conv for one task (one jitted pass).
+                   loss_scale: float = 1.0, convs=None) -> FisherScores:
+  """Fisher potentials of every conv (or of `convs`) for one task (one
+  jitted pass).
 
   Args:
     spec: the backbone (static; the jitted step is cached per spec/shapes).
@@ -135,13 +161,16 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
     head: ProtoNet head; default `protonet.init_head()` (scale 10, bias 0).
     state: BN statistics for the BN variant (used frozen); None otherwise.
     loss_scale: multiplies the loss (Δ scales by its square).
+    convs: names of the convs to measure (default: all). The backward stops
+      at the lowest one, so a pass over the last blocks costs a forward plus
+      their backward; the others are absent from the result.
 
   Returns:
-    FisherScores of numpy arrays.
+    FisherScores of numpy arrays, keyed by the measured convs.
 
   Raises:
-    ValueError: bad support-set shape, no valid support image, or a
-      non-finite loss / Fisher score.
+    ValueError: bad support-set shape, no valid support image, an unknown
+      conv name, or a non-finite loss / Fisher score.
 
   Example:
     fs = compute_fisher(spec, params, make_episode(src, ep_spec, 128))
@@ -158,10 +187,12 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
     raise ValueError('episode.support_mask has no valid support image; the '
                      'Fisher pass needs at least one labelled image')
   head = protonet.init_head() if head is None else head
+  names = _conv_names(spec, convs)
   loss, scores = fisher_step(spec, params, state or {}, head, x,
                              np.asarray(episode.support_y, np.int32), valid,
                              np.asarray(episode.way_mask, bool),
-                             np.float32(loss_scale))
+                             np.float32(loss_scale),
+                             None if convs is None else names)
   loss, scores = jax.device_get((loss, scores))
   out = {k: np.asarray(v, np.float32) for k, v in scores['out'].items()}
   inp = {k: np.asarray(v, np.float32) for k, v in scores['inp'].items()}
@@ -170,7 +201,5 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
     raise ValueError(f'the Fisher pass produced a non-finite support loss '
                      f'({float(loss)}) or scores (e.g. {bad[:2]}); check the '
                      'weights and inputs (images in [-1, 1]) and the head')
-  layer = {
-      c.name: float(np.sum(out[c.name], dtype=np.float64)) for c in spec.convs
-  }
+  layer = {n: float(np.sum(out[n], dtype=np.float64)) for n in names}
   return FisherScores(out, inp, layer, float(loss), int(valid.sum()))
