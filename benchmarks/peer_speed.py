@@ -32,9 +32,11 @@ conv), pretrained weights from the asset cache, --batches images at
                         each step only the blocks above; the strong peer
                         gets the same cache (`PeerNet.prefix`). Neither
                         side's prefix is timed (it runs once per task);
-  selection             TinyTrain's selection pass: the Fisher pass plus the
-                        greedy fill (`selection.select`); the peer runs its
-                        own Fisher pass and the same greedy fill.
+  selection             TinyTrain's selection pass: the Fisher pass over
+                        the convs the budgets can select (backward down to
+                        the lowest) plus the greedy fill
+                        (`selection.select`); the peer runs its own Fisher
+                        pass over the same convs and the same greedy fill.
 
 Ours and the peer run alternately, --repeats times after two warm-up calls
 each, so load from other processes hits both alike; rows give the medians,
@@ -249,15 +251,17 @@ def _ops(spec, params, peer_params, head, masks, b, device):
     cfg = selection.SelectionConfig(*methods.tinytrain_budgets(spec))
     net = peer_net()
     ty = torch.from_numpy(b.support_y.astype(np.int64)).to(device)
+    # Both sides measure the convs the budgets can select, as `select` does.
+    reach = [c.name for c in selection.reachable_convs(spec, cfg)]
 
     def peer_sel():
-      loss, o, i = torch_peer.fisher_pass(net, tx, ty, WAYS)
+      loss, o, i = torch_peer.fisher_pass(net, tx, ty, WAYS, reach)
       layer = {k: float(np.sum(v, dtype=np.float64)) for k, v in o.items()}
       fs = selection.FisherScores(o, i, layer, loss, n)
       selection.select_from_scores(spec, params, fs, cfg)
 
     bias_only = masks_lib.mask_from_layers(spec, params,
-                                           {c.name: 'bias' for c in spec.convs})
+                                           {c: 'bias' for c in reach})
     out['selection'] = (lambda: selection.select(spec, params, b, cfg, head),
                         peer_sel, _macs(spec, bias_only, n, input_grads=True))
   return out

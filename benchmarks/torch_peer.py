@@ -213,10 +213,12 @@ def dense_masked_step(net: PeerNet, opt, x, labels, num_ways: int,
 
 
 def fisher_pass(
-    net: PeerNet, x, labels, num_ways: int
+    net: PeerNet, x, labels, num_ways: int, convs: Optional[Sequence[str]] = None
 ) -> Tuple[float, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
   """Peer of TinyTrain's Fisher pass: Δ per channel of every conv's output
-  and input, 1/(2N) Σ_n (Σ_hw a·g)², from one forward+backward.
+  and input (or of `convs` only), 1/(2N) Σ_n (Σ_hw a·g)², from one
+  forward+backward. autograd walks back only as far as the lowest conv
+  asked for, as ours does.
 
   Returns (loss, out {name: f32[C_out]}, inp {name: f32[C_in]}).
   """
@@ -225,7 +227,7 @@ def fisher_pass(
   x = x.detach().requires_grad_(True)
   feats, _, acts = net(x, capture=True)
   loss = support_loss(feats, labels, num_ways)
-  names = list(acts)
+  names = [n for n in acts if convs is None or n in convs]
   tensors = [t for n in names for t in acts[n]]
   grads = torch.autograd.grad(loss, tensors)
   n = x.shape[0]
