@@ -75,19 +75,17 @@ class DepthwiseTest(parameterized.TestCase):
 class DenseConvTest(parameterized.TestCase):
 
   @parameterized.product(k=(1, 3, 5), stride=(1, 2), size=(7, 8))
-  def test_patches_conv_and_its_gradients_match_lax(self, k, stride, size):
+  def test_conv_dense_and_its_gradients_match_lax(self, k, stride, size):
     kx, kw = jax.random.split(jax.random.PRNGKey(k * 10 + stride))
     x = jax.random.normal(kx, (3, size, size, 4))
     w = jax.random.normal(kw, (k, k, 4, 6))
     ref = layers.conv_lax(x, w, stride)
-    for fn in (layers.conv_matmul, layers.conv_dense):
-      np.testing.assert_allclose(jax.jit(fn, static_argnums=2)(x, w, stride),
-                                 ref, rtol=1e-5, atol=1e-5)
-      g = lambda f: jax.jit(
-          jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), (0, 1)))(x, w)
-      for a, b in zip(g(lambda x, w: fn(x, w, stride)),
-                      g(lambda x, w: layers.conv_lax(x, w, stride))):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    got = jax.jit(layers.conv_dense, static_argnums=2)(x, w, stride)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    g = lambda f: jax.jit(
+        jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w, stride))), (0, 1)))(x, w)
+    for a, b in zip(g(layers.conv_dense), g(layers.conv_lax)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
   def test_scanned_kernel_gradient_is_a_matmul(self):
     # Inside a loop XLA CPU keeps a convolution's kernel gradient on its slow

@@ -252,14 +252,6 @@ def patches(x, k: int, stride: int):
                     for j in range(k)], axis=3)
 
 
-def conv_matmul(x, kernel, stride: int):
-  """A dense k x k conv as one matmul over `patches` (its gradients are
-  matmuls and slices)."""
-  k, _, ci, co = kernel.shape
-  return jnp.einsum('nhwtc,tco->nhwo', patches(x, k, stride),
-                    kernel.reshape(k * k, ci, co))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_dense(x, kernel, stride: int):
   """A dense k x k conv (the stem): `conv_lax` forward, kernel gradient as

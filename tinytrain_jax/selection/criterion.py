@@ -383,7 +383,8 @@ def select_from_scores(spec: ModelSpec, params, fisher,
   _check_feasible(convs, coster, config)
   # Candidates the Fisher pass skipped must be unreachable (never selected).
   missing = [c.name for c in convs if c.name not in p]
-  lost = set(missing) & {c.name for c in reachable_convs(spec, config)}
+  lost = missing and set(missing) & {
+      c.name for c in reachable_convs(spec, config)}
   if lost:
     raise ValueError(f'the Fisher scores lack {len(lost)} conv(s) the budgets '
                      f'can select (e.g. {sorted(lost)[0]}); measure them: '
