@@ -275,8 +275,9 @@ def _conv_dense_bwd(stride, res, dy):
   x, kernel = res
   k, _, ci, co = kernel.shape
   dk = jnp.einsum('nhwtc,nhwo->tco', patches(x, k, stride), dy)
-  _, vjp = jax.vjp(lambda x: conv_lax(x, kernel, stride), x)
-  return vjp(dy)[0], dk.reshape(k, k, ci, co)
+  # The conv is linear in x: transpose it, no primal recomputed.
+  dx, = jax.linear_transpose(lambda x: conv_lax(x, kernel, stride), x)(dy)
+  return dx, dk.reshape(k, k, ci, co)
 
 
 conv_dense.defvjp(_conv_dense_fwd, _conv_dense_bwd)
