@@ -107,6 +107,25 @@ class MetaTrainTest(absltest.TestCase):
                                 r'in \[0, 14\] for mcunet-5fps, got 15'):
       dataclasses.replace(CFG, train_from_block=15)
 
+  def test_head_scale_sets_the_start_head_and_keeps_old_keys(self):
+    self.assertEqual(float(mt.init_state(CFG).head['scale']), 10.0)
+    cfg = dataclasses.replace(CFG, head_scale=30)
+    self.assertEqual(float(mt.init_state(cfg).head['scale']), 30.0)
+    self.assertIsInstance(cfg.head_scale, float)
+    # Runs cached before the field existed keep their keys.
+    self.assertNotIn('head_scale', CFG.to_json())
+    self.assertIn('"head_scale": 30.0', cfg.to_json())
+    # The scale changes the loss, so it changes the run.
+    a = mt.run_meta_training(dataclasses.replace(CFG, steps=2), self._tmp(),
+                             progress=False, source=_source())
+    b = mt.run_meta_training(dataclasses.replace(cfg, steps=2), self._tmp(),
+                             progress=False, source=_source())
+    self.assertFalse(_same(a.params, b.params))
+    for bad in (0, -1.0, float('inf'), True, 'x'):
+      with self.assertRaisesRegex(ValueError, r'^MetaTrainConfig\.head_scale '
+                                  r'must be a finite number > 0'):
+        dataclasses.replace(CFG, head_scale=bad)
+
   def test_checkpoint_of_another_model_raises(self):
     wd = self._tmp()
     mngr = checkpoint.manager(wd)

@@ -106,6 +106,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.meta_train.val_sources = 'mini-imagenet,omniglot'
   c.meta_train.episodes_per_step = 1  # per step, over the devices
   c.meta_train.train_from_block = 0  # the stem and blocks below stay frozen
+  c.meta_train.head_scale = 10.0  # the cosine head's start scale
   c.meta_train.checkpoint = ''  # meta-train workdirs to reuse, one per
   # backbone (comma list)
 

@@ -50,6 +50,7 @@ _FORMAT1_LISTS = ('in_domain', 'meta_train.val_sources',
 _ADDED_LATER = {
     'meta_train.episodes_per_step': 1,
     'meta_train.train_from_block': 0,
+    'meta_train.head_scale': 10.0,
     'finetune.lr_grid_extend': 0
 }
 

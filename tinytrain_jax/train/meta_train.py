@@ -55,7 +55,11 @@ RESUMABLE_FIELDS = ('checkpoint_every', 'keep', 'log_every')
 # value every earlier run used. `to_json` leaves them out at that value, so
 # the cache key (sha256 of `to_json`, eval/meta_cache.py) and the stored
 # config of earlier runs stay valid; a stored config without one means it.
-ADDED_DEFAULTS = {'episodes_per_step': 1, 'train_from_block': 0}
+ADDED_DEFAULTS = {
+    'episodes_per_step': 1,
+    'train_from_block': 0,
+    'head_scale': 10.0
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,10 @@ class MetaTrainConfig:
   train_from_block: B; the stem and blocks 0..B-1 stay at their start
     weights (no gradient is computed for them); blocks B.., the feature-mix
     conv, the classifier and the head train. 0 = everything trains.
+  head_scale: the cosine head's starting scale (tau in logits = tau * (cos +
+    bias)). It trains at the same lr as the weights, so at lr 1e-4 it stays
+    where it starts: it sets how sharp the episodes' softmax is for the
+    whole run (docs/results/meta_training.md).
   """
   model: str = 'mcunet-5fps'
   resolution: int = 128
@@ -102,6 +110,7 @@ class MetaTrainConfig:
   val_episodes: int = 50
   episodes_per_step: int = 1
   train_from_block: int = 0
+  head_scale: float = 10.0
 
   def __post_init__(self):
     models.canonical_name(self.model)
@@ -128,6 +137,12 @@ class MetaTrainConfig:
       raise ValueError(f'MetaTrainConfig.train_from_block must be an int in '
                        f'[0, {len(build_spec(self).blocks)}] for '
                        f'{self.model}, got {self.train_from_block!r}')
+    if isinstance(self.head_scale, bool) or not (isinstance(
+        self.head_scale, (int, float)) and 0 < self.head_scale < float('inf')):
+      raise ValueError('MetaTrainConfig.head_scale must be a finite number '
+                       f'> 0, got {self.head_scale!r}; set '
+                       '--config.head_scale')
+    object.__setattr__(self, 'head_scale', float(self.head_scale))
     if self.warmup_steps < 0:
       raise ValueError('MetaTrainConfig.warmup_steps must be >= 0, got '
                        f'{self.warmup_steps}')
@@ -222,7 +237,7 @@ def init_state(config: MetaTrainConfig, init_params=None) -> TrainState:
   else:
     params = network.init(spec, jax.random.PRNGKey(config.seed))[0]
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-  head = protonet.init_head()
+  head = protonet.init_head(config.head_scale)
   opt_state = optimizer(step_hparams(config)).init({
       'params': params,
       'head': head
