@@ -105,6 +105,7 @@ class FromConfigDictTest(parameterized.TestCase):
   def test_meta_cache_keys_unchanged(self):
     # Meta-trainings cached before EvalConfig existed stay valid: the key of
     # an unchanged config is the one computed from the old ConfigDict path.
+    # Those configs had the head at scale 10 (the default since is 30).
     want = {
         ('', 'mcunet-5fps'): 'b9ef24388244',
         ('', 'mbv2-w0.35'): '8f9cc1ce3912',
@@ -112,8 +113,22 @@ class FromConfigDictTest(parameterized.TestCase):
         ('quick', 'mcunet-5fps'): '8e2dd78fddd4'
     }
     for (arg, backbone), key in want.items():
-      cfg = eval_config.from_config_dict(default.get_config(arg))
+      cd = default.get_config(arg)
+      cd.meta_train.head_scale = 10.0
+      cfg = eval_config.from_config_dict(cd)
       mcfg = meta_cache.metatrain_config(cfg.meta_train, backbone, cfg.seed)
+      self.assertEqual(meta_cache.cache_dir(mcfg).name, f'{backbone}-{key}')
+    # Today's defaults: the entries docs/results/main_results.json came from.
+    want = {
+        'mcunet-5fps': 'e4a2734284de',
+        'mbv2-w0.35': 'efabf0e619dd',
+        'proxyless-w0.3': '94b05e32c9c7'
+    }
+    cfg = eval_config.from_config_dict(default.get_config())
+    self.assertEqual(cfg.meta_train_lrs, ())
+    for backbone, key in want.items():
+      mcfg = meta_cache.metatrain_config(cfg.meta_train, backbone, cfg.seed,
+                                         cfg.meta_train_lrs)
       self.assertEqual(meta_cache.cache_dir(mcfg).name, f'{backbone}-{key}')
 
   def test_a_backbone_meta_trains_with_its_own_lr(self):

@@ -64,8 +64,10 @@ class RunConfigTest(absltest.TestCase):
     # fields, meta_train.resolution 0): the default config resumes it.
     shutil.copy(TESTDATA / 'run_config_format1_default.json',
                 self.wd / 'run_config.json')
-    # The default config of that time: no grid extension, one meta lr.
-    then = dict(finetune__lr_grid_extend=0, meta_train__lr_per_backbone='')
+    # The default config of that time: no grid extension, one meta lr, the
+    # head at scale 10.
+    then = dict(finetune__lr_grid_extend=0, meta_train__lr_per_backbone='',
+                meta_train__head_scale=10.0)
     run_config.check(self.wd, _json(**then))
     run_config.check(self.wd, _json(meta_train__resolution=64, **then))
     for change, field in (({

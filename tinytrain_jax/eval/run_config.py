@@ -46,7 +46,6 @@ _FORMAT1_LISTS = ('in_domain', 'meta_train.val_sources',
                   'meta_train.checkpoint')
 # Fields added after format 2, with the value every earlier run used: a pin
 # without one was written with that value (any format).
-# Keys added after files were written, with the value those runs used.
 _ADDED_LATER = {
     'meta_train.episodes_per_step': 1,
     'meta_train.train_from_block': 0,

@@ -110,7 +110,7 @@ class MetaTrainConfig:
   val_episodes: int = 50
   episodes_per_step: int = 1
   train_from_block: int = 0
-  head_scale: float = 10.0
+  head_scale: float = 30.0
 
   def __post_init__(self):
     models.canonical_name(self.model)
