@@ -34,7 +34,10 @@ from tinytrain_jax.data.preprocess import augment_jax
 from tinytrain_jax.train import finetune as finetune_lib
 from tinytrain_jax.train import meta_train as mt
 
-src = data.get_source('omniglot', 'train')
+# Natural images: on Omniglot's flat backgrounds a 1-ulp change in step 1
+# moves step 3's momentum by ~1e-2 (a recompile at another XLA optimisation
+# level does it on one device), so no device-count check could hold there.
+src = data.get_source('mini-imagenet', 'valid')
 cfg = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=3,
                          lr=1e-3, warmup_steps=1, checkpoint_every=1,
                          augment=True, log_every=1, episodes_per_step=4)
@@ -50,7 +53,10 @@ def leaves(s):
 
 
 def max_diff(a, b):
-  return max(float(np.max(np.abs(x - y), initial=0.0))
+  # per leaf, relative to the leaf's scale (the momentum trace is O(1-10),
+  # the head's scalar traces ~1e-9, where absolute is what counts)
+  return max(float(np.max(np.abs(x - y), initial=0.0)) /
+             max(float(np.max(np.abs(x), initial=0.0)), 1.0)
              for x, y in zip(leaves(a), leaves(b)))
 
 
@@ -135,10 +141,12 @@ def _child_results():
   return json.loads(lines[-1][len('RESULT '):])
 
 
-# Params after 3 steps on one device and on four differ only by the order of
-# the float sums (the all-reduce of the episode gradients); a step moves
-# params by ~1e-3 or more, so a wrong episode or a missing reduction shows.
-_TOL = 2e-5
+# The state after 3 steps on one device and on four differs only by the order
+# of the float sums (the all-reduce of the episode gradients): measured
+# <= 5e-6 of each leaf's scale, at XLA optimisation levels 0 and 3 alike. A
+# wrong episode or a missing reduction moves the momentum by O(1) of its
+# scale and the params by ~1e-3 or more.
+_TOL = 1e-4
 
 
 class ShardedMetaTrainTest(absltest.TestCase):
@@ -148,7 +156,7 @@ class ShardedMetaTrainTest(absltest.TestCase):
     self.assertEqual(r['device_count'], 4)
     self.assertEqual(r['devices_used'], [4, 1])
     self.assertLess(r['sharded_vs_one'], _TOL)
-    self.assertGreater(r['update_size'], 50 * _TOL)
+    self.assertGreater(r['update_size'], 10 * _TOL)
 
   def test_checkpoint_resumes_on_another_device_count(self):
     r = _child_results()
@@ -225,7 +233,10 @@ from tinytrain_jax.train import meta_train as mt
 port, pid, wd = sys.argv[1:]
 if pid != 'single':
   devices.initialize(f'localhost:{port}', 2, int(pid))
-src = data.get_source('omniglot', 'train')
+# Natural images: on Omniglot's flat backgrounds a 1-ulp change in step 1
+# moves step 3's momentum by ~1e-2 (a recompile at another XLA optimisation
+# level does it on one device), so no device-count check could hold there.
+src = data.get_source('mini-imagenet', 'valid')
 cfg = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=3,
                          lr=1e-3, warmup_steps=1, checkpoint_every=1,
                          augment=True, log_every=1, episodes_per_step=4)
