@@ -166,6 +166,19 @@ def _batch_chunk(n: int, bytes_per_image: int, chunk_bytes: int) -> int:
   return best
 
 
+def _tap_sums(prods):
+  """f32[k*k, C]: each product summed over N, H, W, as one variadic reduce.
+
+  XLA fuses the strided slices into a single pass over the chunk; separate
+  reduces each got their own materialised slice, all live at once (2-4x
+  slower, measured).
+  """
+  zero = jnp.zeros((), prods[0].dtype)
+  sums = lax.reduce(prods, (zero,) * len(prods),
+                    lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+  return jnp.stack(sums)
+
+
 def depthwise_kernel_grad(x, dy, k: int, stride: int,
                           chunk_bytes: Optional[int] = None):
   """d(depthwise conv)/dkernel applied to dy.
@@ -177,34 +190,51 @@ def depthwise_kernel_grad(x, dy, k: int, stride: int,
     chunk_bytes: batch chunk size in bytes of dy; None = DW_GRAD_CHUNK_BYTES.
 
   Returns:
-    f32[k, k, 1, C]: sum over n, h, w of xp[n, s*h+i, s*w+j, c] * dy[n,h,w,c].
+    f32[k, k, 1, C]: sum over n, h, w of xp[n, s*h+i, s*w+j, c] * dy[n,h,w,c]
+    (xp: x zero-padded by k // 2).
   """
   p = k // 2
-  n, _, _, c = x.shape
+  n, h, w, c = x.shape
   _, ho, wo, _ = dy.shape
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  pad = ((0, 0), (p, p), (p, p), (0, 0))
+  if stride == 1:
+    # sum_u x[u] * dy[u + p - i]: slices of the padded output gradient against
+    # the unpadded input. With the input padded instead, XLA shares that pad
+    # with the forward's and keeps the padded input live from the forward to
+    # here, (h + k - 1)^2 / h^2 times the input's bytes; the padded dy is a
+    # backward-only transient (mcunet's TinyTrain step at 128 px: 20.0 ->
+    # 18.9 MB temp). Stride 2 keeps the padded input: spreading dy to the
+    # input's grid costs 4x the products and, there, saved nothing (XLA
+    # also reads the padded input to recompute the relu6 mask).
+    def taps(dc, xc):
+      dp = jnp.pad(dc, pad)
+      return _tap_sums(
+          tuple(
+              _tap(dp, 2 * p - i, 2 * p - j, 1, h, w) * xc
+              for i in range(k)
+              for j in range(k)))
 
-  def taps(xc, dc):
-    # One variadic reduce over the k*k products: XLA fuses the strided slices
-    # into a single pass over the chunk. Separate reduces each got their own
-    # materialised slice, all live at once (2-4x slower, measured).
-    prods = tuple(
-        _tap(xc, i, j, stride, ho, wo) * dc for i in range(k) for j in range(k))
-    zero = jnp.zeros((), dc.dtype)
-    sums = lax.reduce(prods, (zero,) * len(prods),
-                      lambda a, b: tuple(u + v for u, v in zip(a, b)),
-                      (0, 1, 2))
-    return jnp.stack(sums)
+    big, small = dy, x
+  else:
+
+    def taps(xc, dc):
+      return _tap_sums(
+          tuple(
+              _tap(xc, i, j, stride, ho, wo) * dc
+              for i in range(k)
+              for j in range(k)))
+
+    big, small = jnp.pad(x, pad), dy
 
   cb = _batch_chunk(n, ho * wo * c * dy.dtype.itemsize, chunk_bytes or
                     DW_GRAD_CHUNK_BYTES)
   if cb == n:
-    acc = taps(xp, dy)
+    acc = taps(big, small)
   else:
-    xs = xp.reshape((n // cb, cb) + xp.shape[1:])
-    ds = dy.reshape((n // cb, cb) + dy.shape[1:])
+    bs = big.reshape((n // cb, cb) + big.shape[1:])
+    ss = small.reshape((n // cb, cb) + small.shape[1:])
     acc, _ = lax.scan(lambda a, t: (a + taps(*t), None),
-                      jnp.zeros((k * k, c), dy.dtype), (xs, ds))
+                      jnp.zeros((k * k, c), dy.dtype), (bs, ss))
   return acc.reshape(k, k, 1, c)
 
 
