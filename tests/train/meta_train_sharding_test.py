@@ -233,9 +233,7 @@ from tinytrain_jax.train import meta_train as mt
 port, pid, wd = sys.argv[1:]
 if pid != 'single':
   devices.initialize(f'localhost:{port}', 2, int(pid))
-# Natural images: on Omniglot's flat backgrounds a 1-ulp change in step 1
-# moves step 3's momentum by ~1e-2 (a recompile at another XLA optimisation
-# level does it on one device), so no device-count check could hold there.
+# Natural images, as in _CHILD (why: its comment).
 src = data.get_source('mini-imagenet', 'valid')
 cfg = mt.MetaTrainConfig(resolution=32, ways=5, shots=1, queries=2, steps=3,
                          lr=1e-3, warmup_steps=1, checkpoint_every=1,

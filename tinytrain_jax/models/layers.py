@@ -206,35 +206,35 @@ def depthwise_kernel_grad(x, dy, k: int, stride: int,
     # 18.9 MB temp). Stride 2 keeps the padded input: spreading dy to the
     # input's grid costs 4x the products and, there, saved nothing (XLA
     # also reads the padded input to recompute the relu6 mask).
-    def taps(dc, xc):
-      dp = jnp.pad(dc, pad)
+    def taps(sliced, other):
+      dp = jnp.pad(sliced, pad)
       return _tap_sums(
           tuple(
-              _tap(dp, 2 * p - i, 2 * p - j, 1, h, w) * xc
+              _tap(dp, 2 * p - i, 2 * p - j, 1, h, w) * other
               for i in range(k)
               for j in range(k)))
 
-    big, small = dy, x
+    sliced, other = dy, x
   else:
 
-    def taps(xc, dc):
+    def taps(sliced, other):
       return _tap_sums(
           tuple(
-              _tap(xc, i, j, stride, ho, wo) * dc
+              _tap(sliced, i, j, stride, ho, wo) * other
               for i in range(k)
               for j in range(k)))
 
-    big, small = jnp.pad(x, pad), dy
+    sliced, other = jnp.pad(x, pad), dy
 
   cb = _batch_chunk(n, ho * wo * c * dy.dtype.itemsize, chunk_bytes or
                     DW_GRAD_CHUNK_BYTES)
   if cb == n:
-    acc = taps(big, small)
+    acc = taps(sliced, other)
   else:
-    bs = big.reshape((n // cb, cb) + big.shape[1:])
-    ss = small.reshape((n // cb, cb) + small.shape[1:])
+    chunks = tuple(
+        a.reshape((n // cb, cb) + a.shape[1:]) for a in (sliced, other))
     acc, _ = lax.scan(lambda a, t: (a + taps(*t), None),
-                      jnp.zeros((k * k, c), dy.dtype), (bs, ss))
+                      jnp.zeros((k * k, c), dy.dtype), chunks)
   return acc.reshape(k, k, 1, c)
 
 
