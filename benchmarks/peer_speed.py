@@ -215,7 +215,7 @@ def _ops(spec, params, peer_params, head, masks, b, device):
   n = b.support_x.shape[0]
   xs = jnp.asarray(b.support_x)
   tx = torch_peer.to_nchw(b.support_x).to(device)
-  fwd = jax.jit(lambda p, x: models.apply(spec, p, x).features)
+  fwd = jax.jit(lambda p, x: models.features(spec, p, x))
   out = {}
 
   def peer_net():

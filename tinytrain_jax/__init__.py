@@ -26,7 +26,7 @@ from tinytrain_jax.masks import (LayerUpdate, LayerView, apply_mask,
                                  load_mask, mask_from_layers, mask_from_view,
                                  save_mask, to_dense, to_leaf_mask)
 from tinytrain_jax.models import (ConvLayer, ModelOutput, ModelSpec, apply,
-                                  init, load_pretrained, model_spec)
+                                  features, init, load_pretrained, model_spec)
 from tinytrain_jax.selection import (Selection, SelectionConfig, compute_fisher,
                                      default_budgets, select)
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinytrain_jax import tree_paths
+from tinytrain_jax.models import batch_chunks
 from tinytrain_jax.models import layers
 from tinytrain_jax.models.spec import ConvLayer, ModelSpec
 
@@ -175,8 +176,34 @@ def prefix(spec: ModelSpec, params: Params, images: jax.Array, start_block: int,
   _check_images(spec, images)
   if start_block == 0:  # block 0's input is the images (the stem is in it)
     return images
-  return _trunk(spec, params, images, 0, start_block, impl=impl,
-                feature_mix=False)[0]
+  # Forward only, so it runs over cache-sized chunks of the batch.
+  chunk = batch_chunks.chunk_size(images.shape[0],
+                                  batch_chunks.image_bytes(spec))
+  return batch_chunks.over_chunks(
+      lambda x: _trunk(spec, params, x, 0, start_block, impl=impl,
+                       feature_mix=False)[0], images, chunk)
+
+
+def features(spec: ModelSpec, params: Params, images: jax.Array, *,
+             state: Optional[Params] = None, start_block: int = 0,
+             chunk_bytes: Optional[int] = None) -> jax.Array:
+  """Pooled features f32[B, spec.feature_dim] of an inference pass.
+
+  Equal to `apply(spec, params, images, state=state,
+  start_block=start_block).features` (BN in eval mode), computed over chunks
+  of the batch whose largest activation fits in `chunk_bytes` (default
+  `batch_chunks.CHUNK_BYTES`, 12 MiB), one after the other, so that a call's
+  buffers stay small enough for glibc to reuse and partly in cache (100
+  images at 128 px: 1.2-1.5x faster on the development CPU, `batch_chunks`). Meant for forward-only
+  passes (evaluation, prototypes); under `jax.grad` each chunk is
+  rematerialised (one more forward, activations of one chunk held).
+  """
+  chunk = batch_chunks.chunk_size(images.shape[0],
+                                  batch_chunks.image_bytes(spec, start_block),
+                                  chunk_bytes)
+  return batch_chunks.over_chunks(
+      lambda x: apply(spec, params, x, state=state,
+                      start_block=start_block).features, images, chunk)
 
 
 def _check_start(spec, start_block):

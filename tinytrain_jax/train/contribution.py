@@ -162,7 +162,7 @@ def _run_impl(spec, plan, cfg, params, head, batch, dmask):
 
   tr, _ = jax.lax.fori_loop(0, cfg.steps, body, (tr, tx.init(tr)))
   new = mask_partition.combine(params, tr['params'])
-  return ft.episode_loss(spec, new, head, batch)[1]
+  return ft.episode_loss(spec, new, head, batch, inference=True)[1]
 
 
 # One compile per (spec, plan, config); every configuration is data.

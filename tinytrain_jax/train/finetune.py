@@ -436,16 +436,26 @@ def dense_step_mask(spec, full, tr):
   }
 
 
-def episode_loss(spec, params, head, batch):
-  """ProtoNet (loss, accuracy) of a padded episode batch (`episode_arrays`)."""
-  sf = network.apply(spec, params, batch['support_x']).features
-  qf = network.apply(spec, params, batch['query_x']).features
+def episode_loss(spec, params, head, batch, inference: bool = False):
+  """ProtoNet (loss, accuracy) of a padded episode batch (`episode_arrays`).
+
+  inference=True (evaluation, no gradient taken): the features come from
+  `network.features`, over cache-sized chunks of the batch; a meta-train
+  step differentiates it with inference=False (one whole-batch pass).
+  """
+  feats = ((lambda x: network.features(spec, params, x)) if inference else
+           (lambda x: network.apply(spec, params, x).features))
+  sf = feats(batch['support_x'])
+  qf = feats(batch['query_x'])
   return protonet.episode_loss(head, sf, batch['support_y'],
                                batch['support_mask'], qf, batch['query_y'],
                                batch['query_mask'], batch['way_mask'])
 
 
-evaluate_step = jax.jit(episode_loss, static_argnums=0)
+evaluate_step = jax.jit(
+    lambda spec, params, head, batch: episode_loss(spec, params, head, batch,
+                                                   inference=True),
+    static_argnums=0)
 
 
 def evaluate(spec, params, head, episode):

@@ -92,7 +92,7 @@ def _one_task(spec, plan, cfg, start, trains, params, head, batch, indices,
                                                 task, lr)
     p = mask_partition.fold(params, plan, tr, indices)
     h = tr.get('head', head)
-  loss, acc = finetune_lib.episode_loss(spec, p, h, batch)
+  loss, acc = finetune_lib.episode_loss(spec, p, h, batch, inference=True)
   norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p)))
   return acc, loss, losses, norm
 

@@ -96,7 +96,8 @@ def _trainer_step(spec, cfg, tr, opt_state, params, head, batch, step, task,
 TRAINER = ft.ModuleTrainer(
     lambda spec, params, config: jax.tree.map(
         lambda x: jnp.array(x, copy=True), params), _trainer_step,
-    lambda spec, params, tr, head, batch: ft.episode_loss(spec, tr, head, batch),
+    lambda spec, params, tr, head, batch: ft.episode_loss(spec, tr, head, batch,
+                                                          inference=True),
     lambda params, tr: tr)
 
 
