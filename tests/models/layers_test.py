@@ -72,6 +72,42 @@ class DepthwiseTest(parameterized.TestCase):
           jnp.zeros((1, 2, 2, 1)), jnp.zeros((3, 3, 1, 1)), 3, 6, 6)
 
 
+class DepthwiseDenseTest(parameterized.TestCase):
+
+  def test_tap_index_links_each_input_to_its_tap(self):
+    # 3x3 stride 2 on 4x4 (2x2 out): output (0, 0) sees input rows/cols
+    # -1..1, so input (0, 0) is its centre tap (4), input (1, 1) its last
+    # (8) and input (2, 2) no tap of it; output (1, 1) sees rows 1..3.
+    idx = layers._tap_index(4, 4, 3, 2)
+    self.assertEqual(idx.shape, (16, 4))
+    self.assertEqual(idx[0, 0], 4)
+    self.assertEqual(idx[1 * 4 + 1, 0], 8)
+    self.assertEqual(idx[2 * 4 + 2, 0], 9)  # k*k: no tap
+    self.assertEqual(idx[1 * 4 + 1, 3], 0)  # top-left tap of output (1, 1)
+
+  @parameterized.product(k=(3, 5, 7), stride=(1, 2), size=(1, 2, 4, 5, 8))
+  def test_forward_and_gradients_match_lax(self, k, stride, size):
+    x, w, dy = _data(k, stride, size)
+    f = jax.jit(lambda x, w: jax.vjp(
+        lambda x, w: layers.depthwise_dense(x, w, stride), x, w))
+    y, vjp = f(x, w)
+    y_ref, vjp_ref = jax.vjp(lambda x, w: layers.conv_lax(x, w, stride, 5), x,
+                             w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(vjp(dy), vjp_ref(dy)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+  def test_conv_picks_it_on_small_maps_only(self):
+    self.assertTrue(layers.dense_depthwise_wins(4, 4, 5, 1))
+    self.assertTrue(layers.dense_depthwise_wins(8, 8, 7, 2))
+    self.assertFalse(layers.dense_depthwise_wins(4, 4, 3, 1))
+    self.assertFalse(layers.dense_depthwise_wins(8, 8, 7, 1))
+    x, w, _ = _data(5, 1, 4)
+    with mock.patch.object(layers, 'depthwise_shift') as shift:
+      layers.conv(x, w, 1, True)
+    shift.assert_not_called()
+
+
 class DenseConvTest(parameterized.TestCase):
 
   @parameterized.product(k=(1, 3, 5), stride=(1, 2), size=(7, 8))
