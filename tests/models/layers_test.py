@@ -122,6 +122,14 @@ class DenseConvTest(parameterized.TestCase):
         jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w, stride))), (0, 1)))(x, w)
     for a, b in zip(g(layers.conv_dense), g(layers.conv_lax)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # The kernel gradient in chunks of one image, and over the whole batch.
+    dy = jax.random.normal(kx, ref.shape)
+    want = jax.vjp(lambda w: layers.conv_lax(x, w, stride), w)[1](dy)[0]
+    per_image = ref.shape[1] * ref.shape[2] * k * k * 4 * 4
+    grad = jax.jit(layers.dense_kernel_grad, static_argnums=(2, 3, 4))
+    for chunk in (per_image, 3 * per_image, 1 << 30):
+      np.testing.assert_allclose(grad(x, dy, k, stride, chunk), want,
+                                 rtol=1e-4, atol=1e-4)
 
   def test_scanned_kernel_gradient_is_a_matmul(self):
     # Inside a loop XLA CPU keeps a convolution's kernel gradient on its slow
