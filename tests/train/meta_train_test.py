@@ -72,7 +72,11 @@ class MetaTrainTest(absltest.TestCase):
     self.assertTrue(_same(head, full.head))
 
   def test_meta_training_lowers_query_loss(self):
-    cfg = dataclasses.replace(CFG, steps=30, lr=1e-3, warmup_steps=0,
+    # lr 1e-4, the meta-training lr the validation grid chose. At 1e-3 this
+    # 1-shot run raised the loss on seeds 1 and 2 and passed on seed 0 only
+    # by luck (a float-level change in the pointwise gradient flipped it);
+    # at 1e-4 seeds 0, 1, 2 lower it by 0.12, 0.10, 0.11.
+    cfg = dataclasses.replace(CFG, steps=30, lr=1e-4, warmup_steps=0,
                               augment=False, queries=3, checkpoint_every=30)
     spec = mt.build_spec(cfg)
     batches = [mt.make_batch(_source(), cfg, i) for i in range(10)]
