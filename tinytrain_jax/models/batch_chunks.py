@@ -65,7 +65,7 @@ def chunk_size(n: int, bytes_per_image: int,
   last chunk is zero-padded to the same size)."""
   budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
   if n <= 0:
-    return max(n, 1)
+    return 1
   chunks = max(1, math.ceil(n * bytes_per_image / budget))
   return math.ceil(n / min(chunks, n))
 
