@@ -131,6 +131,15 @@ class DenseConvTest(parameterized.TestCase):
       np.testing.assert_allclose(grad(x, dy, k, stride, chunk), want,
                                  rtol=1e-4, atol=1e-4)
 
+  @parameterized.parameters(2, 4, 8, 16)
+  def test_space_to_depth_equals_the_strided_conv(self, size):
+    kx, kw = jax.random.split(jax.random.PRNGKey(size))
+    x = jax.random.normal(kx, (2, size, size, 3))
+    w = jax.random.normal(kw, (3, 3, 3, 5))
+    np.testing.assert_allclose(
+        jax.jit(layers.conv_space_to_depth)(x, w), layers.conv_lax(x, w, 2),
+        rtol=1e-5, atol=1e-5)
+
   def test_scanned_kernel_gradient_is_a_matmul(self):
     # Inside a loop XLA CPU keeps a convolution's kernel gradient on its slow
     # generic path; conv_dense's has none (the stem's step: 2 s -> 82 ms).

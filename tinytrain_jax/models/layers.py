@@ -338,6 +338,41 @@ def patches(x, k: int, stride: int):
                     for j in range(k)], axis=3)
 
 
+def conv_space_to_depth(x, kernel):
+  """3x3 stride-2 conv (padding 1) of an even-sized map, as a 2x2 stride-1
+  conv over the 2x2 space-to-depth blocks of the padded input.
+
+  Args:
+    x: f32[N, H, W, C] with H and W even; kernel: f32[3, 3, C, C_out].
+
+  Returns:
+    f32[N, H/2, W/2, C_out], equal to `conv_lax(x, kernel, 2)`. Block (R, S)
+    holds padded rows 2R, 2R+1 and columns 2S, 2S+1, so output (h, w) reads
+    blocks h..h+1 and w..w+1; the 2x2x4C kernel holds the 3x3 taps, zeros
+    where a block's second row or column lies past the window. XLA CPU runs
+    it 1.3-1.6x faster than the strided conv (the stem, 3 -> 16 channels:
+    100 images at 128 px 14.3 -> 11.1 ms, 25 at 128 px 4.7 -> 3.0, 25 at
+    64 px 1.3 -> 0.8).
+  """
+  n, h, w, c = x.shape
+  co = kernel.shape[-1]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  blocks = xp.reshape(n, h // 2 + 1, 2, w // 2 + 1, 2, c).transpose(
+      0, 1, 3, 2, 4, 5).reshape(n, h // 2 + 1, w // 2 + 1, 4 * c)
+  # [3, 3] taps -> [block row, block col, row in block, col in block]
+  k4 = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0))).reshape(
+      2, 2, 2, 2, c, co).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, co)
+  return lax.conv_general_dilated(blocks, k4, (1, 1), 'VALID',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _dense_forward(x, kernel, stride: int):
+  k = kernel.shape[0]
+  if (k, stride) == (3, 2) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
+    return conv_space_to_depth(x, kernel)
+  return conv_lax(x, kernel, stride)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_dense(x, kernel, stride: int):
   """A dense k x k conv (the stem): `conv_lax` forward, kernel gradient as
@@ -348,13 +383,14 @@ def conv_dense(x, kernel, stride: int):
   outside loops): the stem's took 2 s per step for 100 images at 128 px,
   the matmul 41 ms. The forward stays a convolution (2.5x faster than the
   matmul here). The input gradient is `conv_lax`'s (the stem's input is the
-  images, so it is never needed in training).
+  images, so it is never needed in training). A 3x3 stride-2 forward on an
+  even-sized map runs as `conv_space_to_depth`.
   """
-  return conv_lax(x, kernel, stride)
+  return _dense_forward(x, kernel, stride)
 
 
 def _conv_dense_fwd(x, kernel, stride):
-  return conv_lax(x, kernel, stride), (x, kernel)
+  return _dense_forward(x, kernel, stride), (x, kernel)
 
 
 # Batch chunk of the dense kernel gradient: the largest divisor of the batch
