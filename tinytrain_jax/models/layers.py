@@ -173,6 +173,19 @@ def _batch_chunk(n: int, bytes_per_image: int, chunk_bytes: int) -> int:
   return best
 
 
+def _sum_over_chunks(fn, arrays, cb: int):
+  """sum of fn(*chunk) over batch chunks of cb images of `arrays` (same
+  leading size), in a `lax.scan`; fn(*arrays) when one chunk is the batch."""
+  n = arrays[0].shape[0]
+  if cb == n:
+    return fn(*arrays)
+  chunks = tuple(a.reshape((n // cb, cb) + a.shape[1:]) for a in arrays)
+  out = jax.eval_shape(fn, *(a[0] for a in chunks))
+  total, _ = lax.scan(lambda acc, t: (acc + fn(*t), None),
+                      jnp.zeros(out.shape, out.dtype), chunks)
+  return total
+
+
 def _tap_sums(prods):
   """f32[k*k, C]: each product summed over N, H, W, as one variadic reduce.
 
@@ -235,14 +248,7 @@ def depthwise_kernel_grad(x, dy, k: int, stride: int,
 
   cb = _batch_chunk(n, ho * wo * c * dy.dtype.itemsize, chunk_bytes or
                     DW_GRAD_CHUNK_BYTES)
-  if cb == n:
-    acc = taps(sliced, other)
-  else:
-    chunks = tuple(
-        a.reshape((n // cb, cb) + a.shape[1:]) for a in (sliced, other))
-    acc, _ = lax.scan(lambda a, t: (a + taps(*t), None),
-                      jnp.zeros((k * k, c), dy.dtype), chunks)
-  return acc.reshape(k, k, 1, c)
+  return _sum_over_chunks(taps, (sliced, other), cb).reshape(k, k, 1, c)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -398,9 +404,10 @@ def _conv_dense_fwd(x, kernel, stride):
 # (the stem, 3x3 stride 2, 3 -> 16 channels; ms by images per chunk, patch
 # MB in brackets): 100 images at 128 px 1 (0.4) 36, 2 (0.8) 22, 5 (2.1) 23,
 # 10 (4.2) 28, 25 (10.5) 37, all 100 (42) 80; 25 images at 128 px 1 9.9,
-# 5 6.8, 25 11.5; 100 at 64 px 10 (1.1) 6.2, 25 (2.6) 7.0, 100 10.1. One
-# matmul over the whole batch reduces ~400K rows into a 27 x 16 output,
-# which XLA runs as one long, single-threaded, memory-bound loop.
+# 5 6.8, 25 11.5; 100 at 64 px 10 (1.1) 6.2, 25 (2.6) 7.0, 100 10.1 (each
+# chunk then a 4-D einsum, which XLA ran behind transposes). As a 2-D matmul
+# the whole batch took 25.6 ms against 21.6 in chunks, and held the 42 MB of
+# patches at once.
 DENSE_GRAD_CHUNK_BYTES = 4 << 20
 
 
@@ -421,13 +428,7 @@ def dense_kernel_grad(x, dy, k: int, stride: int,
 
   cb = _batch_chunk(n, ho * wo * k * k * ci * x.dtype.itemsize, chunk_bytes or
                     DENSE_GRAD_CHUNK_BYTES)
-  if cb == n:
-    dk = grad(x, dy)
-  else:
-    chunks = tuple(a.reshape((n // cb, cb) + a.shape[1:]) for a in (x, dy))
-    dk, _ = lax.scan(lambda a, t: (a + grad(*t), None),
-                     jnp.zeros((k * k, ci, co), dy.dtype), chunks)
-  return dk.reshape(k, k, ci, co)
+  return _sum_over_chunks(grad, (x, dy), cb).reshape(k, k, ci, co)
 
 
 def _conv_dense_bwd(stride, res, dy):
