@@ -1,4 +1,5 @@
-"""Forward and forward+backward time of the three backbones, fast vs lax convs.
+"""Forward and forward+backward time of the three backbones, the CPU-chosen
+conv formulations (impl='cpu') against lax convs, on the default backend.
 
   python -m benchmarks.model_speed [--batch=100 --resolution=128]
 
@@ -28,7 +29,7 @@ def main(argv):
   for name in _MODELS.value:
     spec = model_spec(name, _RES.value, feature_mix=name != 'mcunet-5fps')
     params, _ = init(spec, jax.random.PRNGKey(0))
-    for impl in ('fast', 'lax'):
+    for impl in ('cpu', 'lax'):
       fwd = jax.jit(lambda p, x, impl=impl, spec=spec: apply(
           spec, p, x, impl=impl).features)
       grad = jax.jit(

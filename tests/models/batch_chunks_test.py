@@ -24,6 +24,10 @@ class ChunkSizeTest(parameterized.TestCase):
   def test_chunk_size(self, n, per_image, budget, want):
     self.assertEqual(batch_chunks.chunk_size(n, per_image, budget), want)
 
+  def test_one_chunk_off_the_cpu_backend(self):
+    with mock.patch.object(jax, 'default_backend', return_value='gpu'):
+      self.assertEqual(batch_chunks.chunk_size(100, 10, 100), 100)
+
   def test_image_bytes_counts_only_the_convs_that_run(self):
     spec = models.model_spec('mcunet-5fps', resolution=64)
     whole = batch_chunks.image_bytes(spec)

@@ -108,6 +108,26 @@ class DepthwiseDenseTest(parameterized.TestCase):
     shift.assert_not_called()
 
 
+class ResolveImplTest(parameterized.TestCase):
+
+  @parameterized.parameters(('fast', 'cpu', 'cpu'), ('fast', 'gpu', 'lax'),
+                            ('fast', 'tpu', 'lax'), ('cpu', 'gpu', 'cpu'),
+                            ('lax', 'cpu', 'lax'))
+  def test_resolve(self, impl, backend, want):
+    self.assertEqual(layers.resolve_impl(impl, backend), want)
+
+  def test_fast_on_a_gpu_runs_lax(self):
+    x, w, _ = _data(5, 1, 4)
+    with mock.patch.object(jax, 'default_backend', return_value='gpu'), \
+        mock.patch.object(layers, 'conv_lax', wraps=layers.conv_lax) as lax_conv:
+      layers.conv(x, w, 1, True)
+    lax_conv.assert_called_once()
+
+  def test_unknown_impl_is_one_line(self):
+    with self.assertRaisesRegex(ValueError, 'conv impl must be one of'):
+      layers.resolve_impl('cudnn')
+
+
 class DenseConvTest(parameterized.TestCase):
 
   @parameterized.product(k=(1, 3, 5), stride=(1, 2), size=(7, 8))

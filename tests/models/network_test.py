@@ -26,7 +26,7 @@ class NetworkTest(parameterized.TestCase):
   # mbv2 (feature mix), and it compiles slowest: opt-in.
   @parameterized.parameters(('mcunet-5fps', False), ('mbv2-w0.35', True),
                             ('proxyless-w0.3', True, True))
-  def test_fast_equals_lax_forward_and_grad(self, name, mix, slow=False):
+  def test_cpu_formulations_equal_lax_forward_and_grad(self, name, mix, slow=False):
     if slow and os.environ.get('TINYTRAIN_SLOW') != '1':
       self.skipTest('slow; run with TINYTRAIN_SLOW=1')
     spec = model_spec(name, resolution=32, feature_mix=mix, num_classes=5)
@@ -38,12 +38,12 @@ class NetworkTest(parameterized.TestCase):
 
     fwd = jax.jit(lambda p, impl: apply(spec, p, x, impl=impl),
                   static_argnums=1)
-    out_fast, out_lax = fwd(params, 'fast'), fwd(params, 'lax')
+    out_fast, out_lax = fwd(params, 'cpu'), fwd(params, 'lax')
     self.assertEqual(out_fast.features.shape, (2, spec.feature_dim))
     np.testing.assert_allclose(out_fast.logits, out_lax.logits, rtol=1e-4,
                                atol=1e-4)
     grad = jax.jit(jax.grad(loss), static_argnums=1)
-    g_fast, g_lax = grad(params, 'fast'), grad(params, 'lax')
+    g_fast, g_lax = grad(params, 'cpu'), grad(params, 'lax')
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4),
         g_fast, g_lax)

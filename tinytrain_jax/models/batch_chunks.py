@@ -29,6 +29,10 @@ mcunet's whole-net gradient 1.3-1.5x slower than the plain batch). The
 fine-tune and meta-train steps therefore do not use it (it would change
 their FLOPs and memory); forward-only passes (evaluation features, the
 frozen prefix) do.
+
+Only on the CPU backend: a GPU or TPU program keeps its arena on the device
+between calls, and a chunked batch there only runs less in parallel
+(`chunk_size` returns the whole batch).
 """
 import math
 from typing import Callable, Optional
@@ -62,10 +66,12 @@ def chunk_size(n: int, bytes_per_image: int,
                chunk_bytes: Optional[int] = None) -> int:
   """Images per chunk for a batch of n: the fewest chunks whose largest
   activation fits in `chunk_bytes` (default CHUNK_BYTES), spread evenly (the
-  last chunk is zero-padded to the same size)."""
+  last chunk is zero-padded to the same size). Off the CPU backend, n."""
   budget = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
   if n <= 0:
     return 1
+  if jax.default_backend() != 'cpu':
+    return n
   chunks = max(1, math.ceil(n * bytes_per_image / budget))
   return math.ceil(n / min(chunks, n))
 

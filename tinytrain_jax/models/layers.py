@@ -33,9 +33,14 @@ its backward especially: mcunet-5fps-shaped net, 100 images at 128 px, fwd+bwd
   82 ms as one matmul (FullTrain's scanned task at 128 px: 13.2 -> 8.2 s)
   and 23 ms per chunk.
 
-`impl='lax'` uses `lax.conv_general_dilated` everywhere; the cost model traces
-that variant so every conv is one primitive. Tests check 'fast' against 'lax'
-in forward and gradient.
+These are `impl='cpu'`. `impl='lax'` uses `lax.conv_general_dilated`
+everywhere; the cost model traces that variant so every conv is one
+primitive. `impl='fast'` (the default everywhere) resolves per backend when a
+function is traced (`resolve_impl`): 'cpu' on a CPU, 'lax' on a GPU or TPU,
+where XLA hands convolutions to cuDNN or the TPU's own conv units and the
+formulations above were never chosen by measurement
+(`python -m benchmarks.model_speed` times both on any backend). Tests check
+'cpu' against 'lax' in forward and gradient.
 """
 import functools
 from typing import Optional
@@ -45,12 +50,22 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-IMPLS = ('fast', 'lax')
+IMPLS = ('fast', 'cpu', 'lax')
 
 
 def _check_impl(impl):
   if impl not in IMPLS:
     raise ValueError(f'conv impl must be one of {IMPLS}, got {impl!r}')
+
+
+def resolve_impl(impl: str, backend: Optional[str] = None) -> str:
+  """'fast' -> 'cpu' on the CPU backend, 'lax' on others; 'cpu' and 'lax'
+  stay. backend defaults to `jax.default_backend()`."""
+  _check_impl(impl)
+  if impl != 'fast':
+    return impl
+  backend = jax.default_backend() if backend is None else backend
+  return 'cpu' if backend == 'cpu' else 'lax'
 
 
 def conv_lax(x, kernel, stride: int, groups: int = 1):
@@ -457,7 +472,7 @@ def pointwise_matmul(x, kernel):
 
 def conv(x, kernel, stride: int, depthwise: bool, impl: str = 'fast'):
   """Dispatches one bias-free conv to the chosen formulation."""
-  _check_impl(impl)
+  impl = resolve_impl(impl)
   k = kernel.shape[0]
   if impl == 'lax':
     return conv_lax(x, kernel, stride, x.shape[-1] if depthwise else 1)

@@ -277,7 +277,8 @@ def apply(spec: ModelSpec, params: Params, images: jax.Array, *,
       (`prefix`'s output), and the stem and earlier blocks are skipped.
     state: BN statistics (BN variant only).
     train: BN uses batch statistics and returns updated running statistics.
-    impl: 'fast' (shifted-slice depthwise, matmul 1x1) or 'lax'; static.
+    impl: 'fast' (per backend: 'cpu' formulations on a CPU, 'lax' on a GPU
+      or TPU), 'cpu' (shifted-slice depthwise, matmul 1x1) or 'lax'; static.
     deltas: {conv name: {'index': i32[k], 'kernel': f32[kh,kw,k,C_out]
       (depthwise: f32[kh,kw,1,k])}}: channel-sparse trainable additions to
       the selected input channels of those convs.
