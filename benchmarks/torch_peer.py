@@ -237,8 +237,8 @@ def fisher_pass(
       (a_in, a_out), (g_in, g_out) = acts[name], grads[2 * i:2 * i + 2]
       s_out = (a_out * g_out).sum(dim=(2, 3))
       s_in = (a_in * g_in).sum(dim=(2, 3))
-      out[name] = (0.5 * (s_out * s_out).sum(0) / n).numpy()
-      inp[name] = (0.5 * (s_in * s_in).sum(0) / n).numpy()
+      out[name] = (0.5 * (s_out * s_out).sum(0) / n).cpu().numpy()
+      inp[name] = (0.5 * (s_in * s_in).sum(0) / n).cpu().numpy()
   return float(loss.detach()), out, inp
 
 
