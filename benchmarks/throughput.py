@@ -7,11 +7,18 @@
 
 For each backbone, method and device count N this runs --tasks real 5-way
 5-shot Omniglot test tasks (--steps fine-tune steps) as the evaluation runs
-them: chunks of N tasks through `train.methods.run_methods`, the tasks of a
-chunk spread over a mesh of N devices (`train.task_batch`; the frozen prefix
-once per task, all steps in one compiled `lax.scan`). It records:
+them: chunks of N x --tasks_per_device tasks through
+`train.methods.run_methods`, the tasks of a chunk spread over a mesh of N
+devices (`train.task_batch`; tasks whose plans agree vmapped on a device,
+the frozen prefix once per task, all steps in one compiled `lax.scan`). It
+records:
   seconds_per_task    median wall seconds per task over chunks 2..n
                       (TinyTrain's Fisher selection included), steady state;
+  warm_seconds_per_task  the same over the chunks 2..n that compiled nothing
+                      (None if all did): TinyTrain compiles a program per new
+                      plan, and where a compile costs 100 tasks (a GPU) the
+                      median above can be a compile;
+  compiling_chunks    chunks 2..n that compiled;
   first_task_seconds  the first chunk, mostly compiling;
   compiles            XLA backend compiles over all tasks (jax.monitoring);
   xla_flops_per_task  XLA's FLOPs of the task's fine-tuning: steps x the
@@ -25,7 +32,7 @@ evaluation of N Meta-Dataset variable-way variable-shot Omniglot episodes
 --variable_resolution with 2 steps: the
 count is bounded by the bucket shapes and plans, not by N.
 Prints tables and merges rows into --out (benchmarks/results/throughput.json),
-keyed by (model, method, devices, resolution).
+keyed by (model, method, devices, resolution, tasks_per_device).
 """
 import functools
 import json
@@ -72,6 +79,10 @@ _VAR_RES = flags.DEFINE_integer(
     'variable_resolution', 32, 'Resolution of the variable-episode compile '
     'count (counts do not depend on it).')
 _STEPS = flags.DEFINE_integer('steps', 40, 'Fine-tune steps per task.')
+_PER_DEVICE = flags.DEFINE_integer(
+    'tasks_per_device', 1, 'Tasks per device in one chunk (as '
+    'experiments.evaluate --tasks_per_device): on an accelerator several '
+    'vmapped tasks fill what one small task leaves idle.')
 _OUT = flags.DEFINE_string('out', str(common.RESULTS_DIR / 'throughput.json'),
                            'Results JSON (rows merged into an existing file).')
 
@@ -114,16 +125,23 @@ def task_flops(spec, params, head, episode, mask, cfg):
   return cfg.steps * got['flops'] + prefix, t.start
 
 
-def _steady(times, sizes):
-  """Median seconds per task over chunks 2..n (chunk 1 compiles)."""
-  return statistics.median(t / n for t, n in zip(times[1:], sizes[1:]))
+def _steady(times, sizes, compiled=None):
+  """Median seconds per task over chunks 2..n (chunk 1 compiles); with
+  `compiled` (compiles per chunk), over those of them that compiled nothing
+  (None if none)."""
+  per = [t / n for i, (t, n) in enumerate(zip(times, sizes))
+         if i and (compiled is None or not compiled[i])]
+  return statistics.median(per) if per else None
 
 
-def _run_chunks(method, spec, params, head, eps, cfg, mesh, select_times):
-  """Runs `eps` in chunks of mesh.size tasks; (wall s per chunk, sizes)."""
-  times, sizes = [], []
-  for c0 in range(0, len(eps), mesh.size):
-    chunk = eps[c0:c0 + mesh.size]
+def _run_chunks(method, spec, params, head, eps, cfg, mesh, chunk_size,
+                select_times, counter):
+  """Runs `eps` in chunks of `chunk_size` tasks; (wall s per chunk, sizes,
+  compiles per chunk)."""
+  times, sizes, compiled = [], [], []
+  for c0 in range(0, len(eps), chunk_size):
+    chunk = eps[c0:c0 + chunk_size]
+    before = counter.count
     t = time.perf_counter()
     if method == 'tinytrain' and select_times is not None:
       for ep in chunk:  # the selection pass alone (Fisher + criterion)
@@ -135,7 +153,8 @@ def _run_chunks(method, spec, params, head, eps, cfg, mesh, select_times):
                         tasks=list(range(c0, c0 + len(chunk))), mesh=mesh)
     times.append(time.perf_counter() - t)
     sizes.append(len(chunk))
-  return times, sizes
+    compiled.append(counter.count - before)
+  return times, sizes, compiled
 
 
 def _variable_compiles(name, counter, rows, write):
@@ -190,7 +209,10 @@ def _write(path, rows, variable):
               'command': 'python -m benchmarks.throughput',
               **common.device_info(), 'units': {
                   'seconds_per_task': 'median wall s per task over chunks '
-                                      '2..n (a chunk = one task per device)',
+                                      '2..n (a chunk = tasks_per_device '
+                                      'tasks per device)',
+                  'warm_seconds_per_task': 'the same over the chunks 2..n '
+                                           'that compiled nothing',
                   'xla_flops_per_task': 'XLA FLOPs, steps x step + prefix',
                   'selection_seconds': 'median wall s of TinyTrain\'s '
                                        'selection pass (Fisher + criterion)'
@@ -208,11 +230,15 @@ def main(argv):
                      'counts >= 1, e.g. --devices=1,2,4')
   for d in dev_counts:
     devices.device_list(d)  # one line when more than visible
-  if _TASKS.value < 2 * max(dev_counts) and not (_TASKS.value == 0 and
-                                                 _VAR_EPISODES.value):
+  if _PER_DEVICE.value < 1:
+    raise ValueError(f'--tasks_per_device={_PER_DEVICE.value} must be >= 1')
+  per = _PER_DEVICE.value
+  if _TASKS.value < 2 * max(dev_counts) * per and not (_TASKS.value == 0 and
+                                                       _VAR_EPISODES.value):
     raise ValueError(f'--tasks={_TASKS.value} must be >= 2 x the largest '
-                     f'--devices ({max(dev_counts)}): the first chunk '
-                     'compiles; use e.g. --tasks=8 (or --tasks=0 with '
+                     f'--devices ({max(dev_counts)}) x --tasks_per_device '
+                     f'({per}): the first chunk compiles; use e.g. '
+                     f'--tasks={8 * per} (or --tasks=0 with '
                      '--variable_episodes)')
   if _STEPS.value < 1:
     raise ValueError(f'--steps={_STEPS.value} must be >= 1')
@@ -231,8 +257,8 @@ def main(argv):
   path = pathlib.Path(_OUT.value)
   old = json.loads(path.read_text()) if path.exists() else {}
   rows, variable = old.get('rows', []), old.get('variable_compiles', [])
-  print('| model | method | devices | s/task | first chunk s | compiles | '
-        'GFLOP/task |')
+  print('| model | method | devices | s/task | warm s/task | first chunk s | '
+        'compiles | GFLOP/task |')
   for name in _MODELS.value:
     if _VAR_EPISODES.value:
       _variable_compiles(name, counter, variable,
@@ -254,8 +280,9 @@ def main(argv):
           flops, start = got
       for n_dev in dev_counts:
         before, sel = counter.count, []
-        times, sizes = _run_chunks(method, spec, params, head, eps, cfg,
-                                   devices.make_mesh(n_dev), sel)
+        times, sizes, compiled = _run_chunks(method, spec, params, head, eps,
+                                             cfg, devices.make_mesh(n_dev),
+                                             n_dev * per, sel, counter)
         row = {
             'model': spec.name + ('+mix' if spec.feature_mix else ''),
             'method': method,
@@ -263,7 +290,10 @@ def main(argv):
             'resolution': _RES.value,
             'steps': _STEPS.value,
             'tasks': _TASKS.value,
+            'tasks_per_device': per,
             'seconds_per_task': _steady(times, sizes),
+            'warm_seconds_per_task': _steady(times, sizes, compiled),
+            'compiling_chunks': sum(1 for c in compiled[1:] if c),
             'first_task_seconds': times[0],
             'compiles': counter.count - before,
             'xla_flops_per_task': flops,
@@ -272,13 +302,16 @@ def main(argv):
                                   if len(sel) > 1 else None)
         }
         key = lambda r: (r['model'], r['method'], r['devices'], r[
-            'resolution'])
+            'resolution'], r.get('tasks_per_device', 1))
         rows = [r for r in rows if key(r) != key(row)] + [row]
         gf = f'{flops / 1e9:.2f}' if flops else '-'
+        warm = row['warm_seconds_per_task']
+        warm = '-' if warm is None else f'{warm:.2f}'
         print(
             f"| {row['model']} | {method} | {n_dev} | "
-            f"{row['seconds_per_task']:.2f} | {row['first_task_seconds']:.1f} "
-            f"| {row['compiles']} | {gf} |", flush=True)
+            f"{row['seconds_per_task']:.2f} | {warm} | "
+            f"{row['first_task_seconds']:.1f} | {row['compiles']} | {gf} |",
+            flush=True)
         _write(path, rows, variable)
 
 

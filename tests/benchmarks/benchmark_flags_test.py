@@ -16,6 +16,10 @@ class BenchmarkBadInputTest(parameterized.TestCase):
   @parameterized.parameters(
       ('throughput', ['--tasks=1'],
        r'--tasks=1 must be >= 2 x the largest --devices .*--tasks=8'),
+      ('throughput', ['--tasks_per_device=2', '--tasks=2'],
+       r'--tasks=2 must be >= 2 x .* --tasks_per_device \(2\).*--tasks=16'),
+      ('throughput', ['--tasks_per_device=0'],
+       r'--tasks_per_device=0 must be >= 1'),
       ('throughput', ['--devices=9'], r'--devices=9 but only 1 cpu device'),
       ('throughput', ['--models=resnet50'],
        r"--models: unknown \['resnet50'\]; accepted: mcunet-5fps"),
