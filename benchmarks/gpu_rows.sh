@@ -14,15 +14,16 @@ DEADLINE=$(( $(date +%s) + LIMIT ))
 # Seconds until the deadline less $1, at least 1 (timeout 0 would not stop).
 left() { local s=$(( DEADLINE - $(date +%s) - $1 )); echo $(( s > 0 ? s : 1 )); }
 R=benchmarks/results
+PY=${PYTHON:-python3}  # an interpreter with jax[cuda] and torch
 export PYTHONUNBUFFERED=1
 # JAX takes 75 % of the GPU's memory by default; leave the peer its share.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-.45}
-timeout "$(left $(( LIMIT * 2 / 5 )))" python3 -m benchmarks.peer_speed \
+timeout "$(left $(( LIMIT * 2 / 5 )))" "$PY" -m benchmarks.peer_speed \
   --batches=100,25 --matmul=8192 --out=$R/peer_speed_gpu.json
-timeout "$(left $(( LIMIT / 5 )))" python3 -m benchmarks.throughput \
+timeout "$(left $(( LIMIT / 5 )))" "$PY" -m benchmarks.throughput \
   --models=mcunet-5fps,mbv2-w0.35,proxyless-w0.3 --methods=tinytrain,fulltrain \
   --devices=1 --tasks=16 --tasks_per_device=8 --out=$R/throughput_gpu.json
-timeout "$(left 5)" python3 -m benchmarks.throughput \
+timeout "$(left 5)" "$PY" -m benchmarks.throughput \
   --models=mcunet-5fps,mbv2-w0.35,proxyless-w0.3 \
   --methods=tinytrain,fulltrain,lastlayer --devices=1 --tasks=8 \
   --out=$R/throughput_gpu.json
