@@ -262,7 +262,10 @@ def _ops(spec, params, peer_params, head, masks, b, device):
 
     bias_only = masks_lib.mask_from_layers(spec, params,
                                            {c: 'bias' for c in reach})
-    out['selection'] = (lambda: selection.select(spec, params, b, cfg, head),
+    # Ours gets the support images on the device, as the peer gets `tx`.
+    b_dev = types.SimpleNamespace(**{**vars(b), 'support_x': xs})
+    out['selection'] = (lambda: selection.select(spec, params, b_dev, cfg,
+                                                 head),
                         peer_sel, _macs(spec, bias_only, n, input_grads=True))
   return out
 

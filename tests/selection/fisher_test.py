@@ -150,6 +150,14 @@ class ComputeFisherTest(absltest.TestCase):
     for c in TINY.convs:
       np.testing.assert_array_equal(again.inp[c.name], self.fs.inp[c.name])
 
+  def test_device_images_give_the_same_scores(self):
+    on_device = types.SimpleNamespace(
+        **{**vars(self.ep), 'support_x': jnp.asarray(self.ep.support_x)})
+    got = fisher.compute_fisher(TINY, self.params, on_device)
+    for c in TINY.convs:
+      np.testing.assert_array_equal(got.out[c.name], self.fs.out[c.name])
+      np.testing.assert_array_equal(got.inp[c.name], self.fs.inp[c.name])
+
   def test_some_convs_equal_the_full_pass(self):
     names = [c.name for c in TINY.convs[5:]]
     part = fisher.compute_fisher(TINY, self.params, self.ep, convs=names)

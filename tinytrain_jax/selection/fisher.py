@@ -157,7 +157,8 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
     spec: the backbone (static; the jitted step is cached per spec/shapes).
     params: its parameters (pre-fine-tuning weights).
     episode: anything with support_x f32[S, R, R, 3], support_y i32[S],
-      support_mask bool[S] and way_mask bool[W] (a `data.Episode`).
+      support_mask bool[S] and way_mask bool[W] (a `data.Episode`);
+      support_x may be a jax.Array already on the device.
     head: ProtoNet head; default `protonet.init_head()` (scale 10, bias 0).
     state: BN statistics for the BN variant (used frozen); None otherwise.
     loss_scale: multiplies the loss (Δ scales by its square).
@@ -176,7 +177,10 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
     fs = compute_fisher(spec, params, make_episode(src, ep_spec, 128))
     fs.layer['blocks_13/depthwise']  # P_i
   """
-  x = np.asarray(episode.support_x, np.float32)
+  x = episode.support_x
+  # Images already on a device stay there (no round trip through the host).
+  x = (x.astype(jnp.float32) if isinstance(x, jax.Array) else
+       np.asarray(x, np.float32))
   r = spec.resolution
   if x.ndim != 4 or x.shape[1:] != (r, r, 3):
     raise ValueError(f'episode.support_x must be f32[S, {r}, {r}, 3] for '
