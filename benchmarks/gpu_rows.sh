@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Records the benchmarks' GPU rows on a machine with one GPU, JAX with CUDA
 # and torch with CUDA (the peer), the asset cache in $TINYTRAIN_ASSETS.
-# Writes benchmarks/results/{peer_speed,throughput}_gpu.json (the CPU files
+# Writes benchmarks/results/{peer_speed,throughput,step_costs}_gpu.json (the CPU files
 # stay as they are). Each step stops at its share of $LIMIT seconds (default
 # 900); rows already measured are written as they come, so a stopped run
 # keeps them. On one H200 the compiles dominate: about 100 s per backbone
@@ -23,8 +23,11 @@ timeout "$(left $(( LIMIT * 2 / 5 )))" "$PY" -m benchmarks.peer_speed \
 timeout "$(left $(( LIMIT / 5 )))" "$PY" -m benchmarks.throughput \
   --models=mcunet-5fps,mbv2-w0.35,proxyless-w0.3 --methods=tinytrain,fulltrain \
   --devices=1 --tasks=16 --tasks_per_device=8 --out=$R/throughput_gpu.json
-timeout "$(left 5)" "$PY" -m benchmarks.throughput \
+timeout "$(left $(( LIMIT / 10 )))" "$PY" -m benchmarks.throughput \
   --models=mcunet-5fps,mbv2-w0.35,proxyless-w0.3 \
   --methods=tinytrain,fulltrain,lastlayer --devices=1 --tasks=8 \
   --out=$R/throughput_gpu.json
+# XLA's FLOPs and temp memory of the compiled steps on the GPU backend.
+timeout "$(left 5)" "$PY" -m benchmarks.step_costs \
+  --methods=tinytrain,fulltrain --out=$R/step_costs_gpu.json
 echo "seconds left: $(left 0)"
