@@ -51,6 +51,19 @@ def _mask(spec, params):
 
 class FinetuneTest(absltest.TestCase):
 
+  def test_evaluation_from_the_cached_support_prefix(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    batch = ft.episode_arrays(spec, _episode())
+    start = len(spec.blocks) // 2
+    # support_x zeroed: only the cached prefix can give the same numbers.
+    cached = dict(batch, support_x=jnp.zeros_like(batch['support_x']),
+                  support_h=models.prefix(spec, params, batch['support_x'],
+                                          start))
+    whole = ft.evaluate_step(spec, params, head, batch)
+    reused = ft.evaluate_step(spec, params, head, cached, start)
+    np.testing.assert_allclose(reused, whole, rtol=1e-5, atol=1e-6)
+
   def test_sparse_equals_dense_and_frozen_untouched(self):
     spec, params = _model()
     mask = _mask(spec, params)

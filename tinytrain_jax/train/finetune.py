@@ -436,16 +436,26 @@ def dense_step_mask(spec, full, tr):
   }
 
 
-def episode_loss(spec, params, head, batch, inference: bool = False):
+def episode_loss(spec, params, head, batch, inference: bool = False,
+                 support_start: int = 0):
   """ProtoNet (loss, accuracy) of a padded episode batch (`episode_arrays`).
 
   inference=True (evaluation, no gradient taken): the features come from
   `network.features`, over cache-sized chunks of the batch; a meta-train
   step differentiates it with inference=False (one whole-batch pass).
+  support_start > 0 (static, inference only): the support features start
+  from batch['support_h'], the activation entering that block, which the
+  fine-tuning cached (`sparse_task`); `params` must not have changed below
+  it (a sparse fine-tune trains nothing there), so the frozen prefix is not
+  run again for the support set.
   """
   feats = ((lambda x: network.features(spec, params, x)) if inference else
            (lambda x: network.apply(spec, params, x).features))
-  sf = feats(batch['support_x'])
+  if support_start and inference:
+    sf = network.features(spec, params, batch['support_h'],
+                          start_block=support_start)
+  else:
+    sf = feats(batch['support_x'])
   qf = feats(batch['query_x'])
   return protonet.episode_loss(head, sf, batch['support_y'],
                                batch['support_mask'], qf, batch['query_y'],
@@ -453,9 +463,10 @@ def episode_loss(spec, params, head, batch, inference: bool = False):
 
 
 evaluate_step = jax.jit(
-    lambda spec, params, head, batch: episode_loss(spec, params, head, batch,
-                                                   inference=True),
-    static_argnums=0)
+    lambda spec, params, head, batch, support_start=0: episode_loss(
+        spec, params, head, batch, inference=True,
+        support_start=support_start),
+    static_argnums=(0, 4))
 
 
 def evaluate(spec, params, head, episode):
@@ -524,6 +535,7 @@ def finetune_task(spec, params, head, episode, mask,
   start = prefix_start(spec, plan, config) if trains else 0
   costs['step_forward'] = step_forward_macs(spec, start)
   curve = np.zeros((0,), np.float32)
+  eval_start = 0  # > 0: the support set's frozen prefix is reused
   if trains and config.impl == 'sparse':
     t = sparse_task(spec, params, plan, indices, batch, config,
                     head if config.train_head else None)
@@ -535,6 +547,7 @@ def finetune_task(spec, params, head, episode, mask,
     curve = np.asarray(jax.device_get(losses), np.float32)
     params = mask_partition.fold(params, plan, tr, indices)
     head = tr.get('head', head)
+    batch, eval_start = t.batch, t.start
   elif trains:
     m = mask if mask is not None else masks_lib.full_mask(params, False)
     step_fn, tx, full = make_dense_step(spec, config, m, head)
@@ -553,5 +566,5 @@ def finetune_task(spec, params, head, episode, mask,
     params, head = tr['params'], tr['head']
   if trains:
     check_finite_curve(curve, config.steps)
-  loss, acc = evaluate_step(spec, params, head, batch)
+  loss, acc = evaluate_step(spec, params, head, batch, eval_start)
   return FinetuneResult(float(acc), curve, params, costs, float(loss), head)

@@ -92,7 +92,9 @@ def _one_task(spec, plan, cfg, start, trains, params, head, batch, indices,
                                                 task, lr)
     p = mask_partition.fold(params, plan, tr, indices)
     h = tr.get('head', head)
-  loss, acc = finetune_lib.episode_loss(spec, p, h, batch, inference=True)
+  # The support set's frozen prefix (batch['support_h']) is not run again.
+  loss, acc = finetune_lib.episode_loss(spec, p, h, batch, inference=True,
+                                        support_start=start if trains else 0)
   norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p)))
   return acc, loss, losses, norm
 
