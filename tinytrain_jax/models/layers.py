@@ -328,8 +328,14 @@ def depthwise_dense(x, kernel, stride: int):
   idx = _tap_index(h, w, k, stride)
   taps = jnp.concatenate([kernel.reshape(k * k, c),
                           jnp.zeros((1, c), kernel.dtype)])
-  y = jnp.einsum('nic,ioc->noc', x.reshape(n, h * w, c), taps[idx])
-  return y.reshape(n, _out_size(h, k, stride), _out_size(w, k, stride), c)
+  # Channel-major operands, transposed here rather than by XLA inside the
+  # batched dot: its own transposes (channels minor, batch first) were
+  # strided gathers fused with their producers, 2x the whole conv's time in
+  # a TinyTrain step (25 images, 8x8 maps, 7x7 stride 2: 3.8 -> 1.9 ms).
+  xc = jnp.transpose(x.reshape(n, h * w, c), (2, 0, 1))
+  y = jnp.einsum('cni,cio->cno', xc, jnp.transpose(taps[idx], (2, 0, 1)))
+  return jnp.transpose(y, (1, 2, 0)).reshape(n, _out_size(h, k, stride),
+                                             _out_size(w, k, stride), c)
 
 
 def dense_depthwise_wins(h: int, w: int, k: int, stride: int) -> bool:
