@@ -77,6 +77,14 @@ class FeaturesTest(parameterized.TestCase):
                            2 * batch_chunks.image_bytes(spec)):
       np.testing.assert_allclose(models.prefix(spec, params, x, start), h,
                                  rtol=1e-5, atol=1e-5)
+    # Continued from an earlier block's input (the Fisher pass's).
+    if start > 1:
+      mid = start // 2
+      got = models.prefix(spec, params, models.prefix(spec, params, x, mid),
+                          start, from_block=mid)
+      np.testing.assert_allclose(got, h, rtol=1e-5, atol=1e-5)
+    with self.assertRaisesRegex(ValueError, r'^from_block must be in \[0, '):
+      models.prefix(spec, params, x, start, from_block=start + 1)
 
   def test_batchnorm_variant_uses_its_running_statistics(self):
     spec = models.model_spec('mcunet-5fps', resolution=32, batchnorm=True)

@@ -173,6 +173,18 @@ class ComputeFisherTest(absltest.TestCase):
         ValueError, r"^convs must name convs of tiny, got \['nope'\]"):
       fisher.compute_fisher(TINY, self.params, self.ep, convs=['nope'])
 
+  def test_a_partial_pass_keeps_its_lowest_block_input(self):
+    names = [c.name for c in TINY.convs[5:]]
+    block = min(network.block_of(TINY, n) for n in names)
+    self.assertGreater(block, 0)
+    part = fisher.compute_fisher(TINY, self.params, self.ep, convs=names)
+    self.assertEqual(part.block_input.block, block)
+    want = network.prefix(TINY, self.params, self.ep.support_x, block)
+    np.testing.assert_allclose(part.block_input.activation, want, rtol=1e-6,
+                               atol=1e-6)
+    # The whole pass starts at the images: nothing to keep.
+    self.assertIsNone(self.fs.block_input)
+
   def test_errors(self):
     ep = tiny_episode()
     ep.support_x = ep.support_x[:, :8, :8]

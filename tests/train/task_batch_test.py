@@ -79,6 +79,32 @@ class TaskBatchTest(absltest.TestCase):
           np.testing.assert_allclose(b['final_support_loss'],
                                      one['final_support_loss'], rtol=1e-5)
 
+  def test_the_fisher_passs_block_input_replaces_the_support_prefix(self):
+    spec, params = _model()
+    head = protonet.init_head()
+    eps = _episodes(2)
+    selected = [methods.method_selection('tinytrain', spec, params, ep, head)
+                for ep in eps]
+    masks = [m for m, _ in selected]
+    inputs = [b for _, b in selected]
+    batches = [ft.episode_arrays(spec, ep) for ep in eps]
+    for m, b in zip(masks, inputs):
+      start = ft.start_block(spec, task_batch._plan_of(spec, params, m)[0])
+      self.assertTrue(0 < b.block <= start, (b.block, start))
+    want = task_batch.finetune_tasks(spec, params, head, batches, masks, CFG,
+                                     [0, 1])
+    # Support images zeroed: only the block inputs can give the same numbers.
+    blank = [dict(b, support_x=np.zeros_like(b['support_x'])) for b in batches]
+    got = task_batch.finetune_tasks(spec, params, head, blank, masks, CFG,
+                                    [0, 1], support_inputs=inputs)
+    for g, w in zip(got, want):
+      self.assertEqual(g.accuracy, w.accuracy)
+      np.testing.assert_allclose(g.loss_curve, w.loss_curve, rtol=1e-5)
+      np.testing.assert_allclose(g.query_loss, w.query_loss, rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, '1 support inputs'):
+      task_batch.finetune_tasks(spec, params, head, batches, masks, CFG,
+                                [0, 1], support_inputs=inputs[:1])
+
   def test_module_methods_batched_equal_one_task_at_a_time(self):
     spec, params = _short_model()
     head = protonet.init_head()

@@ -165,22 +165,31 @@ def block_of(spec: ModelSpec, conv_name: str) -> int:
 
 
 def prefix(spec: ModelSpec, params: Params, images: jax.Array, start_block: int,
-           impl: str = 'fast') -> jax.Array:
+           impl: str = 'fast', from_block: int = 0) -> jax.Array:
   """The activation entering block `start_block`, f32[B, H, W, C].
 
   `apply(spec, params, prefix(spec, params, x, b), start_block=b)` equals
   `apply(spec, params, x)`, so a frozen prefix is computed once per task and
   each fine-tune step runs only the blocks from `b` on.
+
+  With from_block > 0, `images` is instead the activation entering block
+  `from_block` (an earlier pass's, e.g. the Fisher pass's) and only blocks
+  [from_block, start_block) run: `prefix(spec, params, prefix(spec, params,
+  x, a), b, from_block=a)` equals `prefix(spec, params, x, b)`.
   """
   _check_start(spec, start_block)
-  _check_images(spec, images)
-  if start_block == 0:  # block 0's input is the images (the stem is in it)
+  if not 0 <= from_block <= start_block:
+    raise ValueError(f'from_block must be in [0, start_block={start_block}], '
+                     f'got {from_block}')
+  if from_block == 0:
+    _check_images(spec, images)
+  if start_block == from_block:  # block 0's input is the images (the stem is in it)
     return images
   # Forward only, so it runs over cache-sized chunks of the batch.
   chunk = batch_chunks.chunk_size(images.shape[0],
-                                  batch_chunks.image_bytes(spec))
+                                  batch_chunks.image_bytes(spec, from_block))
   return batch_chunks.over_chunks(
-      lambda x: _trunk(spec, params, x, 0, start_block, impl=impl,
+      lambda x: _trunk(spec, params, x, from_block, start_block, impl=impl,
                        feature_mix=False)[0], images, chunk)
 
 

@@ -15,6 +15,7 @@ from tinytrain_jax.selection.criterion import select
 from tinytrain_jax.selection.criterion import select_from_scores
 from tinytrain_jax.selection.criterion import Selection
 from tinytrain_jax.selection.criterion import SelectionConfig
+from tinytrain_jax.selection.fisher import BlockInput
 from tinytrain_jax.selection.fisher import compute_fisher
 from tinytrain_jax.selection.fisher import fisher_per_channel
 from tinytrain_jax.selection.fisher import fisher_step

@@ -25,7 +25,11 @@ per-sample vmap. The step is jitted once per (spec, shapes); spec is static.
 `convs` limits the pass to some convs (`criterion.reachable_convs`: those the
 budgets can ever select). Probes go on those only, so the backward stops at
 the lowest one and the layers below run forward only; the scores of the
-measured convs are the same as in the full pass.
+measured convs are the same as in the full pass. That forward also gives the
+support set's activation entering the lowest measured block
+(`FisherScores.block_input`): every conv the selection can choose is at or
+above it, so fine-tuning starts its frozen prefix from there instead of
+running the blocks below it a second time.
 """
 import functools
 from typing import Any, Dict, NamedTuple, Optional
@@ -39,6 +43,15 @@ from tinytrain_jax.models import protonet
 from tinytrain_jax.models.spec import ModelSpec
 
 
+class BlockInput(NamedTuple):
+  """The support set's activation entering block `block` (>= 1), as the
+  Fisher pass computed it: activation f32[S, H, W, C], on the device.
+  `network.prefix(spec, params, activation, b, from_block=block)` continues
+  it to any block b >= block."""
+  block: int
+  activation: jax.Array
+
+
 class FisherScores(NamedTuple):
   """Per-task Fisher potentials (host numpy), keyed by conv name.
 
@@ -47,12 +60,16 @@ class FisherScores(NamedTuple):
   layer: {name: float}, P_i = sum(out[name]).
   loss: the support-set ProtoNet loss the gradients were taken of.
   n_support: N, the number of valid support images.
+  block_input: the support set's `BlockInput` at the lowest measured block,
+    when the pass measured only convs above block 0 (None otherwise, and
+    for the BN variant, whose prefix needs its BN statistics).
   """
   out: Dict[str, np.ndarray]
   inp: Dict[str, np.ndarray]
   layer: Dict[str, float]
   loss: float = float('nan')
   n_support: int = 0
+  block_input: Optional[BlockInput] = None
 
 
 def fisher_per_channel(act: jax.Array, grad: jax.Array,
@@ -106,9 +123,9 @@ def _conv_names(spec: ModelSpec, convs) -> tuple:
   return tuple(c.name for c in spec.convs if c.name in names)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 9))
+@functools.partial(jax.jit, static_argnums=(0, 9, 10))
 def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
-                way_mask, loss_scale, convs=None):
+                way_mask, loss_scale, convs=None, keep_block=None):
   """Jitted forward+backward on the support set; spec must be static.
 
   Args:
@@ -120,10 +137,13 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
     loss_scale: f32[] multiplier on the loss (1 normally; tests use it).
     convs: static tuple of the conv names to measure; None = all. The
       backward runs down to the lowest of them only.
+    keep_block: static block index >= 1, or None: also return the
+      activation entering that block (its first conv's input).
 
   Returns:
     (loss f32[], {'out': {name: f32[C_out]}, 'inp': {name: f32[C_in]}}) for
-    the measured convs.
+    the measured convs, then f32[S, H, W, C] (or None): the activation
+    entering `keep_block`.
   """
   names = _conv_names(spec, convs)
   in_p, out_p = _probes(spec, images.shape[0], names)
@@ -144,7 +164,10 @@ def fisher_step(spec: ModelSpec, params, state, head, images, labels, valid,
                                                g_out[c.name], valid)
     scores['inp'][c.name] = fisher_per_channel(acts[c.name]['in'], g_in[c.name],
                                                valid)
-  return loss, scores
+  kept = None
+  if keep_block is not None:  # the block input, as its first conv sees it
+    kept = acts[network.block_convs(spec)[keep_block][0].name]['in']
+  return loss, scores, kept
 
 
 def compute_fisher(spec: ModelSpec, params, episode, head=None,
@@ -192,11 +215,13 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
                      'Fisher pass needs at least one labelled image')
   head = protonet.init_head() if head is None else head
   names = _conv_names(spec, convs)
-  loss, scores = fisher_step(spec, params, state or {}, head, x,
-                             np.asarray(episode.support_y, np.int32), valid,
-                             np.asarray(episode.way_mask, bool),
-                             np.float32(loss_scale),
-                             None if convs is None else names)
+  keep = _lowest_block(spec, names) if not state else 0
+  loss, scores, kept = fisher_step(spec, params, state or {}, head, x,
+                                   np.asarray(episode.support_y, np.int32),
+                                   valid, np.asarray(episode.way_mask, bool),
+                                   np.float32(loss_scale),
+                                   None if convs is None else names,
+                                   keep or None)
   loss, scores = jax.device_get((loss, scores))
   out = {k: np.asarray(v, np.float32) for k, v in scores['out'].items()}
   inp = {k: np.asarray(v, np.float32) for k, v in scores['inp'].items()}
@@ -206,4 +231,10 @@ def compute_fisher(spec: ModelSpec, params, episode, head=None,
                      f'({float(loss)}) or scores (e.g. {bad[:2]}); check the '
                      'weights and inputs (images in [-1, 1]) and the head')
   layer = {n: float(np.sum(out[n], dtype=np.float64)) for n in names}
-  return FisherScores(out, inp, layer, float(loss), int(valid.sum()))
+  return FisherScores(out, inp, layer, float(loss), int(valid.sum()),
+                      BlockInput(keep, kept) if keep else None)
+
+
+def _lowest_block(spec: ModelSpec, names) -> int:
+  """The lowest block any of `names` runs in (0: the stem or block 0)."""
+  return min(network.block_of(spec, n) for n in names)

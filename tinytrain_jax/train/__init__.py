@@ -32,6 +32,7 @@ from tinytrain_jax.train.meta_train import TrainState
 from tinytrain_jax.train.methods import METHODS
 from tinytrain_jax.train.methods import method_costs
 from tinytrain_jax.train.methods import method_mask
+from tinytrain_jax.train.methods import method_selection
 from tinytrain_jax.train.methods import run_method
 from tinytrain_jax.train.methods import run_methods
 from tinytrain_jax.train.task_batch import finetune_tasks

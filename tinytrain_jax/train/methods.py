@@ -98,12 +98,13 @@ def _tinytrain(budget: float = 1.0, **overrides):
   """TinyTrain's mask fn; `overrides`: SelectionConfig fields (a variant);
   `budget`: a factor on both budgets."""
 
-  def fn(spec, params, episode, head=None, budgets=None):
+  def fn(spec, params, episode, head=None, budgets=None, full=False):
     budget_bytes, budget_macs = budgets or tinytrain_budgets(spec)
     cfg = selection.SelectionConfig(budget_bytes=budget_bytes * budget,
                                     budget_macs=budget_macs * budget,
                                     **overrides)
-    return selection.select(spec, params, episode, cfg, head=head).mask
+    sel = selection.select(spec, params, episode, cfg, head=head)
+    return sel if full else sel.mask
 
   return fn
 
@@ -266,13 +267,24 @@ def get_method(name: str) -> Method:
 def method_mask(name: str, spec, params, episode, head=None, budgets=None):
   """The mask `name` trains for this task (None = nothing); `head` is used by
   TinyTrain's Fisher pass, `budgets` = (bytes, MACs) by its selection."""
+  return method_selection(name, spec, params, episode, head, budgets)[0]
+
+
+def method_selection(name: str, spec, params, episode, head=None,
+                     budgets=None):
+  """(mask, support block input): `method_mask`'s mask and, for TinyTrain,
+  the Fisher pass's `selection.BlockInput` (the support set's activation
+  entering the lowest block it measured; None for the other methods), from
+  which fine-tuning continues its frozen prefix (`task_batch`)."""
   m = get_method(name)
   if m.mask_fn is None:
     raise ValueError(f'method {name!r} trains extra modules, not a mask of '
                      'the params; use run_method')
-  if budgets is not None and name.startswith('tinytrain'):
-    return m.mask_fn(spec, params, episode, head=head, budgets=budgets)
-  return m.mask_fn(spec, params, episode, head=head)
+  if name.startswith('tinytrain'):
+    sel = m.mask_fn(spec, params, episode, head=head, budgets=budgets,
+                    full=True)
+    return sel.mask, sel.fisher.block_input
+  return m.mask_fn(spec, params, episode, head=head), None
 
 
 def mask_summary(spec, mask) -> Dict[str, Any]:
@@ -449,11 +461,15 @@ def run_methods(method: str, spec, params, head, episodes: Sequence[Any],
         for ep, t in zip(episodes, tasks)
     ]
   batches = [finetune_lib.episode_arrays(spec, ep) for ep in episodes]
-  task_masks = [
-      method_mask(method, spec, params, ep, head, budgets) for ep in episodes
+  selected = [
+      method_selection(method, spec, params, ep, head, budgets)
+      for ep in episodes
   ]
+  task_masks = [m for m, _ in selected]
+  # TinyTrain's Fisher pass already ran the support set's lowest blocks.
   outs = task_batch.finetune_tasks(spec, params, head, batches, task_masks,
-                                   config, tasks, mesh)
+                                   config, tasks, mesh,
+                                   support_inputs=[b for _, b in selected])
   return [
       _result(method, spec, params, b, config, mk, mask_summary(spec, mk), o,
               norm_after=o.param_norm)

@@ -76,15 +76,21 @@ def _map_tasks(fn, *per_task):
   return jax.tree.map(lambda a: a[None], out)
 
 
-def _one_task(spec, plan, cfg, start, trains, params, head, batch, indices,
-              task, lr):
-  """Fine-tune + evaluate one task (vmapped by `_group_program`)."""
+def _one_task(spec, plan, cfg, start, from_block, trains, params, head, batch,
+              indices, task, lr):
+  """Fine-tune + evaluate one task (vmapped by `_group_program`). With
+  from_block > 0 the batch carries 'support_in', the support set's activation
+  entering that block (the Fisher pass's), and the frozen prefix continues
+  from it."""
   p, h = params, head
   losses = jnp.zeros((0,), jnp.float32)
+  batch = dict(batch)
+  support_in = batch.pop('support_in', None)
   if trains:
     if start:
-      batch = dict(batch, support_h=network.prefix(spec, params,
-                                                   batch['support_x'], start))
+      h0 = batch['support_x'] if support_in is None else support_in
+      batch['support_h'] = network.prefix(spec, params, h0, start,
+                                          from_block=from_block)
     tr = mask_partition.split(params, plan, head if cfg.train_head else None)
     opt = sparse_step.sparse_optimizer(1.0, cfg.momentum).init(tr)
     tr, _, losses = finetune_lib.sparse_loop_fn(spec, plan, cfg, start, tr, opt,
@@ -99,15 +105,16 @@ def _one_task(spec, plan, cfg, start, trains, params, head, batch, indices,
   return acc, loss, losses, norm
 
 
-def _group_program(spec, plan, cfg, start, trains, mesh, params, head, batch,
-                   indices, tasks, lr):
+def _group_program(spec, plan, cfg, start, from_block, trains, mesh, params,
+                   head, batch, indices, tasks, lr):
   """The group's tasks split over `mesh` with `shard_map`: each device
   vmaps its own tasks, with no collective (the tasks are independent; the
   SPMD partitioner, left to itself, replicated the scanned loop)."""
 
   def local(params, head, batch, indices, tasks, lr):
-    return _map_tasks(lambda b, i, t: _one_task(spec, plan, cfg, start, trains,
-                                                params, head, b, i, t, lr),
+    return _map_tasks(lambda b, i, t: _one_task(spec, plan, cfg, start,
+                                                from_block, trains, params,
+                                                head, b, i, t, lr),
                       batch, indices, tasks)
 
   split, rep = P(devices_lib.AXIS), P()
@@ -117,8 +124,9 @@ def _group_program(spec, plan, cfg, start, trains, mesh, params, head, batch,
                                                          indices, tasks, lr)
 
 
-# One compile per (spec, plan, cfg, start, mesh, group size, episode shapes).
-group_program = jax.jit(_group_program, static_argnums=(0, 1, 2, 3, 4, 5))
+# One compile per (spec, plan, cfg, start, from_block, mesh, group size,
+# episode shapes).
+group_program = jax.jit(_group_program, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 
 # Compiled fine-tune programs held at most; past it, every compiled program
 # is let go. jax keeps each executable for the life of the process, and a
@@ -163,9 +171,16 @@ def _shape_key(batch) -> tuple:
 
 
 def _stack(trees: Sequence[Any], n: int):
-  """Stacks `trees` on a new leading axis, padded to n by repeating the last."""
+  """Stacks `trees` on a new leading axis, padded to n by repeating the last
+  (device arrays stay on the device)."""
   trees = list(trees) + [trees[-1]] * (n - len(trees))
-  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+  def stack(*xs):
+    if isinstance(xs[0], jax.Array):
+      return jnp.stack(xs)
+    return np.stack([np.asarray(x) for x in xs])
+
+  return jax.tree.map(stack, *trees)
 
 
 def _padded_tasks(tasks, members, n: int) -> np.ndarray:
@@ -178,7 +193,9 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
                    task_masks: Sequence[Optional[Any]],
                    config: finetune_lib.FinetuneConfig,
                    tasks: Sequence[int],
-                   mesh: Optional[jax.sharding.Mesh] = None) -> List[TaskOutcome]:
+                   mesh: Optional[jax.sharding.Mesh] = None,
+                   support_inputs: Optional[Sequence[Any]] = None
+                  ) -> List[TaskOutcome]:
   """Fine-tunes and evaluates T tasks from the same start weights.
 
   Args:
@@ -190,6 +207,11 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
       through `finetune.finetune_task`, one task at a time).
     tasks: T task indices (folded into each task's augmentation key).
     mesh: devices to spread the tasks over (default: all local devices).
+    support_inputs: T `selection.BlockInput`s or Nones: the support set's
+      activation entering some block (TinyTrain's Fisher pass computes it,
+      `methods.method_selection`). A task whose frozen prefix reaches that
+      block continues it from there instead of running the blocks below
+      again; numbers equal the plain run's up to float rounding.
 
   Returns:
     T TaskOutcomes, in order. Raises RuntimeError naming the task whose
@@ -198,9 +220,13 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
   if config.impl != 'sparse':
     raise ValueError("finetune_tasks runs impl='sparse' only; use "
                      'finetune.finetune_task for the dense reference')
-  if not (len(batches) == len(task_masks) == len(tasks)):
+  support_inputs = (list(support_inputs) if support_inputs is not None else
+                    [None] * len(batches))
+  if not (len(batches) == len(task_masks) == len(tasks) ==
+          len(support_inputs)):
     raise ValueError(f'finetune_tasks: {len(batches)} batches, '
-                     f'{len(task_masks)} masks and {len(tasks)} task indices')
+                     f'{len(task_masks)} masks, {len(tasks)} task indices and '
+                     f'{len(support_inputs)} support inputs')
   mesh = mesh or devices_lib.make_mesh(local=True)
   release_programs()
   held = programs_held()
@@ -208,23 +234,29 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
   lr = jnp.float32(config.lr)
   groups: Dict[Any, List[int]] = {}
   meta = []
-  for i, (b, m) in enumerate(zip(batches, task_masks)):
+  batches = list(batches)
+  for i, (b, m, inp) in enumerate(zip(batches, task_masks, support_inputs)):
     plan, indices = _plan_of(spec, params, m)
     trains = m is not None and config.steps > 0 and (not plan.empty or
                                                     config.train_head)
     start = finetune_lib.prefix_start(spec, plan, config) if trains else 0
+    from_block = 0
+    if start and inp is not None and 0 < inp.block <= start:
+      from_block = inp.block
+      batches[i] = b = dict(b, support_in=inp.activation)
     n_support = int(np.asarray(b['support_mask']).sum())
     costs = finetune_lib.mask_costs(spec, m, n_support)
     costs['step_forward'] = finetune_lib.step_forward_macs(spec, start)
     meta.append((indices, costs))
-    groups.setdefault((plan, trains, start, _shape_key(b)), []).append(i)
+    groups.setdefault((plan, trains, start, from_block, _shape_key(b)),
+                      []).append(i)
   pending = []
   sharding, rep = (devices_lib.split_sharding(mesh),
                    devices_lib.replicated(mesh))
   put = jax.device_put
   # The start weights go to the devices once, not once per group.
   params_r, head_r, lr_r = put(params, rep), put(head, rep), put(lr, rep)
-  for (plan, trains, start, _), members in groups.items():
+  for (plan, trains, start, from_block, _), members in groups.items():
     # A multiple of the mesh size: one compile per (plan, size). With the
     # protocol's chunks (mesh size x tasks_per_device) a device vmaps at most
     # tasks_per_device tasks on any mesh: per-task numbers do not depend on
@@ -233,8 +265,8 @@ def finetune_tasks(spec, params, head, batches: Sequence[Dict[str, Any]],
     args = (put(_stack([batches[i] for i in members], n), sharding),
             put(_stack([meta[i][0] for i in members], n), sharding),
             put(_padded_tasks(tasks, members, n), sharding))
-    out = group_program(spec, plan, static_cfg, start, trains, mesh,
-                        params_r, head_r, *args, lr_r)
+    out = group_program(spec, plan, static_cfg, start, from_block, trains,
+                        mesh, params_r, head_r, *args, lr_r)
     pending.append((members, out))
   _compiled[0] += programs_held() - held
   return _collect(pending, tasks, config.steps, [m[1] for m in meta])
