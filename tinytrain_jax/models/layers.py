@@ -22,7 +22,8 @@ its backward especially: mcunet-5fps-shaped net, 100 images at 128 px, fwd+bwd
   stage, 7x7 stride 2 on 8x8): `depthwise_dense`, one matmul per channel
   against the H*W x Ho*Wo matrix of kernel taps; fewer multiply-adds than
   k*k taps and no zero-padded copy of the input (proxyless-w0.3's TinyTrain
-  step at 128 px held a 10x10 padded copy of each 4x4 map).
+  step at 128 px held a 10x10 padded copy of each 4x4 map). Its operands
+  are transposed to channel-major explicitly (see the function).
 * 1x1 stride 1: a matmul (`pointwise_matmul`).
 * everything else (the 3x3 stride-2 stem): `conv_dense`, a
   `lax.conv_general_dilated` forward whose kernel gradient is a matmul over
