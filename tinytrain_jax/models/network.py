@@ -183,7 +183,7 @@ def prefix(spec: ModelSpec, params: Params, images: jax.Array, start_block: int,
                      f'got {from_block}')
   if from_block == 0:
     _check_images(spec, images)
-  if start_block == from_block:  # block 0's input is the images (the stem is in it)
+  if start_block == from_block:  # no block to run (block 0's input: the images)
     return images
   # Forward only, so it runs over cache-sized chunks of the batch.
   chunk = batch_chunks.chunk_size(images.shape[0],
